@@ -1,0 +1,46 @@
+# imagegen — `make demo` and `make test` work on a fresh clone: both install into .venv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DATA ?= $(firstword $(wildcard ../shared/datasets) $(IMAGEGEN_DATA))
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-slow lint format bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+# Train a small DCGAN on MNIST (data root: ../shared/datasets, else $IMAGEGEN_DATA) and
+# write a 64-image grid.
+demo: install
+	$(VENV)/bin/imagegen train dcgan --dataset mnist $(if $(DATA),--data-root $(DATA)) \
+		--resolution 32 --steps 1500 --batch-size 64 --sample-every 500 --checkpoint-every 500 \
+		--run-dir checkpoints/demo-dcgan-mnist --force
+	$(VENV)/bin/imagegen sample checkpoints/demo-dcgan-mnist --n 64 --seed 0 \
+		--out checkpoints/demo-dcgan-mnist/demo-grid.png --force
+
+test: install
+	$(if $(DATA),IMAGEGEN_DATA=$(abspath $(DATA))) $(PY) -m pytest -q
+
+test-slow: install
+	$(if $(DATA),IMAGEGEN_DATA=$(abspath $(DATA))) $(PY) -m pytest -q -m slow
+
+lint: install
+	$(VENV)/bin/ruff check imagegen tests benchmarks
+	$(VENV)/bin/ruff format --check imagegen tests benchmarks
+
+format: install
+	$(VENV)/bin/ruff format imagegen tests benchmarks
+	$(VENV)/bin/ruff check --fix imagegen tests benchmarks
+
+bench: install
+	$(if $(DATA),IMAGEGEN_DATA=$(abspath $(DATA))) $(PY) benchmarks/bench_train.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,246 @@
+"""Checkpoints: one safetensors file that alone rebuilds a model and resumes its training.
+
+Tensors:   model/<state key>, ema/<state key>, optim/<name>/<param index>/<state key>,
+           rng/<name>
+Metadata:  format, format_version, imagegen_version, model, config (JSON), train_config
+           (JSON), step, data_shape (JSON [C, H, W]), normalisation, dataset, optim (JSON of
+           the optimizers' non-tensor state), counters (JSON).
+Nothing is pickled. Files are written atomically.
+"""
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from imagegen import __version__
+from imagegen.config import build_dataclass, to_dict
+from imagegen.errors import UserError
+from imagegen.files import atomic_write_bytes
+from imagegen.registry import get_spec
+
+FORMAT = "imagegen-checkpoint"
+FORMAT_VERSION = 1
+SUFFIX = ".safetensors"
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+@dataclass
+class Checkpoint:
+    """A validated checkpoint read from disk."""
+
+    path: Path
+    model_name: str
+    config: Any  # the model's frozen config dataclass
+    train_config: dict[str, Any]
+    step: int
+    data_shape: tuple[int, int, int]
+    dataset: str
+    counters: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
+    optim_meta: dict[str, Any]
+
+    @property
+    def has_ema(self) -> bool:
+        return any(k.startswith("ema/") for k in self.tensors)
+
+
+def save_checkpoint(
+    path: Path,
+    *,
+    model: nn.Module,
+    model_name: str,
+    train_config: Any,
+    step: int,
+    data_shape: tuple[int, int, int],
+    dataset: str,
+    ema: nn.Module | None = None,
+    optimizers: dict[str, torch.optim.Optimizer] | None = None,
+    rng: dict[str, torch.Tensor] | None = None,
+    counters: dict[str, Any] | None = None,
+) -> None:
+    """Write a checkpoint atomically (temporary file, fsync, rename)."""
+    from safetensors.torch import save
+
+    tensors: dict[str, torch.Tensor] = {}
+    for key, value in model.state_dict().items():
+        tensors[f"model/{key}"] = value.detach().cpu().contiguous()
+    if ema is not None:
+        for key, value in ema.state_dict().items():
+            tensors[f"ema/{key}"] = value.detach().cpu().contiguous()
+    optim_meta: dict[str, Any] = {}
+    for name, opt in (optimizers or {}).items():
+        sd = opt.state_dict()
+        scalars: dict[str, Any] = {}
+        for idx, state in sd["state"].items():
+            for key, value in state.items():
+                if torch.is_tensor(value):
+                    tensors[f"optim/{name}/{idx}/{key}"] = value.detach().cpu().contiguous()
+                else:
+                    scalars[f"{idx}/{key}"] = value
+        optim_meta[name] = {"param_groups": sd["param_groups"], "scalars": scalars}
+    for name, state in (rng or {}).items():
+        tensors[f"rng/{name}"] = state.detach().cpu().contiguous()
+    metadata = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "imagegen_version": __version__,
+        "model": model_name,
+        "config": json.dumps(to_dict(model.config), sort_keys=True),
+        "train_config": json.dumps(to_dict(train_config), sort_keys=True),
+        "step": str(step),
+        "data_shape": json.dumps(list(data_shape)),
+        "normalisation": getattr(model, "normalisation", ""),
+        "dataset": dataset,
+        "optim": json.dumps(optim_meta),
+        "counters": json.dumps(counters or {}),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
+
+
+def read_header(path: Path) -> dict[str, Any]:
+    """Parse and check a safetensors header without loading tensors; raise on bad files."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not a checkpoint file")
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise UserError(f"{path} is not a safetensors file (too short)")
+        (n,) = struct.unpack("<Q", head)
+        if n > _MAX_HEADER or n > size - 8:
+            raise UserError(f"{path} is not a safetensors file (or its header is truncated)")
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise UserError(f"{path} is not a safetensors file (bad header)") from None
+    if not isinstance(header, dict):
+        raise UserError(f"{path} is not a safetensors file (bad header)")
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if size < 8 + n + end:
+        raise UserError(f"{path} is truncated ({size} of {8 + n + end} bytes)")
+    return header
+
+
+def read_checkpoint(path: Path, expect_model: str | None = None) -> Checkpoint:
+    """Read and validate an imagegen checkpoint; every problem is one clear UserError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    header = read_header(path)
+    meta = header.get("__metadata__") or {}
+    if meta.get("format") != FORMAT:
+        raise UserError(f"{path} is a safetensors file but not an imagegen checkpoint")
+    try:
+        version = int(meta.get("format_version", ""))
+    except ValueError:
+        raise UserError(f"{path} has an unreadable format version") from None
+    if version > FORMAT_VERSION or version < 1:
+        raise UserError(
+            f"{path} has checkpoint format version {version}; this imagegen "
+            f"({__version__}) reads version {FORMAT_VERSION}"
+        )
+    model_name = meta.get("model", "")
+    if expect_model is not None and model_name != expect_model:
+        raise UserError(f"{path} holds a {model_name} model, not {expect_model}")
+    spec = get_spec(model_name)
+    try:
+        config = build_dataclass(spec.config_cls, json.loads(meta["config"]), model_name)
+        train_config = json.loads(meta.get("train_config", "{}"))
+        step = int(meta["step"])
+        c, h, w = json.loads(meta["data_shape"])
+        optim_meta = json.loads(meta.get("optim", "{}"))
+        counters = json.loads(meta.get("counters", "{}"))
+    except (KeyError, ValueError, TypeError) as e:
+        raise UserError(f"{path} has damaged metadata ({e})") from None
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, RuntimeError) as e:
+        raise UserError(f"{path} is damaged: {e}") from None
+    return Checkpoint(
+        path=path,
+        model_name=model_name,
+        config=config,
+        train_config=train_config,
+        step=step,
+        data_shape=(int(c), int(h), int(w)),
+        dataset=meta.get("dataset", ""),
+        counters=counters,
+        tensors=tensors,
+        optim_meta=optim_meta,
+    )
+
+
+def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _load_into(module: nn.Module, state: dict[str, torch.Tensor], what: str, path: Path) -> None:
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise UserError(f"{path}: {what} weights do not match its config ({first})") from None
+
+
+def build_model(ckpt: Checkpoint, use_ema: bool = True) -> nn.Module:
+    """Rebuild the checkpoint's model on the CPU; with `use_ema` its EMA weights sample."""
+    spec = get_spec(ckpt.model_name)
+    model = spec.model_cls(ckpt.config)
+    _load_into(model, _prefixed(ckpt.tensors, "model/"), "model", ckpt.path)
+    if use_ema and ckpt.has_ema:
+        _load_into(
+            getattr(model, model.ema_module), _prefixed(ckpt.tensors, "ema/"), "EMA", ckpt.path
+        )
+    return model.eval()
+
+
+def restore_training_state(
+    ckpt: Checkpoint,
+    model: nn.Module,
+    ema: nn.Module,
+    optimizers: dict[str, torch.optim.Optimizer],
+) -> dict[str, torch.Tensor]:
+    """Load weights, EMA and optimizer state for resuming; return the saved RNG states."""
+    _load_into(model, _prefixed(ckpt.tensors, "model/"), "model", ckpt.path)
+    if not ckpt.has_ema:
+        raise UserError(f"{ckpt.path} has no EMA weights; it cannot resume training")
+    _load_into(ema, _prefixed(ckpt.tensors, "ema/"), "EMA", ckpt.path)
+    for name, opt in optimizers.items():
+        if name not in ckpt.optim_meta:
+            raise UserError(f"{ckpt.path} has no optimizer state for {name}; cannot resume")
+        meta = ckpt.optim_meta[name]
+        state: dict[int, dict[str, Any]] = {}
+        for key, value in _prefixed(ckpt.tensors, f"optim/{name}/").items():
+            idx, _, field = key.partition("/")
+            state.setdefault(int(idx), {})[field] = value
+        for key, value in meta["scalars"].items():
+            idx, _, field = key.partition("/")
+            state.setdefault(int(idx), {})[field] = value
+        groups = meta["param_groups"]
+        current = opt.state_dict()["param_groups"]
+        if len(groups) != len(current):
+            raise UserError(f"{ckpt.path}: optimizer {name} does not match the model")
+        for saved, now in zip(groups, current, strict=True):
+            for device_flag in ("fused", "foreach", "capturable"):  # follow this device
+                if device_flag in now:
+                    saved[device_flag] = now[device_flag]
+            saved["betas"] = tuple(saved["betas"]) if "betas" in saved else None
+            if saved["betas"] is None:
+                del saved["betas"]
+        try:
+            opt.load_state_dict({"state": state, "param_groups": groups})
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise UserError(
+                f"{ckpt.path}: optimizer state for {name} does not load ({e})"
+            ) from None
+    return _prefixed(ckpt.tensors, "rng/")

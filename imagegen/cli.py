@@ -1,0 +1,360 @@
+"""The `imagegen` command: parse, call a library function, show the result with Rich.
+
+Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted.
+"""
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from imagegen import __version__
+from imagegen.errors import UsageError, UserError
+
+app = typer.Typer(
+    name="imagegen",
+    help="Train, sample, evaluate and convert image generative models (DCGAN, VAE, VAE-GAN).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"imagegen {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Train, sample, evaluate and convert image generative models (DCGAN, VAE, VAE-GAN)."""
+
+
+def _consoles(quiet: bool) -> tuple[Any, Any]:
+    from rich.console import Console
+
+    return Console(soft_wrap=True), Console(stderr=True, quiet=quiet, soft_wrap=True)
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _fmt_losses(losses: dict[str, float]) -> str:
+    return "  ".join(f"{k} {v:.4f}" for k, v in losses.items())
+
+
+class _TrainView:
+    """Renders training events: a Rich progress bar on a terminal, plain lines otherwise."""
+
+    def __init__(self, err: Any) -> None:
+        self.err = err
+        self.progress: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> "_TrainView":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def __call__(self, event: Any) -> None:
+        if self.err.quiet:
+            return
+        if event.kind == "start":
+            self.err.print(event.message, highlight=False)
+            if self.err.is_terminal:
+                from rich.progress import (
+                    BarColumn,
+                    MofNCompleteColumn,
+                    Progress,
+                    TextColumn,
+                    TimeRemainingColumn,
+                )
+
+                self.progress = Progress(
+                    TextColumn("[bold]train"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TextColumn("{task.fields[ips]} img/s"),
+                    TextColumn("{task.fields[losses]}"),
+                    TimeRemainingColumn(),
+                    console=self.err,
+                )
+                self.progress.start()
+                self.task = self.progress.add_task(
+                    "train", total=event.total, completed=event.step, ips="-", losses=""
+                )
+            return
+        if self.progress is not None:
+            if event.kind in ("step", "log"):
+                self.progress.update(
+                    self.task,
+                    completed=event.step,
+                    ips=f"{event.images_per_s:,.0f}",
+                    losses=_fmt_losses(event.losses),
+                )
+            elif event.kind == "checkpoint":
+                self.progress.console.print(f"checkpoint {event.path}", highlight=False)
+            return
+        if event.kind == "log":
+            eta = int(event.eta_s)
+            self.err.print(
+                f"step {event.step}/{event.total}  {_fmt_losses(event.losses)}  "
+                f"{event.images_per_s:,.0f} img/s  "
+                f"eta {eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}",
+                highlight=False,
+            )
+        elif event.kind == "checkpoint":
+            self.err.print(f"checkpoint {event.path}", highlight=False)
+
+
+TRAIN_EXAMPLE = """Examples:
+
+  imagegen train dcgan --dataset mnist --resolution 32 --steps 2000
+
+  imagegen train dcgan --dataset ./photos --resolution 64 --epochs 10 --json --quiet
+
+  imagegen train dcgan --resume checkpoints/00000-dcgan-mnist --steps 4000
+"""
+
+
+@app.command(epilog=TRAIN_EXAMPLE)
+def train(
+    model: str = typer.Argument(..., help="Model to train: dcgan."),
+    dataset: str | None = typer.Option(
+        None,
+        "--dataset",
+        "-d",
+        help="mnist, fashion-mnist, cifar10, celeba, synthetic, a folder of images or a .zip.",
+    ),
+    resolution: int | None = typer.Option(None, help="Image size: 32 or 64 [default: 64]."),
+    channels: int | None = typer.Option(None, help="1 or 3 [default: the dataset's own]."),
+    batch_size: int | None = typer.Option(None, help="Images per step [default: 64]."),
+    steps: int | None = typer.Option(None, help="Optimisation steps to train in total."),
+    epochs: float | None = typer.Option(
+        None, help="Epochs, when --steps is not given [default: 25]."
+    ),
+    lr: float | None = typer.Option(None, help="Adam learning rate [default: 2e-4]."),
+    seed: int | None = typer.Option(None, help="Random seed [default: 0]."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    run_dir: Path | None = typer.Option(
+        None, help="Run folder [default: checkpoints/NNNNN-MODEL-DATA]."
+    ),
+    resume: Path | None = typer.Option(None, help="Continue a run (its folder or a checkpoint)."),
+    sample_every: int | None = typer.Option(
+        None, help="Steps between sample grids [default: 500]."
+    ),
+    checkpoint_every: int | None = typer.Option(
+        None, help="Steps between checkpoints [default: 1000]."
+    ),
+    keep: int | None = typer.Option(None, help="Step checkpoints to keep [default: 3]."),
+    log_every: int | None = typer.Option(None, help="Steps between log lines [default: 50]."),
+    config: Path | None = typer.Option(None, help="TOML file: training options, [model] table."),
+    option: list[str] = typer.Option(
+        [], "--set", "-s", help="Model option KEY=VALUE, e.g. --set g_width=32 (repeatable)."
+    ),
+    data_root: str | None = typer.Option(
+        None,
+        help="Folder of named datasets [default: $IMAGEGEN_DATA, else ~/.cache/imagegen/data].",
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing run folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object at the end."),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="Print nothing but the result and errors."
+    ),
+) -> int:
+    """Train a model; writes a run folder with config, log, sample grids and checkpoints."""
+    from imagegen.config import load_toml, parse_assignments
+    from imagegen.train import TrainRequest, plan_training, run_training
+
+    if steps is not None and epochs is not None:
+        raise UsageError("give --steps or --epochs, not both")
+    options: dict[str, Any] = {}
+    model_options: dict[str, Any] = {}
+    if config is not None:
+        options = load_toml(config)
+        table = options.pop("model", {})
+        if not isinstance(table, dict):
+            raise UsageError(f"{config}: [model] must be a table")
+        model_options = {k.replace("-", "_"): v for k, v in table.items()}
+    options |= _given(
+        dataset=dataset,
+        batch_size=batch_size,
+        steps=steps,
+        epochs=epochs,
+        lr=lr,
+        seed=seed,
+        sample_every=sample_every,
+        checkpoint_every=checkpoint_every,
+        keep_checkpoints=keep,
+        log_every=log_every,
+    )
+    if steps is not None:
+        options.setdefault("epochs", 25.0)
+    model_options |= parse_assignments(option) | _given(resolution=resolution, channels=channels)
+    if "dataset" not in options and resume is None:
+        raise UsageError("--dataset is required (or --resume RUN)")
+    request = TrainRequest(
+        model=model,
+        options=options,
+        model_options=model_options,
+        data_root=data_root,
+        device=device,
+        run_dir=run_dir,
+        resume=resume,
+        force=force,
+    )
+    plan = plan_training(request)
+    out, err = _consoles(quiet)
+    if dry_run:
+        resolved = plan.as_dict()
+        if as_json:
+            print(json.dumps(resolved, indent=2))
+        else:
+            out.print_json(json.dumps(resolved))
+        return 0
+    err.print(f"Run folder: {plan.run_dir}", highlight=False)
+    with _TrainView(err) as view:
+        result = run_training(plan, view)
+    if as_json:
+        print(json.dumps(result.as_dict()))
+    elif not quiet:
+        from rich.table import Table
+
+        table = Table(show_header=False, box=None)
+        table.add_row("run", str(result.run_dir))
+        table.add_row("checkpoint", str(result.checkpoint))
+        table.add_row("step", f"{result.step}/{result.total_steps}")
+        table.add_row("losses", _fmt_losses(result.losses))
+        table.add_row("images/s", f"{result.images_per_s:,.1f}")
+        table.add_row("data wait", f"{result.data_wait:.1%} of step time")
+        out.print(table)
+    if result.interrupted:
+        err.print(
+            f"Interrupted at step {result.step}; checkpoint written. Resume with:\n"
+            f"  imagegen train {plan.model} --resume {result.run_dir}",
+            highlight=False,
+        )
+        return 130
+    return 0
+
+
+SAMPLE_EXAMPLE = """Examples:
+
+  imagegen sample --n 64
+
+  imagegen sample checkpoints/00000-dcgan-mnist --n 16 --nrow 8 --seed 3 --out digits.png
+
+  imagegen sample run.safetensors --n 1000 --individual out/
+
+  imagegen sample --n 64 --interpolate 8
+"""
+
+
+@app.command(epilog=SAMPLE_EXAMPLE)
+def sample(
+    source: Path | None = typer.Argument(
+        None, help="Checkpoint file or run folder [default: the newest run under checkpoints/]."
+    ),
+    n: int = typer.Option(64, "--n", "-n", help="Number of images."),
+    seed: int = typer.Option(0, help="Seed for the latents; the same seed gives the same PNG."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="PNG grid to write [default: RUN/samples/sample-seedS-nN.png]."
+    ),
+    nrow: int | None = typer.Option(None, help="Images per grid row [default: about sqrt(n)]."),
+    individual: Path | None = typer.Option(None, help="Write one PNG per image into this folder."),
+    interpolate: int | None = typer.Option(
+        None, help="Rows of STEPS spherical interpolations between random latents."
+    ),
+    no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw weights, not the EMA."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing output."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object at the end."),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="Print nothing but the result and errors."
+    ),
+) -> int:
+    """Generate images from a checkpoint and write them as PNG."""
+    from imagegen.sample import SampleRequest
+    from imagegen.sample import sample as run_sample
+
+    request = SampleRequest(
+        source=source,
+        n=n,
+        seed=seed,
+        out=out,
+        nrow=nrow,
+        individual=individual,
+        interpolate=interpolate,
+        use_ema=not no_ema,
+        device=device,
+        force=force,
+    )
+    result = run_sample(request)
+    out_c, err = _consoles(quiet)
+    if result.newest_run is not None:
+        err.print(f"Using the newest run: {result.newest_run}", highlight=False)
+    if as_json:
+        print(json.dumps(result.as_dict()))
+    elif not quiet:
+        where = (
+            result.files[0]
+            if len(result.files) == 1
+            else f"{len(result.files)} files in {Path(result.files[0]).parent}"
+        )
+        out_c.print(
+            f"{result.n} images from {result.checkpoint} ({result.model}, step {result.step}, "
+            f"{'EMA' if result.ema else 'raw'} weights) -> {where}",
+            highlight=False,
+        )
+    return 0
+
+
+def _error(message: str) -> None:
+    line = " ".join(str(message).split())
+    sys.stderr.write(f"imagegen: error: {line}\n")
+    sys.stderr.flush()
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the command line and return its exit code; errors become one line on stderr."""
+    try:
+        rv = app(args=argv, prog_name="imagegen", standalone_mode=False)
+    except KeyboardInterrupt:
+        return 130
+    except UserError as e:
+        _error(str(e))
+        return e.exit_code
+    except OSError as e:
+        _error(f"{e.strerror or e}: {e.filename}" if e.filename else str(e))
+        return 1
+    except Exception as e:
+        # Click-style errors (Typer bundles click in some versions): a usage error, exit 2.
+        if not hasattr(e, "format_message") or not hasattr(e, "exit_code"):
+            raise
+        if type(e).__name__ == "NoArgsIsHelpError" and getattr(e, "ctx", None) is not None:
+            print(e.ctx.get_help())
+        else:
+            _error(e.format_message())
+        return int(e.exit_code)
+    except BaseException as e:
+        if type(e).__name__ == "Abort":
+            return 130
+        raise
+    return rv if isinstance(rv, int) else 0
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(run())

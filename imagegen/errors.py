@@ -1,0 +1,13 @@
+"""The errors a user can cause: shown as one line, never as a traceback."""
+
+
+class UserError(Exception):
+    """Bad input or a failed operation the user can fix; exit code 1."""
+
+    exit_code = 1
+
+
+class UsageError(UserError):
+    """A command used wrongly (bad option value, conflicting options); exit code 2."""
+
+    exit_code = 2

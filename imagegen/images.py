@@ -1,0 +1,51 @@
+"""Turning image tensors into PNG files: quantisation, grids, atomic writes."""
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from imagegen.files import atomic_write_bytes
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Float images in [0, 1] -> uint8, rounded as torchvision's save_image does."""
+    return images.detach().mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+
+
+def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> torch.Tensor:
+    """Tile uint8 images (N, C, H, W) into one (C, H', W') image, `nrow` images per row."""
+    n, c, h, w = images.shape
+    nrow = nrow or max(1, math.ceil(math.sqrt(n)))
+    ncol = min(nrow, n)
+    rows = math.ceil(n / nrow)
+    grid = torch.zeros(
+        c, rows * (h + padding) + padding, ncol * (w + padding) + padding, dtype=images.dtype
+    )
+    for i in range(n):
+        r, k = divmod(i, nrow)
+        top, left = padding + r * (h + padding), padding + k * (w + padding)
+        grid[:, top : top + h, left : left + w] = images[i]
+    return grid
+
+
+def png_bytes(image: torch.Tensor) -> bytes:
+    """Encode one uint8 image (C, H, W) with C in {1, 3} as PNG bytes (deterministic)."""
+    arr = image.cpu().permute(1, 2, 0).numpy()
+    arr = arr[..., 0] if arr.shape[2] == 1 else arr
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_png(path: Path, image: torch.Tensor) -> None:
+    """Write one uint8 image (C, H, W) as a PNG, atomically."""
+    atomic_write_bytes(Path(path), png_bytes(image))
+
+
+def write_grid(path: Path, images: torch.Tensor, nrow: int | None = None) -> None:
+    """Write float images (N, C, H, W) in [0, 1] as one PNG grid, atomically."""
+    write_png(path, make_grid(to_uint8(images.cpu()), nrow))

@@ -1,0 +1,36 @@
+"""Where imagegen reads data, caches decoded datasets and writes runs."""
+
+import os
+from pathlib import Path
+
+
+def user_cache_dir() -> Path:
+    """The per-user cache folder: `$XDG_CACHE_HOME/imagegen` or `~/.cache/imagegen`."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "imagegen"
+
+
+def data_root(option: str | Path | None = None) -> Path:
+    """The data root: the `--data-root` option, else `$IMAGEGEN_DATA`, else the user cache."""
+    if option:
+        return Path(option).expanduser()
+    env = os.environ.get("IMAGEGEN_DATA")
+    if env:
+        return Path(env).expanduser()
+    return user_cache_dir() / "data"
+
+
+def decoded_cache_dir() -> Path:
+    """Where decoded uint8 datasets are cached: `$IMAGEGEN_CACHE`, else the user cache."""
+    env = os.environ.get("IMAGEGEN_CACHE")
+    return Path(env).expanduser() if env else user_cache_dir() / "decoded"
+
+
+def runs_dir() -> Path:
+    """The folder that holds run folders: `$IMAGEGEN_RUNS`, else `./checkpoints`."""
+    return Path(os.environ.get("IMAGEGEN_RUNS", "checkpoints"))
+
+
+def downloads_allowed() -> bool:
+    """False when `$IMAGEGEN_OFFLINE` is set: never try the network."""
+    return os.environ.get("IMAGEGEN_OFFLINE", "") in ("", "0")

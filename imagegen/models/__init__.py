@@ -1,0 +1,1 @@
+"""The models imagegen trains; `imagegen.registry` maps their names to specs."""

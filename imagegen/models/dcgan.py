@@ -1,0 +1,191 @@
+"""DCGAN (Radford, Metz & Chintala 2015) with the non-saturating GAN loss.
+
+Generator: ConvTranspose + BatchNorm + ReLU, tanh output. Discriminator: strided Conv +
+BatchNorm + LeakyReLU(0.2), no pooling, no BatchNorm on its input layer. Weights N(0, 0.02),
+BatchNorm scale N(1, 0.02). The layer stack follows from the resolution (32 or 64).
+"""
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from imagegen.config import TrainConfig
+from imagegen.errors import UsageError
+
+RESOLUTIONS = (32, 64)
+
+
+@dataclass(frozen=True)
+class DCGANConfig:
+    """Architecture of a DCGAN."""
+
+    resolution: int = 64
+    channels: int = 3
+    latent_dim: int = 100
+    g_width: int = 64  # generator channels at full resolution (pytorch/examples' ngf)
+    d_width: int = 64  # discriminator channels at full resolution (ndf)
+
+    def __post_init__(self) -> None:
+        if self.resolution not in RESOLUTIONS:
+            raise UsageError(
+                f"unsupported resolution {self.resolution} for dcgan "
+                f"(valid: {', '.join(map(str, RESOLUTIONS))})"
+            )
+        if self.channels not in (1, 3):
+            raise UsageError(f"channels must be 1 or 3, got {self.channels}")
+        for name in ("latent_dim", "g_width", "d_width"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+    @property
+    def num_up(self) -> int:
+        """Number of stride-2 stages between 4x4 and the output resolution."""
+        return int(math.log2(self.resolution)) - 2
+
+
+def init_weights(module: nn.Module) -> None:
+    """DCGAN initialisation: conv weights N(0, 0.02); BatchNorm scale N(1, 0.02), shift 0."""
+    if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+class Generator(nn.Module):
+    """z (B, latent_dim) -> image (B, C, R, R) in [-1, 1]."""
+
+    def __init__(self, config: DCGANConfig) -> None:
+        super().__init__()
+        w = config.g_width
+        widths = [w * 2 ** (config.num_up - 1 - i) for i in range(config.num_up)]  # 64px: 8w..w
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(config.latent_dim, widths[0], 4, 1, 0, bias=False),  # (B, 8w, 4, 4)
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
+        ]
+        for c_in, c_out in itertools.pairwise(widths):  # each doubles H and W
+            layers += [
+                nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+            ]
+        layers += [
+            nn.ConvTranspose2d(widths[-1], config.channels, 4, 2, 1, bias=False),  # (B, C, R, R)
+            nn.Tanh(),
+        ]
+        self.main = nn.Sequential(*layers)
+        self.apply(init_weights)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.main(z[:, :, None, None])  # (B, latent, 1, 1) -> (B, C, R, R)
+
+
+class Discriminator(nn.Module):
+    """image (B, C, R, R) in [-1, 1] -> real/fake logit (B,)."""
+
+    def __init__(self, config: DCGANConfig) -> None:
+        super().__init__()
+        w = config.d_width
+        widths = [w * 2**i for i in range(config.num_up)]  # 64px: w, 2w, 4w, 8w
+        layers: list[nn.Module] = [
+            nn.Conv2d(config.channels, widths[0], 4, 2, 1, bias=False),  # (B, w, R/2, R/2)
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
+        for c_in, c_out in itertools.pairwise(widths):  # each halves H and W
+            layers += [
+                nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
+        self.main = nn.Sequential(*layers)  # (B, 8w, 4, 4) at 64px
+        self.head = nn.Conv2d(widths[-1], 1, 4, 1, 0, bias=False)  # (B, 1, 1, 1)
+        self.apply(init_weights)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.main(x)).flatten()  # (B,)
+
+
+def discriminator_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
+    """-log D(x) - log(1 - D(G(z))): real images are labelled 1, generated ones 0."""
+    return F.binary_cross_entropy_with_logits(
+        logits_real, torch.ones_like(logits_real)
+    ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
+
+
+def generator_loss(logits_fake: torch.Tensor) -> torch.Tensor:
+    """Non-saturating generator loss -log D(G(z)): generated images labelled 1."""
+    return F.binary_cross_entropy_with_logits(logits_fake, torch.ones_like(logits_fake))
+
+
+class DCGAN(nn.Module):
+    """Generator and discriminator, trained by alternating D and G steps."""
+
+    ema_module = "generator"  # the module whose moving average is used for sampling
+    normalisation = "pixels in [0, 1] mapped to [-1, 1]; tanh output"
+
+    def __init__(self, config: DCGANConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.generator = Generator(config)
+        self.discriminator = Discriminator(config)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.latent_dim
+
+    def configure_optimizers(self, train: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+        """Adam for each network (the DCGAN paper: lr 2e-4, betas (0.5, 0.999))."""
+        lr, betas = train.lr, (train.beta1, train.beta2)
+        fused = self.generator.main[0].weight.is_cuda or None
+        return {
+            "generator": torch.optim.Adam(self.generator.parameters(), lr, betas, fused=fused),
+            "discriminator": torch.optim.Adam(
+                self.discriminator.parameters(), lr, betas, fused=fused
+            ),
+        }
+
+    def training_step(
+        self,
+        real: torch.Tensor,
+        optimizers: dict[str, torch.optim.Optimizer],
+        noise: torch.Generator,
+    ) -> dict[str, torch.Tensor]:
+        """One D step and one G step on a batch `real` (B, C, R, R) in [0, 1]."""
+        x = real * 2 - 1  # (B, C, R, R) in [-1, 1]
+        z = torch.randn(x.shape[0], self.latent_dim, generator=noise, device=x.device)
+        fake = self.generator(z)  # (B, C, R, R)
+
+        # Discriminator: maximise log D(x) + log(1 - D(G(z))).
+        opt_d, opt_g = optimizers["discriminator"], optimizers["generator"]
+        opt_d.zero_grad(set_to_none=True)
+        logits_real = self.discriminator(x)
+        logits_fake = self.discriminator(fake.detach())
+        d_loss = discriminator_loss(logits_real, logits_fake)
+        d_loss.backward()
+        opt_d.step()
+
+        # Generator: maximise log D(G(z)) through the updated discriminator.
+        opt_g.zero_grad(set_to_none=True)
+        self.discriminator.requires_grad_(False)
+        g_loss = generator_loss(self.discriminator(fake))
+        g_loss.backward()
+        self.discriminator.requires_grad_(True)
+        opt_g.step()
+
+        return {
+            "d_loss": d_loss.detach(),
+            "g_loss": g_loss.detach(),
+            "d_real": torch.sigmoid(logits_real).mean().detach(),
+            "d_fake": torch.sigmoid(logits_fake).mean().detach(),
+        }
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
+        """Latents (B, latent_dim) -> images (B, C, R, R) in [0, 1]."""
+        net = net if net is not None else self.generator
+        return net(z).add(1).mul(0.5).clamp(0, 1)

@@ -1,0 +1,163 @@
+"""Sampling a checkpoint to PNG: a grid, one file per image, or latent interpolations."""
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from imagegen import checkpoint
+from imagegen.errors import UsageError
+from imagegen.files import atomic_write_bytes, check_output_dir, check_output_file
+from imagegen.images import make_grid, png_bytes, to_uint8, write_png
+from imagegen.train import find_checkpoint, newest_run, resolve_device
+
+MAX_GRID = 4096
+MAX_N = 100_000
+BATCH = 256
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    """What to sample and where to write it."""
+
+    source: Path | None = None  # checkpoint file or run folder; None: the newest run
+    n: int = 64
+    seed: int = 0
+    out: Path | None = None
+    nrow: int | None = None
+    individual: Path | None = None
+    interpolate: int | None = None  # images per interpolation row
+    use_ema: bool = True
+    device: str = "auto"
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    """What was written."""
+
+    checkpoint: Path
+    model: str
+    step: int
+    n: int
+    seed: int
+    ema: bool
+    files: list[str]
+    images_per_s: float
+    newest_run: Path | None  # set when the run was chosen automatically
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "checkpoint": str(self.checkpoint),
+            "model": self.model,
+            "step": self.step,
+            "n": self.n,
+            "seed": self.seed,
+            "ema": self.ema,
+            "files": self.files,
+            "images_per_s": round(self.images_per_s, 2),
+        }
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between latents a, b (D,) at fractions t (K,) -> (K, D)."""
+    a_n, b_n = a / a.norm(), b / b.norm()
+    omega = torch.arccos((a_n * b_n).sum().clamp(-1.0, 1.0))
+    t = t[:, None]
+    if omega.abs() < 1e-6:  # (nearly) parallel: plain linear interpolation
+        return (1 - t) * a + t * b
+    so = torch.sin(omega)
+    return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
+
+
+def latents(n: int, dim: int, seed: int, interpolate: int | None) -> torch.Tensor:
+    """The latents for a request: n i.i.d. normals, or rows of slerps between random pairs."""
+    g = torch.Generator().manual_seed(seed)
+    if not interpolate:
+        return torch.randn(n, dim, generator=g)
+    rows = max(1, n // interpolate)
+    ends = torch.randn(rows, 2, dim, generator=g)
+    t = torch.linspace(0, 1, interpolate)
+    return torch.cat([slerp(ends[r, 0], ends[r, 1], t) for r in range(rows)])
+
+
+def validate(request: SampleRequest) -> None:
+    """Check option values before anything is loaded or written."""
+    if not 1 <= request.n <= MAX_N:
+        raise UsageError(f"--n must be between 1 and {MAX_N}, got {request.n}")
+    if request.nrow is not None and request.nrow < 1:
+        raise UsageError(f"--nrow must be at least 1, got {request.nrow}")
+    if request.interpolate is not None and request.interpolate < 2:
+        raise UsageError(f"--interpolate needs at least 2 steps, got {request.interpolate}")
+    if request.individual is None and request.n > MAX_GRID:
+        raise UsageError(
+            f"a grid of {request.n} images is too large (at most {MAX_GRID}); "
+            "use --individual DIR to write one file per image"
+        )
+    if request.individual is not None and request.out is not None:
+        raise UsageError("--out and --individual cannot be combined")
+
+
+def default_output(ckpt_path: Path, request: SampleRequest) -> Path:
+    """`samples/sample-seedS-nN[-interpK][-raw].png` in the run folder, else the current one."""
+    run = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else None
+    folder = run / "samples" if run is not None and (run / "samples").is_dir() else Path(".")
+    name = f"sample-seed{request.seed}-n{request.n}"
+    if request.interpolate:
+        name += f"-interp{request.interpolate}"
+    if not request.use_ema:
+        name += "-raw"
+    return folder / f"{name}.png"
+
+
+def sample(request: SampleRequest) -> SampleResult:
+    """Generate images from a checkpoint and write them as PNG files."""
+    validate(request)
+    chosen = None
+    if request.source is None:
+        chosen = newest_run()
+        path = find_checkpoint(chosen)
+    else:
+        path = find_checkpoint(request.source)
+    ckpt = checkpoint.read_checkpoint(path)
+    if request.individual is not None:
+        out_dir = check_output_dir(request.individual, request.force)
+        out_file = None
+    else:
+        out_file = check_output_file(request.out or default_output(path, request), request.force)
+    use_ema = request.use_ema and ckpt.has_ema
+    device = resolve_device(request.device)
+    model = checkpoint.build_model(ckpt, use_ema=use_ema).to(device)
+
+    z = latents(request.n, model.latent_dim, request.seed, request.interpolate)
+    start = time.perf_counter()
+    chunks = [
+        to_uint8(model.generate(z[i : i + BATCH].to(device)).cpu()) for i in range(0, len(z), BATCH)
+    ]
+    images = torch.cat(chunks)  # (N, C, H, W) uint8
+    elapsed = time.perf_counter() - start
+
+    files: list[str] = []
+    if out_file is not None:
+        nrow = request.interpolate or request.nrow
+        write_png(out_file, make_grid(images, nrow))
+        files.append(str(out_file))
+    else:
+        out_dir.mkdir(exist_ok=True)
+        for i, image in enumerate(images):
+            target = out_dir / f"{i:06d}.png"
+            atomic_write_bytes(target, png_bytes(image))
+            files.append(str(target))
+    return SampleResult(
+        checkpoint=path,
+        model=ckpt.model_name,
+        step=ckpt.step,
+        n=len(images),
+        seed=request.seed,
+        ema=use_ema,
+        files=files,
+        images_per_s=len(images) / max(elapsed, 1e-9),
+        newest_run=chosen,
+    )

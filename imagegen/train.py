@@ -1,0 +1,470 @@
+"""The training loop, the same for every model: plan a run, then run it.
+
+A run folder holds `config.json` (the resolved config), `log.jsonl` (losses, throughput),
+`samples/step-NNNNNNN.png` (grids from a fixed noise batch) and
+`checkpoints/step-NNNNNNN.safetensors` plus `checkpoints/latest.safetensors`.
+"""
+
+import json
+import math
+import re
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from imagegen import __version__, checkpoint, data
+from imagegen.config import (
+    RESUMABLE_CHANGES,
+    TrainConfig,
+    build_dataclass,
+    differences,
+    to_dict,
+)
+from imagegen.ema import EMA
+from imagegen.errors import UsageError, UserError
+from imagegen.files import atomic_link_or_copy, atomic_write_bytes
+from imagegen.images import write_grid
+from imagegen.locations import runs_dir
+from imagegen.registry import get_spec
+
+LATEST = "latest.safetensors"
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What the user asked for; options hold only what was given explicitly."""
+
+    model: str
+    options: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields
+    model_options: dict[str, Any] = field(default_factory=dict)  # the model's config fields
+    data_root: str | None = None
+    device: str = "auto"
+    run_dir: Path | None = None
+    resume: Path | None = None
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """A fully resolved run, ready to start (or to print, for --dry-run)."""
+
+    model: str
+    model_config: dict[str, Any]  # `channels` is None when it comes from the dataset
+    train: TrainConfig
+    dataset: str  # description of the data source
+    run_dir: Path
+    device: str
+    data_root: str | None
+    resume_from: Path | None = None
+    replace_run_dir: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "model_config": self.model_config,
+            "train_config": to_dict(self.train),
+            "dataset": self.dataset,
+            "run_dir": str(self.run_dir),
+            "device": self.device,
+            "resume_from": str(self.resume_from) if self.resume_from else None,
+        }
+
+
+@dataclass(frozen=True)
+class TrainEvent:
+    """Progress reported to the caller; the library itself never prints."""
+
+    kind: str  # "start" | "step" | "log" | "sample" | "checkpoint"
+    step: int
+    total: int
+    losses: dict[str, float] = field(default_factory=dict)
+    images_per_s: float = 0.0
+    eta_s: float = 0.0
+    path: Path | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a run did, for the CLI's summary and `--json`."""
+
+    run_dir: Path
+    checkpoint: Path | None
+    step: int
+    total_steps: int
+    losses: dict[str, float]
+    images_per_s: float
+    data_wait: float  # share of step time spent producing batches
+    elapsed_s: float
+    files: list[str]
+    interrupted: bool = False
+    resumed_from: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_dir": str(self.run_dir),
+            "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "losses": self.losses,
+            "images_per_s": round(self.images_per_s, 2),
+            "data_wait": round(self.data_wait, 4),
+            "elapsed_s": round(self.elapsed_s, 3),
+            "files": self.files,
+            "interrupted": self.interrupted,
+            "resumed_from": self.resumed_from,
+        }
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA when available; asking for a missing CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for, but no CUDA device is available")
+    if name not in ("cpu", "cuda"):
+        raise UsageError(f"unknown device {name!r} (valid: auto, cpu, cuda)")
+    return torch.device(name)
+
+
+def find_checkpoint(path: Path) -> Path:
+    """A checkpoint file, or a run folder's latest checkpoint."""
+    path = Path(path)
+    if path.is_dir():
+        latest = path / "checkpoints" / LATEST
+        if latest.is_file():
+            return latest
+        raise UserError(f"{path} has no checkpoint ({Path('checkpoints') / LATEST} is missing)")
+    if not path.exists():
+        raise UserError(f"checkpoint or run not found: {path}")
+    return path
+
+
+def newest_run() -> Path:
+    """The run under the runs folder whose latest checkpoint is newest."""
+    root = runs_dir()
+    candidates = [p for p in root.glob(f"*/checkpoints/{LATEST}") if p.is_file()]
+    if not candidates:
+        raise UserError(f"no run with a checkpoint under {root}/; train one or name a checkpoint")
+    return max(candidates, key=lambda p: p.stat().st_mtime).parent.parent
+
+
+def _next_run_dir(model: str, dataset: str) -> Path:
+    root = runs_dir()
+    numbers = [
+        int(m.group(1))
+        for p in (root.iterdir() if root.is_dir() else [])
+        if (m := re.match(r"(\d{5})-", p.name))
+    ]
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", Path(dataset).stem if "/" in dataset else dataset)
+    return root / f"{max(numbers, default=-1) + 1:05d}-{model}-{slug.strip('-').lower()}"
+
+
+def plan_training(request: TrainRequest) -> TrainPlan:
+    """Resolve options, the run folder and resume state; check the data exists."""
+    spec = get_spec(request.model)
+    resolve_device(request.device)
+    if request.resume is not None:
+        return _plan_resume(request)
+    train = build_dataclass(TrainConfig, request.options, "training")
+    model_config = dict(request.model_options)
+    if "channels" not in model_config:
+        model_config["channels"] = data.native_channels(train.dataset)
+    # Validate the model options now (a placeholder fills channels still unknown).
+    build_dataclass(
+        spec.config_cls,
+        {k: v for k, v in model_config.items() if v is not None},
+        request.model,
+    )
+    described = data.check_dataset(train.dataset, root=request.data_root)
+    run_dir = Path(request.run_dir) if request.run_dir else _next_run_dir(spec.name, train.dataset)
+    replace_run = False
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        if not request.force:
+            raise UserError(
+                f"run folder exists: {run_dir} (use --resume {run_dir} to continue it, "
+                "or --force to replace it)"
+            )
+        if not (run_dir / "config.json").is_file():
+            raise UserError(f"refusing to replace {run_dir}: it is not an imagegen run folder")
+        replace_run = True
+    return TrainPlan(
+        model=spec.name,
+        model_config=model_config,
+        train=train,
+        dataset=described,
+        run_dir=run_dir,
+        device=request.device,
+        data_root=request.data_root,
+        replace_run_dir=replace_run,
+    )
+
+
+def _plan_resume(request: TrainRequest) -> TrainPlan:
+    path = find_checkpoint(request.resume)
+    ckpt = checkpoint.read_checkpoint(path, expect_model=request.model)
+    stored_model = to_dict(ckpt.config)
+    asked_model = to_dict(
+        build_dataclass(
+            type(ckpt.config), {**stored_model, **request.model_options}, ckpt.model_name
+        )
+    )
+    diff = differences(stored_model, asked_model)
+    if diff:
+        raise UserError(f"cannot resume {path} with a different model config: {'; '.join(diff)}")
+    stored_train = to_dict(build_dataclass(TrainConfig, ckpt.train_config, "training"))
+    train = build_dataclass(TrainConfig, {**stored_train, **request.options}, "training")
+    diff = [
+        d
+        for d in differences(stored_train, to_dict(train))
+        if d.split(":")[0] not in RESUMABLE_CHANGES
+    ]
+    if diff:
+        raise UserError(f"cannot resume {path} with different training options: {'; '.join(diff)}")
+    if request.run_dir:
+        run_dir = Path(request.run_dir)
+        if run_dir.exists() and any(run_dir.iterdir()) and run_dir != path.parent.parent:
+            raise UserError(f"run folder exists: {run_dir}")
+    elif path.parent.name == "checkpoints":
+        run_dir = path.parent.parent
+    else:
+        run_dir = _next_run_dir(ckpt.model_name, train.dataset)
+    return TrainPlan(
+        model=ckpt.model_name,
+        model_config=stored_model,
+        train=train,
+        dataset=data.check_dataset(train.dataset, root=request.data_root),
+        run_dir=run_dir,
+        device=request.device,
+        data_root=request.data_root,
+        resume_from=path,
+    )
+
+
+class _StopFlag:
+    """First Ctrl-C asks the loop to checkpoint and stop; a second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> "_StopFlag":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _step_file(step: int) -> str:
+    return f"step-{step:07d}"
+
+
+def _truncate_log(log_path: Path, step: int) -> None:
+    """Drop log lines past `step` (written after the checkpoint a resume starts from)."""
+    if not log_path.is_file():
+        return
+    kept = [
+        line
+        for line in log_path.read_text().splitlines()
+        if line.strip() and json.loads(line).get("step", 0) <= step
+    ]
+    atomic_write_bytes(log_path, ("\n".join(kept) + "\n" if kept else "").encode())
+
+
+def run_training(
+    plan: TrainPlan, on_event: Callable[[TrainEvent], None] | None = None
+) -> TrainResult:
+    """Train as planned; on Ctrl-C write a checkpoint and return with `interrupted` set."""
+    emit = on_event or (lambda event: None)
+    spec = get_spec(plan.model)
+    train = plan.train
+    device = resolve_device(plan.device)
+    started = time.perf_counter()
+
+    ckpt = checkpoint.read_checkpoint(plan.resume_from) if plan.resume_from else None
+    channels = plan.model_config.get("channels")
+    resolution = plan.model_config.get("resolution") or spec.config_cls().resolution
+    images = data.load_images(
+        train.dataset, resolution=resolution, channels=channels, root=plan.data_root
+    )
+    if channels is None:
+        channels = images.shape[0]
+    config = build_dataclass(
+        spec.config_cls, {**plan.model_config, "channels": channels}, plan.model
+    )
+    batches = data.EpochBatches(images.images.to(device), train.batch_size, train.seed)
+    total = train.steps or math.ceil(train.epochs * batches.batches_per_epoch)
+
+    torch.manual_seed(train.seed)
+    model = spec.model_cls(config).to(device).train()
+    ema = EMA(getattr(model, model.ema_module), train.ema_decay)
+    optimizers = model.configure_optimizers(train)
+    noise = torch.Generator(device).manual_seed(train.seed + 1)
+    start_step, elapsed_before, images_seen = 0, 0.0, 0
+    if ckpt is not None:
+        rng = checkpoint.restore_training_state(ckpt, model, ema.module, optimizers)
+        if "noise" in rng and rng["noise"].numel() == noise.get_state().numel():
+            noise.set_state(rng["noise"])
+        else:  # a run moved between devices: its noise stream cannot continue exactly
+            noise.manual_seed(train.seed + 1 + ckpt.step)
+        start_step = ckpt.step
+        ema.updates = int(ckpt.counters.get("ema_updates", ckpt.step))
+        elapsed_before = float(ckpt.counters.get("elapsed_s", 0.0))
+        images_seen = int(ckpt.counters.get("images_seen", start_step * train.batch_size))
+
+    run_dir = plan.run_dir
+    if plan.replace_run_dir:
+        shutil.rmtree(run_dir)
+    (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    files: list[str] = []
+    resolved = plan.as_dict() | {
+        "model_config": to_dict(config),
+        "data_shape": list(images.shape),
+        "images": int(images.images.shape[0]),
+        "skipped_images": images.skipped,
+        "batches_per_epoch": batches.batches_per_epoch,
+        "total_steps": total,
+        "device": str(device),
+        "imagegen_version": __version__,
+    }
+    atomic_write_bytes(run_dir / "config.json", (json.dumps(resolved, indent=2) + "\n").encode())
+    files.append(str(run_dir / "config.json"))
+    log_path = run_dir / "log.jsonl"
+    if ckpt is not None:
+        _truncate_log(log_path, start_step)
+    else:
+        log_path.unlink(missing_ok=True)
+    files.append(str(log_path))
+
+    fixed_z = torch.randn(
+        train.num_samples,
+        config.latent_dim,
+        generator=torch.Generator().manual_seed(train.seed + 2),
+    ).to(device)
+    emit(
+        TrainEvent(
+            "start",
+            start_step,
+            total,
+            message=(
+                f"{plan.model} on {plan.dataset}: {images.images.shape[0]} images "
+                f"{tuple(images.shape)}, {batches.batches_per_epoch} batches/epoch, "
+                f"device {device}"
+                + (f", {images.skipped} unreadable skipped" if images.skipped else "")
+            ),
+        )
+    )
+
+    def save(step: int) -> Path:
+        path = run_dir / "checkpoints" / f"{_step_file(step)}.safetensors"
+        checkpoint.save_checkpoint(
+            path,
+            model=model,
+            model_name=plan.model,
+            train_config=train,
+            step=step,
+            data_shape=images.shape,
+            dataset=train.dataset,
+            ema=ema.module,
+            optimizers=optimizers,
+            rng={"noise": noise.get_state()},
+            counters={
+                "ema_updates": ema.updates,
+                "images_seen": images_seen,
+                "elapsed_s": elapsed_before + time.perf_counter() - started,
+            },
+        )
+        atomic_link_or_copy(path, run_dir / "checkpoints" / LATEST)
+        olds = sorted((run_dir / "checkpoints").glob("step-*.safetensors"))
+        for old in olds[: -train.keep_checkpoints]:
+            old.unlink(missing_ok=True)
+        files.append(str(path))
+        emit(TrainEvent("checkpoint", step, total, path=path))
+        return path
+
+    def sample(step: int) -> None:
+        path = run_dir / "samples" / f"{_step_file(step)}.png"
+        write_grid(path, model.generate(fixed_z, ema.module))
+        files.append(str(path))
+        emit(TrainEvent("sample", step, total, path=path))
+
+    sums: dict[str, torch.Tensor] = {}
+    count, window_images, window_start = 0, 0, time.perf_counter()
+    data_time = step_time = 0.0
+    last_losses: dict[str, float] = {}
+    last_ips = 0.0
+    step = start_step
+    interrupted = False
+    with _StopFlag() as stop, log_path.open("a") as log:
+        while step < total:
+            t0 = time.perf_counter()
+            real = batches.batch(step).float().div_(255)  # (B, C, R, R) in [0, 1]
+            t1 = time.perf_counter()
+            losses = model.training_step(real, optimizers, noise)
+            ema.update(getattr(model, model.ema_module))
+            t2 = time.perf_counter()
+            data_time += t1 - t0
+            step_time += t2 - t0
+            step += 1
+            images_seen += real.shape[0]
+            window_images += real.shape[0]
+            for k, v in losses.items():
+                sums[k] = sums[k] + v if k in sums else v.clone()
+            count += 1
+            if step % train.log_every == 0 or step == total or stop.requested:
+                values = torch.stack(list(sums.values())).cpu().tolist()  # one host sync
+                last_losses = {k: v / count for k, v in zip(sums, values, strict=True)}
+                now = time.perf_counter()
+                last_ips = window_images / max(now - window_start, 1e-9)
+                record = {
+                    "step": step,
+                    "epoch": round(step / batches.batches_per_epoch, 4),
+                    **{k: round(v, 6) for k, v in last_losses.items()},
+                    "images_per_s": round(last_ips, 2),
+                    "data_wait": round(data_time / max(step_time, 1e-9), 4),
+                    "elapsed_s": round(elapsed_before + now - started, 3),
+                }
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                sums, count, window_images, window_start = {}, 0, 0, now
+                eta = (total - step) / max(last_ips / train.batch_size, 1e-9)
+                emit(TrainEvent("log", step, total, last_losses, last_ips, eta))
+            else:
+                emit(TrainEvent("step", step, total, last_losses, last_ips))
+            if step % train.sample_every == 0 or step == total:
+                sample(step)
+            if step % train.checkpoint_every == 0 or step == total or stop.requested:
+                save(step)
+            if stop.requested:
+                interrupted = True
+                break
+    latest = run_dir / "checkpoints" / LATEST
+    return TrainResult(
+        run_dir=run_dir,
+        checkpoint=latest if latest.is_file() else None,
+        step=step,
+        total_steps=total,
+        losses=last_losses,
+        images_per_s=(step - start_step) * train.batch_size / max(step_time, 1e-9),
+        data_wait=data_time / max(step_time, 1e-9),
+        elapsed_s=time.perf_counter() - started,
+        files=sorted(set(files)),
+        interrupted=interrupted,
+        resumed_from=ckpt.step if ckpt is not None else None,
+    )

@@ -71,7 +71,7 @@ class _TrainView:
         if self.err.quiet:
             return
         if event.kind == "start":
-            self.err.print(event.message, highlight=False)
+            self.err.print(f"Run folder: {event.path}\n{event.message}", highlight=False)
             if self.err.is_terminal:
                 from rich.progress import (
                     BarColumn,
@@ -224,7 +224,6 @@ def train(
         else:
             out.print_json(json.dumps(resolved))
         return 0
-    err.print(f"Run folder: {plan.run_dir}", highlight=False)
     with _TrainView(err) as view:
         result = run_training(plan, view)
     if as_json:

@@ -73,6 +73,7 @@ class TrainPlan:
             "dataset": self.dataset,
             "run_dir": str(self.run_dir),
             "device": self.device,
+            "data_root": self.data_root,
             "resume_from": str(self.resume_from) if self.resume_from else None,
         }
 
@@ -173,7 +174,11 @@ def plan_training(request: TrainRequest) -> TrainPlan:
     resolve_device(request.device)
     if request.resume is not None:
         return _plan_resume(request)
-    train = build_dataclass(TrainConfig, request.options, "training")
+    options = dict(request.options)
+    if "dataset" in options and data.native_channels(str(options["dataset"])) is None:
+        # A folder or zip: store its absolute path so the run can be resumed from anywhere.
+        options["dataset"] = str(Path(options["dataset"]).expanduser().resolve())
+    train = build_dataclass(TrainConfig, options, "training")
     model_config = dict(request.model_options)
     if "channels" not in model_config:
         model_config["channels"] = data.native_channels(train.dataset)
@@ -185,6 +190,7 @@ def plan_training(request: TrainRequest) -> TrainPlan:
     )
     described = data.check_dataset(train.dataset, root=request.data_root)
     run_dir = Path(request.run_dir) if request.run_dir else _next_run_dir(spec.name, train.dataset)
+    data_root = str(Path(request.data_root).resolve()) if request.data_root else None
     replace_run = False
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         if not request.force:
@@ -202,7 +208,7 @@ def plan_training(request: TrainRequest) -> TrainPlan:
         dataset=described,
         run_dir=run_dir,
         device=request.device,
-        data_root=request.data_root,
+        data_root=data_root,
         replace_run_dir=replace_run,
     )
 
@@ -236,14 +242,17 @@ def _plan_resume(request: TrainRequest) -> TrainPlan:
         run_dir = path.parent.parent
     else:
         run_dir = _next_run_dir(ckpt.model_name, train.dataset)
+    data_root = request.data_root
+    if data_root is None and (path.parent.parent / "config.json").is_file():
+        data_root = json.loads((path.parent.parent / "config.json").read_text()).get("data_root")
     return TrainPlan(
         model=ckpt.model_name,
         model_config=stored_model,
         train=train,
-        dataset=data.check_dataset(train.dataset, root=request.data_root),
+        dataset=data.check_dataset(train.dataset, root=data_root),
         run_dir=run_dir,
         device=request.device,
-        data_root=request.data_root,
+        data_root=data_root,
         resume_from=path,
     )
 
@@ -311,7 +320,8 @@ def run_training(
     total = train.steps or math.ceil(train.epochs * batches.batches_per_epoch)
 
     torch.manual_seed(train.seed)
-    model = spec.model_cls(config).to(device).train()
+    # channels_last: oneDNN (CPU) and cuDNN (GPU) convolutions are faster in NHWC.
+    model = spec.model_cls(config).to(device, memory_format=torch.channels_last).train()
     ema = EMA(getattr(model, model.ema_module), train.ema_decay)
     optimizers = model.configure_optimizers(train)
     noise = torch.Generator(device).manual_seed(train.seed + 1)
@@ -362,11 +372,18 @@ def run_training(
             "start",
             start_step,
             total,
+            path=run_dir,
             message=(
                 f"{plan.model} on {plan.dataset}: {images.images.shape[0]} images "
                 f"{tuple(images.shape)}, {batches.batches_per_epoch} batches/epoch, "
                 f"device {device}"
-                + (f", {images.skipped} unreadable skipped" if images.skipped else "")
+                + (
+                    f"; skipped {images.skipped} unreadable file(s): "
+                    + ", ".join(images.skipped_examples)
+                    + (", ..." if images.skipped > len(images.skipped_examples) else "")
+                    if images.skipped
+                    else ""
+                )
             ),
         )
     )
@@ -415,6 +432,7 @@ def run_training(
         while step < total:
             t0 = time.perf_counter()
             real = batches.batch(step).float().div_(255)  # (B, C, R, R) in [0, 1]
+            real = real.contiguous(memory_format=torch.channels_last)
             t1 = time.perf_counter()
             losses = model.training_step(real, optimizers, noise)
             ema.update(getattr(model, model.ema_module))

@@ -19,6 +19,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -215,7 +216,7 @@ def train(
         resume=resume,
         force=force,
     )
-    plan = plan_training(request)
+    plan = plan_training(request, download=not dry_run)
     out, err = _consoles(quiet)
     if dry_run:
         resolved = plan.as_dict()

@@ -119,11 +119,13 @@ def load_images(
     )
 
 
-def check_dataset(dataset: str, *, split: str = "train", root: str | Path | None = None) -> str:
-    """Check that `dataset` exists without decoding or downloading it; describe it."""
+def check_dataset(
+    dataset: str, *, split: str = "train", root: str | Path | None = None, download: bool = True
+) -> str:
+    """Check that `dataset` exists (downloading a named one if allowed) without decoding it."""
     if dataset == "synthetic":
         return "synthetic (built in, deterministic)"
-    return find_source(dataset, split=split, root=root, download=False).name
+    return find_source(dataset, split=split, root=root, download=download).name
 
 
 def native_channels(dataset: str) -> int | None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from imagegen import __version__, checkpoint, data
+from imagegen import __version__, checkpoint, data, locations
 from imagegen.config import (
     RESUMABLE_CHANGES,
     TrainConfig,
@@ -31,7 +31,6 @@ from imagegen.ema import EMA
 from imagegen.errors import UsageError, UserError
 from imagegen.files import atomic_link_or_copy, atomic_write_bytes
 from imagegen.images import write_grid
-from imagegen.locations import runs_dir
 from imagegen.registry import get_spec
 
 LATEST = "latest.safetensors"
@@ -150,7 +149,7 @@ def find_checkpoint(path: Path) -> Path:
 
 def newest_run() -> Path:
     """The run under the runs folder whose latest checkpoint is newest."""
-    root = runs_dir()
+    root = locations.runs_dir()
     candidates = [p for p in root.glob(f"*/checkpoints/{LATEST}") if p.is_file()]
     if not candidates:
         raise UserError(f"no run with a checkpoint under {root}/; train one or name a checkpoint")
@@ -158,7 +157,7 @@ def newest_run() -> Path:
 
 
 def _next_run_dir(model: str, dataset: str) -> Path:
-    root = runs_dir()
+    root = locations.runs_dir()
     numbers = [
         int(m.group(1))
         for p in (root.iterdir() if root.is_dir() else [])
@@ -168,29 +167,26 @@ def _next_run_dir(model: str, dataset: str) -> Path:
     return root / f"{max(numbers, default=-1) + 1:05d}-{model}-{slug.strip('-').lower()}"
 
 
-def plan_training(request: TrainRequest) -> TrainPlan:
-    """Resolve options, the run folder and resume state; check the data exists."""
+def plan_training(request: TrainRequest, download: bool = True) -> TrainPlan:
+    """Resolve options, the run folder and resume state; check (or fetch) the data."""
     spec = get_spec(request.model)
     resolve_device(request.device)
     if request.resume is not None:
-        return _plan_resume(request)
+        return _plan_resume(request, download)
     options = dict(request.options)
     if "dataset" in options and data.native_channels(str(options["dataset"])) is None:
         # A folder or zip: store its absolute path so the run can be resumed from anywhere.
         options["dataset"] = str(Path(options["dataset"]).expanduser().resolve())
     train = build_dataclass(TrainConfig, options, "training")
-    model_config = dict(request.model_options)
-    if "channels" not in model_config:
-        model_config["channels"] = data.native_channels(train.dataset)
-    # Validate the model options now (a placeholder fills channels still unknown).
-    build_dataclass(
-        spec.config_cls,
-        {k: v for k, v in model_config.items() if v is not None},
-        request.model,
-    )
-    described = data.check_dataset(train.dataset, root=request.data_root)
+    options = dict(request.model_options)
+    channels = options.pop("channels", None) or data.native_channels(train.dataset)
+    # Validate and resolve the model options now; a folder's channels are known once decoded.
+    model_config = to_dict(
+        build_dataclass(spec.config_cls, options | {"channels": channels or 3}, request.model)
+    ) | {"channels": channels}
+    described = data.check_dataset(train.dataset, root=request.data_root, download=download)
     run_dir = Path(request.run_dir) if request.run_dir else _next_run_dir(spec.name, train.dataset)
-    data_root = str(Path(request.data_root).resolve()) if request.data_root else None
+    data_root = str(locations.data_root(request.data_root).resolve())
     replace_run = False
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         if not request.force:
@@ -213,7 +209,7 @@ def plan_training(request: TrainRequest) -> TrainPlan:
     )
 
 
-def _plan_resume(request: TrainRequest) -> TrainPlan:
+def _plan_resume(request: TrainRequest, download: bool) -> TrainPlan:
     path = find_checkpoint(request.resume)
     ckpt = checkpoint.read_checkpoint(path, expect_model=request.model)
     stored_model = to_dict(ckpt.config)
@@ -249,7 +245,7 @@ def _plan_resume(request: TrainRequest) -> TrainPlan:
         model=ckpt.model_name,
         model_config=stored_model,
         train=train,
-        dataset=data.check_dataset(train.dataset, root=data_root),
+        dataset=data.check_dataset(train.dataset, root=data_root, download=download),
         run_dir=run_dir,
         device=request.device,
         data_root=data_root,
@@ -307,7 +303,7 @@ def run_training(
 
     ckpt = checkpoint.read_checkpoint(plan.resume_from) if plan.resume_from else None
     channels = plan.model_config.get("channels")
-    resolution = plan.model_config.get("resolution") or spec.config_cls().resolution
+    resolution = plan.model_config["resolution"]
     images = data.load_images(
         train.dataset, resolution=resolution, channels=channels, root=plan.data_root
     )
@@ -377,6 +373,7 @@ def run_training(
                 f"{plan.model} on {plan.dataset}: {images.images.shape[0]} images "
                 f"{tuple(images.shape)}, {batches.batches_per_epoch} batches/epoch, "
                 f"device {device}"
+                + (f"; resumed from step {start_step}" if ckpt is not None else "")
                 + (
                     f"; skipped {images.skipped} unreadable file(s): "
                     + ", ".join(images.skipped_examples)

@@ -5,7 +5,10 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
+
+from imagegen import data
 
 
 def test_mnist_few_hundred_cpu_steps(run_cli, mnist_root: Path, isolated: Path) -> None:
@@ -71,3 +74,34 @@ def test_resume_finds_the_data_root_again(run_cli, mnist_root: Path, isolated: P
     # $IMAGEGEN_DATA points elsewhere in tests; the run remembers its data root.
     result = run_cli("train", "dcgan", "--resume", isolated / "r", "--steps", "3", "-q")
     assert result.code == 0, result
+
+
+@pytest.mark.slow
+def test_demo_length_run_gives_digit_like_samples(
+    run_cli, mnist_root: Path, isolated: Path
+) -> None:
+    """The demo's budget (1,500 steps at 32 px, full width): samples look like MNIST digits."""
+    result = run_cli(
+        "train",
+        "dcgan",
+        "--dataset",
+        "mnist",
+        "--data-root",
+        mnist_root,
+        "--resolution",
+        "32",
+        "--steps",
+        "1500",
+        "--run-dir",
+        isolated / "demo",
+        "--json",
+        "--quiet",
+    )
+    assert result.code == 0, result
+    result = run_cli("sample", isolated / "demo", "--n", "256", "--individual", isolated / "s")
+    assert result.code == 0, result
+    samples = np.stack([np.asarray(Image.open(p)) for p in sorted((isolated / "s").iterdir())])
+    real = data.load_images("mnist", resolution=32, root=mnist_root).images[:256, 0].numpy()
+    # Mean intensity and the share of stroke pixels within 30% of the real digits'.
+    assert abs(samples.mean() - real.mean()) / real.mean() < 0.3
+    assert abs((samples > 128).mean() - (real > 128).mean()) / (real > 128).mean() < 0.3

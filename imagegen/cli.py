@@ -131,7 +131,7 @@ TRAIN_EXAMPLE = """Examples:
 
 @app.command(epilog=TRAIN_EXAMPLE)
 def train(
-    model: str = typer.Argument(..., help="Model to train: dcgan."),
+    model: str = typer.Argument(..., help="Model to train: dcgan, vae or vaegan."),
     dataset: str | None = typer.Option(
         None,
         "--dataset",
@@ -259,6 +259,8 @@ SAMPLE_EXAMPLE = """Examples:
   imagegen sample run.safetensors --n 1000 --individual out/
 
   imagegen sample --n 64 --interpolate 8
+
+  imagegen sample checkpoints/00001-vae-mnist --reconstruct --n 32
 """
 
 
@@ -276,6 +278,18 @@ def sample(
     individual: Path | None = typer.Option(None, help="Write one PNG per image into this folder."),
     interpolate: int | None = typer.Option(
         None, help="Rows of STEPS spherical interpolations between random latents."
+    ),
+    reconstruct: bool = typer.Option(
+        False,
+        "--reconstruct",
+        help="vae, vaegan: dataset images (rows) above their reconstructions, one grid.",
+    ),
+    split: str = typer.Option("test", help="--reconstruct: the split to draw from."),
+    dataset: str | None = typer.Option(
+        None, "--dataset", "-d", help="--reconstruct: another dataset than the run's."
+    ),
+    data_root: str | None = typer.Option(
+        None, help="--reconstruct: folder of named datasets [default: the run's]."
     ),
     no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw weights, not the EMA."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
@@ -297,6 +311,10 @@ def sample(
         nrow=nrow,
         individual=individual,
         interpolate=interpolate,
+        reconstruct=reconstruct,
+        split=split,
+        dataset=dataset,
+        data_root=data_root,
         use_ema=not no_ema,
         device=device,
         force=force,
@@ -313,11 +331,16 @@ def sample(
             if len(result.files) == 1
             else f"{len(result.files)} files in {Path(result.files[0]).parent}"
         )
+        what = "reconstructions" if reconstruct else "images"
         out_c.print(
-            f"{result.n} images from {result.checkpoint} ({result.model}, step {result.step}, "
+            f"{result.n} {what} from {result.checkpoint} ({result.model}, step {result.step}, "
             f"{'EMA' if result.ema else 'raw'} weights) -> {where}",
             highlight=False,
         )
+        if result.metrics:
+            out_c.print(
+                "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items()), highlight=False
+            )
     return 0
 
 

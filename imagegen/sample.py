@@ -1,17 +1,17 @@
 """Sampling a checkpoint to PNG: a grid, one file per image, or latent interpolations."""
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from imagegen import checkpoint
+from imagegen import checkpoint, data
 from imagegen.errors import UsageError
 from imagegen.files import atomic_write_bytes, check_output_dir, check_output_file
 from imagegen.images import make_grid, png_bytes, to_uint8, write_png
-from imagegen.train import find_checkpoint, newest_run, resolve_device
+from imagegen.train import find_checkpoint, newest_run, recorded_data_root, resolve_device
 
 MAX_GRID = 4096
 MAX_N = 100_000
@@ -29,6 +29,10 @@ class SampleRequest:
     nrow: int | None = None
     individual: Path | None = None
     interpolate: int | None = None  # images per interpolation row
+    reconstruct: bool = False  # dataset images beside their reconstructions
+    split: str = "test"  # the split --reconstruct draws from
+    dataset: str | None = None  # --reconstruct: another dataset than the run's
+    data_root: str | None = None
     use_ema: bool = True
     device: str = "auto"
     force: bool = False
@@ -47,9 +51,11 @@ class SampleResult:
     files: list[str]
     images_per_s: float
     newest_run: Path | None  # set when the run was chosen automatically
+    metrics: dict[str, float] = field(default_factory=dict)  # --reconstruct: on these images
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "metrics": self.metrics,
             "checkpoint": str(self.checkpoint),
             "model": self.model,
             "step": self.step,
@@ -98,13 +104,17 @@ def validate(request: SampleRequest) -> None:
         )
     if request.individual is not None and request.out is not None:
         raise UsageError("--out and --individual cannot be combined")
+    if request.reconstruct and (request.interpolate or request.individual is not None):
+        raise UsageError(
+            "--reconstruct writes one grid; it takes neither --interpolate nor --individual"
+        )
 
 
 def default_output(ckpt_path: Path, request: SampleRequest) -> Path:
     """`samples/sample-seedS-nN[-interpK][-raw].png` in the run folder, else the current one."""
     run = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else None
     folder = run / "samples" if run is not None and (run / "samples").is_dir() else Path(".")
-    name = f"sample-seed{request.seed}-n{request.n}"
+    name = f"{'reconstruct' if request.reconstruct else 'sample'}-seed{request.seed}-n{request.n}"
     if request.interpolate:
         name += f"-interp{request.interpolate}"
     if not request.use_ema:
@@ -130,18 +140,29 @@ def sample(request: SampleRequest) -> SampleResult:
     use_ema = request.use_ema and ckpt.has_ema
     device = resolve_device(request.device)
     model = checkpoint.build_model(ckpt, use_ema=use_ema).to(device)
+    if request.reconstruct and not hasattr(model, "reconstruct"):
+        raise UsageError(
+            f"a {ckpt.model_name} model has no encoder; --reconstruct needs vae or vaegan"
+        )
+    metrics: dict[str, float] = {}
 
-    z = latents(request.n, model.latent_dim, request.seed, request.interpolate)
     start = time.perf_counter()
-    chunks = [
-        to_uint8(model.generate(z[i : i + BATCH].to(device)).cpu()) for i in range(0, len(z), BATCH)
-    ]
-    images = torch.cat(chunks)  # (N, C, H, W) uint8
+    if request.reconstruct:
+        images, metrics = _reconstructions(request, ckpt, model, device)
+        nrow = request.nrow or 8
+    else:
+        z = latents(request.n, model.latent_dim, request.seed, request.interpolate)
+        images = torch.cat(
+            [
+                to_uint8(model.generate(z[i : i + BATCH].to(device)).cpu())
+                for i in range(0, len(z), BATCH)
+            ]
+        )  # (N, C, H, W) uint8
+        nrow = request.interpolate or request.nrow
     elapsed = time.perf_counter() - start
 
     files: list[str] = []
     if out_file is not None:
-        nrow = request.interpolate or request.nrow
         write_png(out_file, make_grid(images, nrow))
         files.append(str(out_file))
     else:
@@ -154,10 +175,55 @@ def sample(request: SampleRequest) -> SampleResult:
         checkpoint=path,
         model=ckpt.model_name,
         step=ckpt.step,
-        n=len(images),
+        n=request.n,
         seed=request.seed,
         ema=use_ema,
         files=files,
         images_per_s=len(images) / max(elapsed, 1e-9),
         newest_run=chosen,
+        metrics=metrics,
     )
+
+
+def _reconstructions(
+    request: SampleRequest,
+    ckpt: checkpoint.Checkpoint,
+    model: torch.nn.Module,
+    device: torch.device,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """`n` dataset images (a seeded random choice) interleaved row by row with their
+    reconstructions, as uint8 (2n, C, H, W); and metrics on those images."""
+    c, h, _ = ckpt.data_shape
+    source = data.load_images(
+        request.dataset or ckpt.dataset,
+        resolution=h,
+        channels=c,
+        split=request.split,
+        root=request.data_root or recorded_data_root(ckpt.path),
+    )
+    total = source.images.shape[0]
+    if request.n > total:
+        raise UsageError(f"--n {request.n} is more than the {total} images of that split")
+    pick = torch.randperm(total, generator=torch.Generator().manual_seed(request.seed))[: request.n]
+    x = source.images[pick].float().div_(255)  # (n, C, H, W) in [0, 1]
+    recon = torch.cat(
+        [model.reconstruct(x[i : i + BATCH].to(device)).cpu() for i in range(0, len(x), BATCH)]
+    )
+    metrics = {"mse": float((recon - x).pow(2).mean())}
+    metrics["psnr_db"] = float(10 * torch.log10(1.0 / torch.tensor(max(metrics["mse"], 1e-12))))
+    if hasattr(model, "evaluate"):  # models with a pixel likelihood: the negative ELBO
+        noise = torch.Generator(device).manual_seed(request.seed)
+        sums: dict[str, float] = {}
+        for i in range(0, len(x), BATCH):
+            part = model.evaluate(x[i : i + BATCH].to(device), noise)
+            for k, v in part.items():
+                sums[k] = sums.get(k, 0.0) + v * len(x[i : i + BATCH])
+        metrics |= {k: v / len(x) for k, v in sums.items()}
+    nrow = request.nrow or 8
+    rows = []
+    for i in range(0, len(x), nrow):
+        rows += [to_uint8(x[i : i + nrow]), to_uint8(recon[i : i + nrow])]
+    if len(x) % nrow:  # pad a short last pair of rows so the grid stays aligned
+        pad = torch.zeros((nrow - len(x) % nrow, c, h, h), dtype=torch.uint8)
+        rows[-2:] = [torch.cat([rows[-2], pad]), torch.cat([rows[-1], pad])]
+    return torch.cat(rows), metrics

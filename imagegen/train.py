@@ -147,6 +147,17 @@ def find_checkpoint(path: Path) -> Path:
     return path
 
 
+def recorded_data_root(checkpoint_path: Path) -> str | None:
+    """The data root a run was trained with, from its config.json (None if unknown)."""
+    config = Path(checkpoint_path).parent.parent / "config.json"
+    if Path(checkpoint_path).parent.name != "checkpoints" or not config.is_file():
+        return None
+    try:
+        return json.loads(config.read_text()).get("data_root")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def newest_run() -> Path:
     """The run under the runs folder whose latest checkpoint is newest."""
     root = locations.runs_dir()
@@ -173,7 +184,7 @@ def plan_training(request: TrainRequest, download: bool = True) -> TrainPlan:
     resolve_device(request.device)
     if request.resume is not None:
         return _plan_resume(request, download)
-    options = dict(request.options)
+    options = spec.train_defaults | request.options
     if "dataset" in options and data.native_channels(str(options["dataset"])) is None:
         # A folder or zip: store its absolute path so the run can be resumed from anywhere.
         options["dataset"] = str(Path(options["dataset"]).expanduser().resolve())
@@ -238,9 +249,7 @@ def _plan_resume(request: TrainRequest, download: bool) -> TrainPlan:
         run_dir = path.parent.parent
     else:
         run_dir = _next_run_dir(ckpt.model_name, train.dataset)
-    data_root = request.data_root
-    if data_root is None and (path.parent.parent / "config.json").is_file():
-        data_root = json.loads((path.parent.parent / "config.json").read_text()).get("data_root")
+    data_root = request.data_root or recorded_data_root(path)
     return TrainPlan(
         model=ckpt.model_name,
         model_config=stored_model,

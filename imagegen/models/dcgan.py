@@ -6,7 +6,6 @@ BatchNorm scale N(1, 0.02). The layer stack follows from the resolution (32 or 6
 """
 
 import itertools
-import math
 from dataclasses import dataclass
 
 import torch
@@ -14,9 +13,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from imagegen.config import TrainConfig
-from imagegen.errors import UsageError
-
-RESOLUTIONS = (32, 64)
+from imagegen.models.blocks import (
+    Discriminator,
+    check_positive,
+    check_shape,
+    init_weights,
+    num_stages,
+)
 
 
 @dataclass(frozen=True)
@@ -30,30 +33,8 @@ class DCGANConfig:
     d_width: int = 64  # discriminator channels at full resolution (ndf)
 
     def __post_init__(self) -> None:
-        if self.resolution not in RESOLUTIONS:
-            raise UsageError(
-                f"unsupported resolution {self.resolution} for dcgan "
-                f"(valid: {', '.join(map(str, RESOLUTIONS))})"
-            )
-        if self.channels not in (1, 3):
-            raise UsageError(f"channels must be 1 or 3, got {self.channels}")
-        for name in ("latent_dim", "g_width", "d_width"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"{name} must be at least 1, got {getattr(self, name)}")
-
-    @property
-    def num_up(self) -> int:
-        """Number of stride-2 stages between 4x4 and the output resolution."""
-        return int(math.log2(self.resolution)) - 2
-
-
-def init_weights(module: nn.Module) -> None:
-    """DCGAN initialisation: conv weights N(0, 0.02); BatchNorm scale N(1, 0.02), shift 0."""
-    if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
-        nn.init.normal_(module.weight, 0.0, 0.02)
-    elif isinstance(module, nn.BatchNorm2d):
-        nn.init.normal_(module.weight, 1.0, 0.02)
-        nn.init.zeros_(module.bias)
+        check_shape("dcgan", self.resolution, self.channels)
+        check_positive(self, "latent_dim", "g_width", "d_width")
 
 
 class Generator(nn.Module):
@@ -61,8 +42,8 @@ class Generator(nn.Module):
 
     def __init__(self, config: DCGANConfig) -> None:
         super().__init__()
-        w = config.g_width
-        widths = [w * 2 ** (config.num_up - 1 - i) for i in range(config.num_up)]  # 64px: 8w..w
+        n, w = num_stages(config.resolution), config.g_width
+        widths = [w * 2 ** (n - 1 - i) for i in range(n)]  # 64px: 8w, 4w, 2w, w
         layers: list[nn.Module] = [
             nn.ConvTranspose2d(config.latent_dim, widths[0], 4, 1, 0, bias=False),  # (B, 8w, 4, 4)
             nn.BatchNorm2d(widths[0]),
@@ -83,31 +64,6 @@ class Generator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.main(z[:, :, None, None])  # (B, latent, 1, 1) -> (B, C, R, R)
-
-
-class Discriminator(nn.Module):
-    """image (B, C, R, R) in [-1, 1] -> real/fake logit (B,)."""
-
-    def __init__(self, config: DCGANConfig) -> None:
-        super().__init__()
-        w = config.d_width
-        widths = [w * 2**i for i in range(config.num_up)]  # 64px: w, 2w, 4w, 8w
-        layers: list[nn.Module] = [
-            nn.Conv2d(config.channels, widths[0], 4, 2, 1, bias=False),  # (B, w, R/2, R/2)
-            nn.LeakyReLU(0.2, inplace=True),
-        ]
-        for c_in, c_out in itertools.pairwise(widths):  # each halves H and W
-            layers += [
-                nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(c_out),
-                nn.LeakyReLU(0.2, inplace=True),
-            ]
-        self.main = nn.Sequential(*layers)  # (B, 8w, 4, 4) at 64px
-        self.head = nn.Conv2d(widths[-1], 1, 4, 1, 0, bias=False)  # (B, 1, 1, 1)
-        self.apply(init_weights)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.main(x)).flatten()  # (B,)
 
 
 def discriminator_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
@@ -132,7 +88,7 @@ class DCGAN(nn.Module):
         super().__init__()
         self.config = config
         self.generator = Generator(config)
-        self.discriminator = Discriminator(config)
+        self.discriminator = Discriminator(config.channels, config.d_width, config.resolution)
 
     @property
     def latent_dim(self) -> int:

@@ -1,0 +1,145 @@
+"""Convolutional building blocks shared by several models.
+
+The DCGAN discriminator (DCGAN, VAE-GAN), and the Gaussian-posterior encoder and the decoder
+(VAE, VAE-GAN). Stacks of stride-2 4x4 convolutions between 4x4 and the image resolution.
+"""
+
+import itertools
+import math
+
+import torch
+from torch import nn
+
+from imagegen.errors import UsageError
+
+RESOLUTIONS = (32, 64)
+
+
+def check_shape(model: str, resolution: int, channels: int) -> None:
+    """Refuse resolutions and channel counts the layer stacks are not built for."""
+    if resolution not in RESOLUTIONS:
+        raise UsageError(
+            f"unsupported resolution {resolution} for {model} "
+            f"(valid: {', '.join(map(str, RESOLUTIONS))})"
+        )
+    if channels not in (1, 3):
+        raise UsageError(f"channels must be 1 or 3, got {channels}")
+
+
+def check_positive(config: object, *names: str) -> None:
+    """Refuse config fields below 1."""
+    for name in names:
+        if getattr(config, name) < 1:
+            raise UsageError(f"{name} must be at least 1, got {getattr(config, name)}")
+
+
+def num_stages(resolution: int) -> int:
+    """Stride-2 stages between 4x4 and `resolution` (3 at 32 px, 4 at 64 px)."""
+    return int(math.log2(resolution)) - 2
+
+
+def init_weights(module: nn.Module) -> None:
+    """DCGAN initialisation: conv weights N(0, 0.02); BatchNorm scale N(1, 0.02), shift 0."""
+    if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+def _down_stack(channels: int, width: int, resolution: int) -> tuple[nn.Sequential, int]:
+    """Strided convs from (C, R, R) to (width * 2^(n-1), 4, 4); no BatchNorm on the input."""
+    widths = [width * 2**i for i in range(num_stages(resolution))]  # 64px: w, 2w, 4w, 8w
+    layers: list[nn.Module] = [
+        nn.Conv2d(channels, widths[0], 4, 2, 1, bias=False),  # (B, w, R/2, R/2)
+        nn.LeakyReLU(0.2, inplace=True),
+    ]
+    for c_in, c_out in itertools.pairwise(widths):  # each halves H and W
+        layers += [
+            nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
+    return nn.Sequential(*layers), widths[-1]
+
+
+class Discriminator(nn.Module):
+    """DCGAN discriminator: image (B, C, R, R) in [-1, 1] -> real/fake logit (B,).
+
+    Strided convs + BatchNorm + LeakyReLU(0.2), no pooling; `features` is the last hidden
+    layer (B, 8w, 4, 4) at 64 px, which the VAE-GAN uses as its similarity metric.
+    """
+
+    def __init__(self, channels: int, width: int, resolution: int) -> None:
+        super().__init__()
+        self.main, top = _down_stack(channels, width, resolution)  # (B, top, 4, 4)
+        self.head = nn.Conv2d(top, 1, 4, 1, 0, bias=False)  # (B, 1, 1, 1)
+        self.apply(init_weights)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.main(x)  # (B, top, 4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.main(x)).flatten()  # (B,)
+
+
+class Encoder(nn.Module):
+    """image (B, C, R, R) -> diagonal Gaussian posterior: mean, log-variance (B, latent)."""
+
+    def __init__(self, channels: int, width: int, resolution: int, latent_dim: int) -> None:
+        super().__init__()
+        self.main, top = _down_stack(channels, width, resolution)  # (B, top, 4, 4)
+        self.head = nn.Linear(top * 16, 2 * latent_dim)
+        self.apply(init_weights)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.main(x).flatten(1)  # (B, top * 16)
+        mean, logvar = self.head(h).chunk(2, dim=1)  # (B, latent) each
+        return mean, logvar
+
+
+class Decoder(nn.Module):
+    """z (B, latent) -> pre-activation image (B, C, R, R): logits or pre-sigmoid means."""
+
+    def __init__(self, channels: int, width: int, resolution: int, latent_dim: int) -> None:
+        super().__init__()
+        n = num_stages(resolution)
+        widths = [width * 2 ** (n - 1 - i) for i in range(n)]  # 64px: 8w, 4w, 2w, w
+        self.top = widths[0]
+        self.project = nn.Linear(latent_dim, widths[0] * 16)  # -> (B, 8w, 4, 4)
+        layers: list[nn.Module] = [nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)]
+        for c_in, c_out in itertools.pairwise(widths):  # each doubles H and W
+            layers += [
+                nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+            ]
+        layers.append(nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1))  # (B, C, R, R)
+        self.main = nn.Sequential(*layers)
+        self.apply(init_weights)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.project(z).view(z.shape[0], self.top, 4, 4)  # (B, 8w, 4, 4)
+        return self.main(h)
+
+
+class AutoEncoder(nn.Module):
+    """Encoder and decoder kept together, so one moving average covers both."""
+
+    def __init__(self, channels: int, width: int, resolution: int, latent_dim: int) -> None:
+        super().__init__()
+        self.encoder = Encoder(channels, width, resolution, latent_dim)
+        self.decoder = Decoder(channels, width, resolution, latent_dim)
+
+
+def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, exp(logvar)) || N(0, I)) per example, summed over latent dims: (B,)."""
+    return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1)
+
+
+def reparameterize(
+    mean: torch.Tensor, logvar: torch.Tensor, noise: torch.Generator
+) -> torch.Tensor:
+    """z = mean + sigma * eps with eps ~ N(0, I) from `noise` (so resume stays exact)."""
+    eps = torch.randn(mean.shape, generator=noise, device=mean.device, dtype=mean.dtype)
+    return mean + torch.exp(0.5 * logvar) * eps

@@ -1,0 +1,173 @@
+"""Variational autoencoder (Kingma & Welling 2014) with a convolutional encoder and decoder.
+
+Loss per image = reconstruction NLL + beta * KL(q(z|x) || N(0, I)); beta may warm up linearly.
+The reconstruction likelihood is Bernoulli (BCE with logits; pixels in [0, 1] as targets) or
+Gaussian with a fixed standard deviation (MSE up to constants) on a sigmoid mean.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from imagegen.config import TrainConfig
+from imagegen.errors import UsageError
+from imagegen.models.blocks import (
+    AutoEncoder,
+    check_positive,
+    check_shape,
+    gaussian_kl,
+    reparameterize,
+)
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Architecture and loss of a VAE."""
+
+    resolution: int = 32
+    channels: int = 3
+    latent_dim: int = 32
+    width: int = 32  # channels at the first encoder / last decoder stage
+    likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
+    gaussian_std: float = 0.1  # fixed sigma of the Gaussian likelihood, in [0, 1] pixel units
+    beta: float = 1.0
+    beta_warmup_steps: int = 0  # beta rises linearly from 0 over this many steps
+
+    def __post_init__(self) -> None:
+        check_shape("vae", self.resolution, self.channels)
+        check_positive(self, "latent_dim", "width")
+        if self.beta < 0:
+            raise UsageError(f"beta must be non-negative, got {self.beta}")
+        if self.gaussian_std <= 0:
+            raise UsageError(f"gaussian_std must be positive, got {self.gaussian_std}")
+        if self.beta_warmup_steps < 0:
+            raise UsageError(f"beta_warmup_steps must be >= 0, got {self.beta_warmup_steps}")
+
+
+def reconstruction_nll(
+    output: torch.Tensor, x: torch.Tensor, likelihood: str, std: float
+) -> torch.Tensor:
+    """-log p(x|z) per image in nats, summed over pixels: (B,). `output` is pre-activation."""
+    if likelihood == "bernoulli":
+        nll = F.binary_cross_entropy_with_logits(output, x, reduction="none")
+    else:
+        mean = torch.sigmoid(output)
+        nll = 0.5 * ((x - mean) / std) ** 2 + math.log(std) + 0.5 * math.log(2 * math.pi)
+    return nll.flatten(1).sum(1)
+
+
+def bits_per_dim(neg_elbo: torch.Tensor, dims: int, likelihood: str) -> torch.Tensor:
+    """Negative ELBO (nats per image) in bits per dimension.
+
+    Bernoulli: nats / (D ln 2), as VAE papers report for MNIST. Gaussian: a density on
+    pixels scaled to [0, 1] is turned into a probability of 8-bit values by adding
+    D ln 255 (bin width 1/255) first.
+    """
+    if likelihood == "gaussian":
+        neg_elbo = neg_elbo + dims * math.log(255.0)
+    return neg_elbo / (dims * math.log(2.0))
+
+
+class VAE(nn.Module):
+    """A VAE: encoder to (mean, log-variance), reparameterisation, decoder."""
+
+    ema_module = "autoencoder"
+    normalisation = "pixels in [0, 1]; decoder output through a sigmoid"
+
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.autoencoder = AutoEncoder(
+            config.channels, config.width, config.resolution, config.latent_dim
+        )
+        self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))  # for warm-up
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.latent_dim
+
+    @property
+    def dims(self) -> int:
+        return self.config.channels * self.config.resolution**2
+
+    def beta_now(self) -> float:
+        c = self.config
+        if c.beta_warmup_steps == 0:
+            return c.beta
+        return c.beta * min(1.0, int(self.steps_done) / c.beta_warmup_steps)
+
+    def configure_optimizers(self, train: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+        fused = self.steps_done.is_cuda or None
+        params = self.autoencoder.parameters()
+        return {
+            "autoencoder": torch.optim.Adam(
+                params, train.lr, (train.beta1, train.beta2), fused=fused
+            )
+        }
+
+    def terms(
+        self, x: torch.Tensor, noise: torch.Generator, net: AutoEncoder | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reconstruction NLL and KL per image (B,) each, for images x in [0, 1]."""
+        net = net if net is not None else self.autoencoder
+        mean, logvar = net.encoder(x)  # (B, latent) each
+        z = reparameterize(mean, logvar, noise)
+        output = net.decoder(z)  # (B, C, R, R)
+        c = self.config
+        return reconstruction_nll(output, x, c.likelihood, c.gaussian_std), gaussian_kl(
+            mean, logvar
+        )
+
+    def training_step(
+        self,
+        real: torch.Tensor,
+        optimizers: dict[str, torch.optim.Optimizer],
+        noise: torch.Generator,
+    ) -> dict[str, torch.Tensor]:
+        """One Adam step on the batch's mean of NLL + beta * KL."""
+        opt = optimizers["autoencoder"]
+        opt.zero_grad(set_to_none=True)
+        nll, kl = self.terms(real, noise)
+        beta = self.beta_now()
+        loss = (nll + beta * kl).mean()
+        loss.backward()
+        opt.step()
+        self.steps_done += 1
+        neg_elbo = (nll + kl).detach().mean()
+        return {
+            "loss": loss.detach(),
+            "recon": nll.detach().mean(),
+            "kl": kl.detach().mean(),
+            "bpd": bits_per_dim(neg_elbo, self.dims, self.config.likelihood),
+        }
+
+    @torch.no_grad()
+    def evaluate(
+        self, x: torch.Tensor, noise: torch.Generator, net: nn.Module | None = None
+    ) -> dict[str, float]:
+        """Negative ELBO (beta = 1) per image in nats and in bits/dim, one posterior sample."""
+        nll, kl = self.terms(x, noise, net)
+        neg_elbo = (nll + kl).mean()
+        return {
+            "neg_elbo": float(neg_elbo),
+            "bpd": float(bits_per_dim(neg_elbo, self.dims, self.config.likelihood)),
+            "recon": float(nll.mean()),
+            "kl": float(kl.mean()),
+        }
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
+        """Latents (B, latent_dim) -> mean images (B, C, R, R) in [0, 1]."""
+        net = net if net is not None else self.autoencoder
+        return torch.sigmoid(net.decoder(z))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
+        """Images in [0, 1] -> decoded posterior means (B, C, R, R) in [0, 1]."""
+        net = net if net is not None else self.autoencoder
+        mean, _ = net.encoder(x)
+        return torch.sigmoid(net.decoder(mean))

@@ -1,0 +1,163 @@
+"""VAE-GAN (Larsen, Sønderby, Larochelle & Winther 2016, "Autoencoding beyond pixels").
+
+A VAE whose reconstruction error is measured in a hidden layer of a GAN discriminator,
+Dis_l, under a Gaussian likelihood, and whose decoder doubles as the GAN's generator.
+
+    L_prior   = KL(q(z|x) || N(0, I))
+    L_llike   = -E_q[log N(Dis_l(x) | Dis_l(Dec(z)), I)] = 1/2 ||Dis_l(x~) - Dis_l(x)||^2 + const
+    L_GAN     = log Dis(x) + log(1 - Dis(Dec(z))) + log(1 - Dis(Dec(z_p))),  z_p ~ N(0, I)
+
+    encoder       <- grad(L_prior + L_llike)
+    decoder       <- grad(gamma * L_llike - L_GAN)   (non-saturating: x~, x_p labelled real)
+    discriminator <- grad(-L_GAN)                    (x real; x~ and x_p fake; not L_llike)
+
+All three gradients are taken at the same parameters (the paper's Algorithm 1), each network
+with its own optimizer. Images are in [-1, 1] inside the model; the decoder ends in tanh.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from imagegen.config import TrainConfig
+from imagegen.errors import UsageError
+from imagegen.models.blocks import (
+    AutoEncoder,
+    Discriminator,
+    check_positive,
+    check_shape,
+    gaussian_kl,
+    reparameterize,
+)
+
+
+@dataclass(frozen=True)
+class VAEGANConfig:
+    """Architecture and loss weights of a VAE-GAN."""
+
+    resolution: int = 32
+    channels: int = 3
+    latent_dim: int = 64
+    width: int = 32  # encoder / decoder channels at full resolution
+    d_width: int = 32  # discriminator channels at full resolution
+    gamma: float = 0.01  # weight of the feature reconstruction in the decoder's loss
+
+    def __post_init__(self) -> None:
+        check_shape("vaegan", self.resolution, self.channels)
+        check_positive(self, "latent_dim", "width", "d_width")
+        if self.gamma < 0:
+            raise UsageError(f"gamma must be non-negative, got {self.gamma}")
+
+
+def feature_nll(f_fake: torch.Tensor, f_real: torch.Tensor) -> torch.Tensor:
+    """-log N(f_real | f_fake, I) per image, without the constant: (B,)."""
+    return 0.5 * (f_fake - f_real).pow(2).flatten(1).sum(1)
+
+
+def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+class VAEGAN(nn.Module):
+    """Encoder, decoder (= generator) and discriminator."""
+
+    ema_module = "autoencoder"
+    normalisation = "pixels in [0, 1] mapped to [-1, 1]; tanh output"
+
+    def __init__(self, config: VAEGANConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.autoencoder = AutoEncoder(
+            config.channels, config.width, config.resolution, config.latent_dim
+        )
+        self.discriminator = Discriminator(config.channels, config.d_width, config.resolution)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.latent_dim
+
+    def configure_optimizers(self, train: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+        """One Adam per network."""
+        betas = (train.beta1, train.beta2)
+        fused = self.discriminator.head.weight.is_cuda or None
+        nets = {
+            "encoder": self.autoencoder.encoder,
+            "decoder": self.autoencoder.decoder,
+            "discriminator": self.discriminator,
+        }
+        return {
+            name: torch.optim.Adam(net.parameters(), train.lr, betas, fused=fused)
+            for name, net in nets.items()
+        }
+
+    def losses(self, real: torch.Tensor, noise: torch.Generator) -> dict[str, torch.Tensor]:
+        """The three networks' losses on a batch `real` (B, C, R, R) in [0, 1]."""
+        ae, dis = self.autoencoder, self.discriminator
+        x = real * 2 - 1  # (B, C, R, R) in [-1, 1]
+        mean, logvar = ae.encoder(x)  # (B, latent) each
+        x_rec = torch.tanh(ae.decoder(reparameterize(mean, logvar, noise)))  # x~
+        z_p = torch.randn(mean.shape, generator=noise, device=x.device, dtype=mean.dtype)
+        x_prior = torch.tanh(ae.decoder(z_p))  # x_p
+        f_real = dis.features(x)  # Dis_l(x)
+        f_rec = dis.features(x_rec)  # Dis_l(x~)
+        logit_real = dis.head(f_real).flatten()
+        logit_rec = dis.head(f_rec).flatten()
+        logit_prior = dis(x_prior)
+        prior = gaussian_kl(mean, logvar).mean()
+        llike = feature_nll(f_rec, f_real.detach()).mean()
+        return {
+            "encoder": prior + llike,
+            "decoder": self.config.gamma * llike + _bce(logit_rec, 1.0) + _bce(logit_prior, 1.0),
+            "discriminator": _bce(logit_real, 1.0) + _bce(logit_rec, 0.0) + _bce(logit_prior, 0.0),
+            "kl": prior,
+            "llike": llike,
+            "d_real": torch.sigmoid(logit_real).mean(),
+            "d_fake": torch.sigmoid(logit_prior).mean(),
+        }
+
+    def training_step(
+        self,
+        real: torch.Tensor,
+        optimizers: dict[str, torch.optim.Optimizer],
+        noise: torch.Generator,
+    ) -> dict[str, torch.Tensor]:
+        """Gradients of each network's own loss at the same parameters, then three steps."""
+        losses = self.losses(real, noise)
+        nets = {
+            "encoder": self.autoencoder.encoder,
+            "decoder": self.autoencoder.decoder,
+            "discriminator": self.discriminator,
+        }
+        grads = {}
+        names = list(nets)
+        for i, name in enumerate(names):
+            params = list(nets[name].parameters())
+            grads[name] = torch.autograd.grad(losses[name], params, retain_graph=i < len(names) - 1)
+        for name, net in nets.items():
+            for p, g in zip(net.parameters(), grads[name], strict=True):
+                p.grad = g
+            optimizers[name].step()
+        return {
+            "enc_loss": losses["encoder"].detach(),
+            "dec_loss": losses["decoder"].detach(),
+            "d_loss": losses["discriminator"].detach(),
+            "kl": losses["kl"].detach(),
+            "llike": losses["llike"].detach(),
+            "d_real": losses["d_real"].detach(),
+            "d_fake": losses["d_fake"].detach(),
+        }
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
+        """Latents (B, latent_dim) -> images (B, C, R, R) in [0, 1]."""
+        net = net if net is not None else self.autoencoder
+        return torch.tanh(net.decoder(z)).add(1).mul(0.5)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
+        """Images in [0, 1] -> decoded posterior means in [0, 1]."""
+        net = net if net is not None else self.autoencoder
+        mean, _ = net.encoder(x * 2 - 1)
+        return torch.tanh(net.decoder(mean)).add(1).mul(0.5)

@@ -344,6 +344,83 @@ def sample(
     return 0
 
 
+CONVERT_EXAMPLE = """Examples:
+
+  imagegen convert netG_epoch_24.pth dcgan.safetensors --discriminator netD_epoch_24.pth
+
+  imagegen convert netG.pth g.safetensors --nz 100 --ngf 64 --nc 3 --image-size 64
+
+  imagegen convert checkpoints/00000-dcgan-mnist/checkpoints/latest.safetensors export/model.pt
+
+  imagegen convert export/model.pt again.safetensors --model dcgan
+
+  imagegen convert run.safetensors generator.onnx
+"""
+
+
+@app.command(epilog=CONVERT_EXAMPLE)
+def convert(
+    src: Path = typer.Argument(..., help="Source file: .pth/.pt or .safetensors."),
+    dst: Path = typer.Argument(..., help="Destination: .safetensors, .pt/.pth or .onnx."),
+    model: str | None = typer.Option(None, help="Model of a state dict: dcgan, vae, vaegan."),
+    option: list[str] = typer.Option(
+        [], "--set", "-s", help="Model option KEY=VALUE for an imported state dict."
+    ),
+    resolution: int | None = typer.Option(None, help="Image size of an imported model."),
+    latent_dim: int | None = typer.Option(None, help="Latent size of an imported model."),
+    nz: int | None = typer.Option(None, help="pytorch/examples: latent size (nz)."),
+    ngf: int | None = typer.Option(None, help="pytorch/examples: generator width (ngf)."),
+    ndf: int | None = typer.Option(None, help="pytorch/examples: discriminator width (ndf)."),
+    nc: int | None = typer.Option(None, help="pytorch/examples: image channels (nc)."),
+    image_size: int | None = typer.Option(None, help="pytorch/examples: image size (64)."),
+    discriminator: Path | None = typer.Option(
+        None, help="pytorch/examples: the netD_epoch_N.pth that goes with netG."
+    ),
+    no_ema: bool = typer.Option(False, "--no-ema", help="Export the raw weights, not the EMA."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing destination."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object at the end."),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="Print nothing but the result and errors."
+    ),
+) -> int:
+    """Convert checkpoints: import .pth (pytorch/examples DCGAN, state dicts); export .pt, ONNX."""
+    from imagegen.config import parse_assignments
+    from imagegen.convert import ConvertRequest
+    from imagegen.convert import convert as run_convert
+
+    if image_size is not None and resolution is not None and image_size != resolution:
+        raise UsageError("--image-size and --resolution disagree")
+    options: dict[str, Any] = parse_assignments(option) | _given(
+        resolution=resolution if resolution is not None else image_size,
+        latent_dim=latent_dim,
+        nz=nz,
+        ngf=ngf,
+        ndf=ndf,
+        nc=nc,
+    )
+    result = run_convert(
+        ConvertRequest(
+            src=src,
+            dst=dst,
+            model=model,
+            options=options,
+            discriminator=discriminator,
+            use_ema=not no_ema,
+            force=force,
+        )
+    )
+    out, _ = _consoles(quiet)
+    if as_json:
+        print(json.dumps(result.as_dict()))
+    elif not quiet:
+        out.print(
+            f"{result.direction}: {result.model} -> {', '.join(result.files)}", highlight=False
+        )
+        if result.check:
+            out.print("  ".join(f"{k} {v:.2e}" for k, v in result.check.items()), highlight=False)
+    return 0
+
+
 def _error(message: str) -> None:
     line = " ".join(str(message).split())
     sys.stderr.write(f"imagegen: error: {line}\n")

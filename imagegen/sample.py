@@ -89,11 +89,19 @@ def latents(n: int, dim: int, seed: int, interpolate: int | None) -> torch.Tenso
     return torch.cat([slerp(ends[r, 0], ends[r, 1], t) for r in range(rows)])
 
 
-def generate_uint8(model: torch.nn.Module, z: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Images for latents z, quantised exactly as a saved PNG: uint8 (N, C, H, W) on the CPU."""
+def generate_uint8(
+    model: torch.nn.Module,
+    z: torch.Tensor,
+    device: torch.device,
+    net: torch.nn.Module | None = None,
+) -> torch.Tensor:
+    """Images for latents z, quantised exactly as a saved PNG: uint8 (N, C, H, W) on the CPU.
+
+    `net` is the sampling network to use (an EMA copy); the model's own by default.
+    """
     return torch.cat(
         [
-            to_uint8(model.generate(z[i : i + BATCH].to(device)).cpu())
+            to_uint8(model.generate(z[i : i + BATCH].to(device), net).cpu())
             for i in range(0, len(z), BATCH)
         ]
     )

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from imagegen import __version__, checkpoint, data, locations
+from imagegen import __version__, checkpoint, data, locations, metrics
 from imagegen.config import (
     RESUMABLE_CHANGES,
     TrainConfig,
@@ -34,6 +34,7 @@ from imagegen.images import write_grid
 from imagegen.registry import get_spec
 
 LATEST = "latest.safetensors"
+BEST = "best.safetensors"  # the checkpoint with the lowest FID, with --fid-every
 
 
 @dataclass(frozen=True)
@@ -300,6 +301,46 @@ def _truncate_log(log_path: Path, step: int) -> None:
     atomic_write_bytes(log_path, ("\n".join(kept) + "\n" if kept else "").encode())
 
 
+class _FIDTracker:
+    """FID of the EMA model against the training data, with fixed latents and reference."""
+
+    def __init__(
+        self,
+        plan: TrainPlan,
+        train: TrainConfig,
+        config: Any,
+        images: data.ImageData,
+        device: torch.device,
+    ) -> None:
+        from imagegen import inception
+        from imagegen.evaluate import reference_features  # evaluate imports this module
+
+        self.extractor = inception.load_extractor(None, device)
+        self.device = device
+        c, res, _ = images.shape
+        real, _ = reference_features(
+            self.extractor,
+            train.dataset,
+            split="train",
+            resolution=res,
+            channels=c,
+            n=train.fid_n,
+            root=plan.data_root,
+            batch_size=64,
+        )
+        self.reference = metrics.gaussian_stats(real.numpy())
+        self.z = torch.randn(
+            train.fid_n, config.latent_dim, generator=torch.Generator().manual_seed(train.seed + 3)
+        )
+        self.protocol = self.extractor.protocol | {"reference_images": int(real.shape[0])}
+
+    def fid(self, model: torch.nn.Module, net: torch.nn.Module) -> float:
+        from imagegen.sample import generate_uint8  # sample imports this module
+
+        fake = self.extractor.features(generate_uint8(model, self.z, self.device, net))
+        return metrics.frechet_distance(*metrics.gaussian_stats(fake.numpy()), *self.reference)
+
+
 def _describe_start(
     plan: TrainPlan,
     images: data.ImageData,
@@ -405,8 +446,14 @@ def run_training(
         )
     )
 
+    saved_at = -1
+
     def save(step: int) -> Path:
+        nonlocal saved_at
         path = run_dir / "checkpoints" / f"{_step_file(step)}.safetensors"
+        if saved_at == step:
+            return path
+        saved_at = step
         checkpoint.save_checkpoint(
             path,
             model=model,
@@ -422,6 +469,7 @@ def run_training(
                 "ema_updates": ema.updates,
                 "images_seen": images_seen,
                 "elapsed_s": elapsed_before + time.perf_counter() - started,
+                "best_fid": best_fid if math.isfinite(best_fid) else None,
             },
         )
         atomic_link_or_copy(path, run_dir / "checkpoints" / LATEST)
@@ -431,6 +479,25 @@ def run_training(
         files.append(str(path))
         emit(TrainEvent("checkpoint", step, total, path=path))
         return path
+
+    fid_tracker = _FIDTracker(plan, train, config, images, device) if train.fid_every else None
+    best_fid = float(ckpt.counters.get("best_fid") or math.inf) if ckpt is not None else math.inf
+
+    def measure_fid(step: int) -> None:
+        nonlocal best_fid
+        assert fid_tracker is not None
+        fid = fid_tracker.fid(model, ema.module)
+        improved = fid < best_fid
+        record = {"step": step, "fid": round(fid, 4), "fid_n": train.fid_n, "best": improved}
+        with (run_dir / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(record | {"protocol": fid_tracker.protocol}) + "\n")
+        files.append(str(run_dir / "metrics.jsonl"))
+        if improved:
+            best_fid = fid
+            path = save(step)
+            atomic_link_or_copy(path, run_dir / "checkpoints" / BEST)
+            files.append(str(run_dir / "checkpoints" / BEST))
+        emit(TrainEvent("fid", step, total, {"fid": fid}, message="best" if improved else ""))
 
     def sample(step: int) -> None:
         path = run_dir / "samples" / f"{_step_file(step)}.png"
@@ -484,6 +551,8 @@ def run_training(
                 emit(TrainEvent("step", step, total, last_losses, last_ips))
             if step % train.sample_every == 0 or step == total:
                 sample(step)
+            if fid_tracker is not None and (step % train.fid_every == 0 or step == total):
+                measure_fid(step)
             if step % train.checkpoint_every == 0 or step == total or stop.requested:
                 save(step)
             if stop.requested:

@@ -187,3 +187,21 @@ def test_fid_tells_mnist_from_fashion(
     # Measured here with 150 images a side: 40.3 (MNIST test vs train) against 233.6
     # (Fashion-MNIST vs MNIST); both biased upwards at this n, the gap is what matters.
     assert fid_same < 60 and fid_other > 180 and fid_other > 4 * fid_same
+
+
+def test_fid_during_training_keeps_the_best_checkpoint(
+    run_cli, isolated: Path, weights: Path
+) -> None:
+    from imagegen import checkpoint
+
+    run = isolated / "run"
+    train_tiny(run_cli, run, "--fid-every", "2", "--fid-n", "12", steps=6)
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4, 6]
+    assert all(r["fid"] > 0 and r["protocol"]["sha256"] for r in records)
+    best = min(records, key=lambda r: r["fid"])
+    ck = checkpoint.read_checkpoint(run / "checkpoints" / "best.safetensors")
+    assert ck.step == best["step"]
+    # The best FID so far travels in the checkpoint, so a resumed run keeps comparing to it.
+    latest = checkpoint.read_checkpoint(run / "checkpoints" / "latest.safetensors")
+    assert latest.counters["best_fid"] == pytest.approx(best["fid"], abs=1e-3)

@@ -131,11 +131,6 @@ def evaluate(request: EvalRequest) -> EvalResult:
     if request.save_stats is not None:
         check_output_file(request.save_stats, request.force)
     wanted = request.metrics
-    if "is" in wanted:
-        raise UserError(
-            "Inception Score is unavailable: the TF-Inception pool3 weights imagegen uses stop "
-            "at the 2048 features and have no logits layer"
-        )
     device = resolve_device(request.device)
     warnings: list[str] = []
     results: dict[str, float] = {}
@@ -179,14 +174,19 @@ def evaluate(request: EvalRequest) -> EvalResult:
 
     reference = request.reference or (ckpt.dataset if ckpt is not None else None)
     root = request.data_root or (recorded_data_root(ckpt.path) if ckpt is not None else None)
-    needs_features = any(m in wanted for m in ("fid", "kid", "pr", "dc")) or request.save_stats
+    needs_features = any(m in wanted for m in ("fid", "kid", "pr", "dc", "is"))
+    needs_features = needs_features or request.save_stats is not None
 
     extractor = None
     fake = None
     if needs_features:
         extractor = inception.load_extractor(request.inception_weights, device)
         protocol["extractor"] = extractor.protocol
+        if "is" in wanted and not extractor.has_logits:
+            extractor.logits(torch.zeros(0, 2048))  # raises: why the score is unavailable
         fake = extractor.features(images, request.batch_size)
+        if "is" in wanted:
+            results["is_mean"], results["is_std"] = metrics.inception_score(extractor.logits(fake))
 
     if request.save_stats is not None and fake is not None:
         mu, sigma = metrics.gaussian_stats(fake.numpy())

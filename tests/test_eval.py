@@ -52,7 +52,7 @@ def test_weights_lookup_and_offline_message(monkeypatch, isolated: Path) -> None
     hub.parent.mkdir(parents=True)
     hub.write_bytes(b"x")
     assert inception.find_weights() == hub
-    with pytest.raises(UserError, match="pytorch-fid's weight file"):
+    with pytest.raises(UserError, match="not pytorch-fid's Inception weights"):
         inception.load_extractor()
     (isolated / "junk.pt").write_bytes(b"junk")
     with pytest.raises(UserError, match="not a TorchScript"):
@@ -205,3 +205,47 @@ def test_fid_during_training_keeps_the_best_checkpoint(
     # The best FID so far travels in the checkpoint, so a resumed run keeps comparing to it.
     latest = checkpoint.read_checkpoint(run / "checkpoints" / "latest.safetensors")
     assert latest.counters["best_fid"] == pytest.approx(best["fid"], abs=1e-3)
+
+
+def test_pytorch_fid_weights_give_features_and_inception_score(run_cli, isolated: Path) -> None:
+    """pytorch-fid's .pth layout (here with random weights): loaded without code, with logits."""
+    from imagegen.inception_pytorch_fid import PytorchFIDInception
+
+    torch.manual_seed(0)
+    net = PytorchFIDInception().eval()
+    path = isolated / inception.PYTORCH_FID_FILE
+    torch.save(net.net.state_dict(), path)
+    extractor = inception.load_extractor(path)
+    images = torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8)
+    feats = extractor.features(images)
+    x = F.interpolate(images.float() / 255, size=(299, 299), mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        assert torch.allclose(feats, net(x * 2 - 1), atol=1e-4)
+    assert extractor.logits(feats).shape == (12, 1008)
+    run = isolated / "run"
+    train_tiny(run_cli, run)
+    result = run_cli(
+        "eval", run, "--n", "20", "--metrics", "is", "--inception-weights", path, "--json"
+    )
+    assert result.code == 0, result
+    m = json.loads(result.out)["metrics"]
+    assert m["is_mean"] >= 1.0 and m["is_std"] >= 0
+
+
+def test_fid_blocks_pool_as_the_tf_graph() -> None:
+    """Average pooling ignores padding (and the last block max-pools), unlike torchvision's."""
+    from torchvision.models import inception as tv
+
+    from imagegen.inception_pytorch_fid import FIDInceptionA, FIDInceptionE2
+
+    torch.manual_seed(0)
+    for ours, theirs, c in (
+        (FIDInceptionA(16, 4), tv.InceptionA(16, 4), 16),
+        (FIDInceptionE2(16), tv.InceptionE(16), 16),
+    ):
+        theirs.load_state_dict(ours.state_dict())
+        ours.eval(), theirs.eval()
+        x = torch.rand(1, c, 5, 5)
+        with torch.no_grad():
+            a, b = ours(x), theirs(x)
+        assert a.shape == b.shape and not torch.allclose(a, b)

@@ -92,3 +92,12 @@ def test_density_coverage_constructed() -> None:
     collapsed = real[:1] + rng.normal(scale=1e-3, size=(300, 8))
     density, coverage = metrics.density_coverage(real, collapsed, k=5)
     assert coverage < 0.05 and density > 0.1
+
+
+def test_inception_score_known_cases() -> None:
+    uniform = np.zeros((100, 10))
+    assert metrics.inception_score(uniform, splits=10)[0] == pytest.approx(1.0)
+    confident = np.full((100, 10), -50.0)
+    confident[np.arange(100), np.arange(100) % 10] = 50.0  # each split holds all 10 classes
+    mean, std = metrics.inception_score(confident, splits=10)
+    assert mean == pytest.approx(10.0, rel=1e-6) and std == pytest.approx(0.0, abs=1e-6)

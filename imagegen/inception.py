@@ -171,7 +171,9 @@ def _fast(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
     runs about 1.5x faster; tests check the output against the original within 1e-4.
     """
     try:
-        frozen = torch.jit.freeze(module.eval())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, not gone
+            frozen = torch.jit.freeze(module.eval())
         graph = frozen.graph
         for kind in ("aten::contiguous", "aten::to"):
             for node in list(graph.findAllNodes(kind)):

@@ -24,12 +24,13 @@ def test_version_and_help(run_cli) -> None:
 
     result = run_cli("--version")
     assert result.code == 0 and result.out.strip() == f"imagegen {__version__}"
-    for command in ("train", "sample"):
+    commands = ("train", "sample", "eval", "convert")
+    for command in commands:
         result = run_cli(command, "--help")
         assert result.code == 0 and "Example" in result.out, result
-    result = run_cli("--help")
-    assert "train" in result.out and "sample" in result.out
-    assert "eval" not in result.out.split("Commands")[-1]  # no placeholder commands
+    listed = run_cli("--help").out.split("Commands")[-1]
+    names = [line.split()[0] for line in listed.splitlines() if line.strip().startswith(commands)]
+    assert sorted(names) == sorted(commands)  # exactly these: no placeholder commands
 
 
 def test_python_dash_m_and_console_script() -> None:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from imagegen import __version__
-from imagegen.config import build_dataclass, to_dict
+from imagegen.config import build_dataclass, to_json
 from imagegen.errors import UserError
 from imagegen.files import atomic_write_bytes
 from imagegen.registry import get_spec
@@ -90,8 +90,8 @@ def save_checkpoint(
         "format_version": str(FORMAT_VERSION),
         "imagegen_version": __version__,
         "model": model_name,
-        "config": json.dumps(to_dict(model.config), sort_keys=True),
-        "train_config": json.dumps(to_dict(train_config), sort_keys=True),
+        "config": to_json(model.config),
+        "train_config": to_json(train_config),
         "step": str(step),
         "data_shape": json.dumps(list(data_shape)),
         "normalisation": getattr(model, "normalisation", ""),

@@ -12,7 +12,7 @@ import os
 import pickle
 import struct
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -506,9 +506,3 @@ class EpochBatches:
         epoch, i = divmod(step, self.batches_per_epoch)
         idx = self.order(epoch)[i * self.batch_size : (i + 1) * self.batch_size]
         return self.images.index_select(0, idx)
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        step = 0
-        while True:
-            yield self.batch(step)
-            step += 1

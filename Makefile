@@ -45,6 +45,7 @@ format: install
 bench: install
 	$(if $(DATA),IMAGEGEN_DATA=$(abspath $(DATA))) $(PY) benchmarks/bench_train.py
 	$(if $(DATA),IMAGEGEN_DATA=$(abspath $(DATA))) $(PY) benchmarks/bench_fid.py
+	$(PY) benchmarks/bench_precision.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -171,6 +171,15 @@ def train(
         None, help="Steps between FIDs of the EMA model; keeps checkpoints/best [default: off]."
     ),
     fid_n: int | None = typer.Option(None, help="Images for each --fid-every FID [default: 2048]."),
+    precision: str | None = typer.Option(
+        None, help="auto, bf16 or fp32 [default: auto = bf16 autocast on CUDA, fp32 on the CPU]."
+    ),
+    compile_: bool | None = typer.Option(
+        None, "--compile/--no-compile", help="torch.compile each network [default: off]."
+    ),
+    flip: bool | None = typer.Option(
+        None, "--flip/--no-flip", help="Random horizontal flips of the data [default: off]."
+    ),
     config: Path | None = typer.Option(None, help="TOML file: training options, [model] table."),
     option: list[str] = typer.Option(
         [], "--set", "-s", help="Model option KEY=VALUE, e.g. --set g_width=32 (repeatable)."
@@ -213,6 +222,9 @@ def train(
         log_every=log_every,
         fid_every=fid_every,
         fid_n=fid_n,
+        precision=precision,
+        compile=compile_,
+        flip=flip,
     )
     if steps is not None:
         options.setdefault("epochs", 25.0)

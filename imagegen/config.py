@@ -11,7 +11,7 @@ import types
 import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from imagegen.errors import UsageError, UserError
 
@@ -36,6 +36,9 @@ class TrainConfig:
     num_samples: int = 64  # images in the fixed-noise progress grids
     fid_every: int = 0  # steps between FID evaluations of the EMA model; 0: never
     fid_n: int = 2048  # images generated (and reference images) for each FID
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on CUDA, else fp32
+    compile: bool = False  # torch.compile each network (in place: checkpoints keep their keys)
+    flip: bool = False  # random horizontal flips, drawn on the device
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "sample_every", "checkpoint_every", "log_every"):
@@ -70,6 +73,8 @@ RESUMABLE_CHANGES = frozenset(
         "log_every",
         "fid_every",
         "fid_n",
+        "precision",
+        "compile",
     }
 )
 

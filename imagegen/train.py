@@ -135,6 +135,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto` is bf16 autocast on CUDA (no GradScaler needed) and fp32 elsewhere."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
 def find_checkpoint(path: Path) -> Path:
     """A checkpoint file, or a run folder's latest checkpoint."""
     path = Path(path)
@@ -393,6 +400,11 @@ def run_training(
     model = spec.model_cls(config).to(device, memory_format=torch.channels_last).train()
     ema = EMA(getattr(model, model.ema_module), train.ema_decay)
     optimizers = model.configure_optimizers(train)
+    precision = resolve_precision(train.precision, device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    if train.compile:
+        for network in model.children():  # in place: state_dict keys stay unprefixed
+            network.compile()
     noise = torch.Generator(device).manual_seed(train.seed + 1)
     start_step, elapsed_before, images_seen = 0, 0.0, 0
     if ckpt is not None:
@@ -420,6 +432,7 @@ def run_training(
         "batches_per_epoch": batches.batches_per_epoch,
         "total_steps": total,
         "device": str(device),
+        "precision": precision,
         "imagegen_version": __version__,
     }
     atomic_write_bytes(run_dir / "config.json", (json.dumps(resolved, indent=2) + "\n").encode())
@@ -516,9 +529,13 @@ def run_training(
         while step < total:
             t0 = time.perf_counter()
             real = batches.batch(step).float().div_(255)  # (B, C, R, R) in [0, 1]
+            if train.flip:  # drawn from the saved noise stream: resume stays exact
+                flip = torch.rand(real.shape[0], generator=noise, device=device) < 0.5
+                real = torch.where(flip[:, None, None, None], real.flip(3), real)
             real = real.contiguous(memory_format=torch.channels_last)
             t1 = time.perf_counter()
-            losses = model.training_step(real, optimizers, noise)
+            with autocast:
+                losses = model.training_step(real, optimizers, noise)
             ema.update(getattr(model, model.ema_module))
             t2 = time.perf_counter()
             data_time += t1 - t0

@@ -87,11 +87,11 @@ def test_beta_warmup_and_loss_composition() -> None:
     torch.manual_seed(0)
     model = VAE(VAEConfig(channels=1, width=4, latent_dim=4, beta=2.0, beta_warmup_steps=4))
     opts = model.configure_optimizers(TrainConfig(lr=1e-3))
-    assert model.beta_now() == 0.0
+    assert float(model.beta_now()) == 0.0
     noise = torch.Generator().manual_seed(0)
     betas = []
     for _ in range(5):
-        beta = model.beta_now()
+        beta = float(model.beta_now())
         out = model.training_step(torch.rand(4, 1, 32, 32), opts, noise)
         assert out["loss"].item() == pytest.approx(
             out["recon"].item() + beta * out["kl"].item(), rel=1e-5

@@ -94,11 +94,12 @@ class VAE(nn.Module):
     def dims(self) -> int:
         return self.config.channels * self.config.resolution**2
 
-    def beta_now(self) -> float:
+    def beta_now(self) -> torch.Tensor:
+        """beta at this step, computed on the device (no host synchronisation)."""
         c = self.config
         if c.beta_warmup_steps == 0:
-            return c.beta
-        return c.beta * min(1.0, int(self.steps_done) / c.beta_warmup_steps)
+            return torch.tensor(c.beta, device=self.steps_done.device)
+        return c.beta * (self.steps_done / c.beta_warmup_steps).clamp(max=1.0)
 
     def configure_optimizers(self, train: TrainConfig) -> dict[str, torch.optim.Optimizer]:
         fused = self.steps_done.is_cuda or None

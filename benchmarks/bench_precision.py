@@ -1,0 +1,119 @@
+"""Training images/s of the DCGAN for each precision and compile setting, with FLOP/s.
+
+FLOPs per step are counted with torch.utils.flop_counter on one training step. The fraction of
+the device's peak is printed when the peak is known: --peak-tflops, or a table of CUDA devices.
+
+    python benchmarks/bench_precision.py [--resolution 32] [--batch-size 64] [--steps 30]
+"""
+
+import argparse
+import json
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from imagegen.config import TrainConfig
+from imagegen.models.dcgan import DCGAN, DCGANConfig
+
+# Dense peak TFLOP/s (bf16 tensor cores, fp32 without them) from the vendors' data sheets.
+PEAKS = {"H200": {"bf16": 989.0, "fp32": 67.0}, "H100": {"bf16": 989.0, "fp32": 67.0}}
+
+
+def peak_for(device: torch.device, precision: str, given: float | None) -> float | None:
+    if given:
+        return given
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, peaks in PEAKS.items():
+            if key in name:
+                return peaks[precision]
+    return None
+
+
+def measure(device: torch.device, precision: str, compiled: bool, args) -> dict:
+    torch.manual_seed(0)
+    cfg = DCGANConfig(resolution=args.resolution, channels=3)
+    model = DCGAN(cfg).to(device, memory_format=torch.channels_last).train()
+    opts = model.configure_optimizers(TrainConfig())
+    if compiled:
+        for network in model.children():
+            network.compile()
+    noise = torch.Generator(device).manual_seed(0)
+    data = torch.rand(args.batch_size, 3, args.resolution, args.resolution, device=device)
+    data = data.contiguous(memory_format=torch.channels_last)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+    def step() -> dict:
+        with autocast:
+            return model.training_step(data, opts, noise)
+
+    t = time.perf_counter()
+    for _ in range(args.warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    warm_s = time.perf_counter() - t
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    t = time.perf_counter()
+    for _ in range(args.steps):
+        losses = step()
+    float(losses["g_loss"])  # one host sync at the end
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - t
+    steps_per_s = args.steps / elapsed
+    achieved = flops * steps_per_s / 1e12
+    peak = peak_for(device, precision, args.peak_tflops)
+    return {
+        "precision": precision,
+        "compile": compiled,
+        "images_per_s": round(args.batch_size * steps_per_s, 1),
+        "gflop_per_step": round(flops / 1e9, 3),
+        "achieved_tflops": round(achieved, 4),
+        "peak_fraction": round(achieved / peak, 4) if peak else None,
+        "warmup_s": round(warm_s, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--resolution", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--peak-tflops", type=float, default=None)
+    parser.add_argument("--no-compile", action="store_true", help="skip the compiled settings")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    rows = []
+    for compiled in (False,) if args.no_compile else (False, True):
+        for precision in ("fp32", "bf16"):
+            rows.append(measure(device, precision, compiled, args))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    if args.json:
+        print(json.dumps({"device": name, "rows": rows}))
+        return
+    print(
+        f"DCGAN {args.resolution} px training step, batch {args.batch_size}, on {name} "
+        f"({torch.get_num_threads()} threads), {args.steps} timed steps"
+    )
+    print(
+        f"{'precision':>9} {'compile':>7} {'img/s':>9} {'GFLOP/step':>10} {'TFLOP/s':>8} "
+        f"{'of peak':>8} {'warm-up':>8}"
+    )
+    for r in rows:
+        frac = f"{r['peak_fraction']:.1%}" if r["peak_fraction"] is not None else "-"
+        print(
+            f"{r['precision']:>9} {r['compile']!s:>7} {r['images_per_s']:>9.1f} "
+            f"{r['gflop_per_step']:>10.3f} {r['achieved_tflops']:>8.4f} {frac:>8} "
+            f"{r['warmup_s']:>7.1f}s"
+        )
+
+
+if __name__ == "__main__":
+    main()

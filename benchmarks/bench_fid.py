@@ -3,8 +3,10 @@
 The reference resizes each image with PIL (bilinear, on the float image, one channel at a time)
 and feeds contiguous (NCHW) batches to the TorchScript network as loaded; imagegen resizes whole
 batches as float tensors and feeds channels_last batches to its folded copy of the network.
-Both compute FID(set A, set B) on the same images, which must agree within 0.5%. Sets: MNIST
-test vs train images when MNIST is in $IMAGEGEN_DATA, else the synthetic set's two splits.
+Both compute FID(set A, set B) on the same images, which must agree within 0.5%; imagegen runs
+in fp32 (its default, the reference protocol) and in bf16 (`imagegen eval --precision bf16`).
+Sets: MNIST test vs train images when MNIST is in $IMAGEGEN_DATA, else the synthetic set's two
+splits.
 
     python benchmarks/bench_fid.py [--n 200] [--batch-size 100]
 """
@@ -64,39 +66,51 @@ def main() -> None:
     ours = inception.load_extractor()
     original = torch.jit.load(str(ours.path), map_location="cpu").eval()
     ours.features(a[:4])  # warm-up
-    t = time.perf_counter()
-    fa, fb = ours.features(a, args.batch_size), ours.features(b, args.batch_size)
-    ours_s = time.perf_counter() - t
+    ours.features(a[:4], precision="bf16")
+    timings, fids = {}, {}
+    for label, precision in (("imagegen fp32", "fp32"), ("imagegen bf16", "bf16")):
+        t = time.perf_counter()
+        fa, fb = (
+            ours.features(a, args.batch_size, precision),
+            ours.features(b, args.batch_size, precision),
+        )
+        timings[label], fids[label] = time.perf_counter() - t, fid(fa, fb)
     t = time.perf_counter()
     na, nb = (
         naive_features(original, a, args.batch_size),
         naive_features(original, b, args.batch_size),
     )
-    naive_s = time.perf_counter() - t
+    timings["reference"], fids["reference"] = time.perf_counter() - t, fid(na, nb)
     images = a.shape[0] + b.shape[0]
-    row = {
+    rows = [
+        {
+            "pipeline": label,
+            "images_per_s": round(images / timings[label], 2),
+            "speedup": round(timings["reference"] / timings[label], 3),
+            "fid": round(fids[label], 4),
+            "fid_rel_diff": round(abs(fids[label] - fids["reference"]) / fids["reference"], 5),
+        }
+        for label in ("imagegen fp32", "imagegen bf16", "reference")
+    ]
+    meta = {
         "source": source,
         "images": images,
         "threads": torch.get_num_threads(),
-        "imagegen_images_per_s": round(images / ours_s, 2),
-        "reference_images_per_s": round(images / naive_s, 2),
-        "speedup": round(naive_s / ours_s, 3),
-        "imagegen_fid": round(fid(fa, fb), 4),
-        "reference_fid": round(fid(na, nb), 4),
+        "batch_size": args.batch_size,
     }
-    row["fid_rel_diff"] = round(
-        abs(row["imagegen_fid"] - row["reference_fid"]) / row["reference_fid"], 5
-    )
     if args.json:
-        print(json.dumps(row))
+        print(json.dumps({"meta": meta, "rows": rows}))
         return
     print(
-        f"FID feature extraction on the CPU ({row['threads']} threads), {source}, {images} images"
+        f"FID feature extraction on the CPU ({meta['threads']} threads), {source}, "
+        f"{images} images, batch {args.batch_size}"
     )
-    print(f"{'':>10} {'images/s':>9} {'FID':>9}")
-    print(f"{'imagegen':>10} {row['imagegen_images_per_s']:>9.2f} {row['imagegen_fid']:>9.3f}")
-    print(f"{'reference':>10} {row['reference_images_per_s']:>9.2f} {row['reference_fid']:>9.3f}")
-    print(f"speedup {row['speedup']:.2f}x; FID differs by {row['fid_rel_diff']:.3%}")
+    print(f"{'':>14} {'images/s':>9} {'speedup':>8} {'FID':>9} {'vs reference':>13}")
+    for r in rows:
+        print(
+            f"{r['pipeline']:>14} {r['images_per_s']:>9.2f} {r['speedup']:>7.2f}x "
+            f"{r['fid']:>9.3f} {r['fid_rel_diff']:>12.3%}"
+        )
 
 
 if __name__ == "__main__":

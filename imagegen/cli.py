@@ -412,6 +412,9 @@ def eval_(
     save_stats: Path | None = typer.Option(
         None, help="Write the input's mu and sigma (pytorch-fid .npz)."
     ),
+    precision: str = typer.Option(
+        "fp32", help="Extractor precision: fp32 (the reference protocol) or bf16 (faster)."
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --save-stats file."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object at the end."),
     quiet: bool = typer.Option(
@@ -441,6 +444,7 @@ def eval_(
             data_root=data_root,
             save_stats=save_stats,
             force=force,
+            precision=precision,
         )
     )
     out, err = _consoles(quiet)

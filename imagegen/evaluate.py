@@ -47,6 +47,7 @@ class EvalRequest:
     save_stats: Path | None = None
     force: bool = False
     log_to_run: bool = True
+    precision: str = "fp32"  # of the feature extractor: fp32 (the reference protocol) or bf16
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ def reference_features(
     n: int,
     root: str | None,
     batch_size: int,
+    precision: str = "fp32",
 ) -> tuple[torch.Tensor, int]:
     """Features of up to `n` reference images (a fixed random subset), cached on disk."""
     images = data.load_images(
@@ -96,7 +98,8 @@ def reference_features(
     count = min(n, images.images.shape[0])
     ident = images.cache_file or dataset
     key = json.dumps(
-        [ident, dataset, split, resolution, channels, count, extractor.sha256, "v1"], sort_keys=True
+        [ident, dataset, split, resolution, channels, count, extractor.sha256, precision, "v1"],
+        sort_keys=True,
     )
     path = (
         locations.decoded_cache_dir().parent
@@ -113,7 +116,7 @@ def reference_features(
     pick = torch.randperm(images.images.shape[0], generator=torch.Generator().manual_seed(0))[
         :count
     ]
-    feats = extractor.features(images.images[pick], batch_size)
+    feats = extractor.features(images.images[pick], batch_size, precision)
     try:
         from safetensors.torch import save
 
@@ -128,13 +131,19 @@ def evaluate(request: EvalRequest) -> EvalResult:
     """Compute the requested metrics; append them to the run's metrics.jsonl for runs."""
     if request.n < 2:
         raise UsageError(f"--n must be at least 2, got {request.n}")
+    if request.precision not in ("fp32", "bf16"):
+        raise UsageError(f"--precision must be fp32 or bf16, got {request.precision!r}")
     if request.save_stats is not None:
         check_output_file(request.save_stats, request.force)
     wanted = request.metrics
     device = resolve_device(request.device)
     warnings: list[str] = []
     results: dict[str, float] = {}
-    protocol: dict[str, Any] = {"imagegen_version": __version__, "seed": request.seed}
+    protocol: dict[str, Any] = {
+        "imagegen_version": __version__,
+        "seed": request.seed,
+        "precision": request.precision,
+    }
     started = time.perf_counter()
 
     # The images to evaluate: generated on the fly, or read from a folder.
@@ -184,7 +193,7 @@ def evaluate(request: EvalRequest) -> EvalResult:
         protocol["extractor"] = extractor.protocol
         if "is" in wanted and not extractor.has_logits:
             extractor.logits(torch.zeros(0, 2048))  # raises: why the score is unavailable
-        fake = extractor.features(images, request.batch_size)
+        fake = extractor.features(images, request.batch_size, request.precision)
         if "is" in wanted:
             results["is_mean"], results["is_std"] = metrics.inception_score(extractor.logits(fake))
 
@@ -220,6 +229,7 @@ def evaluate(request: EvalRequest) -> EvalResult:
                 n=n_ref,
                 root=root,
                 batch_size=request.batch_size,
+                precision=request.precision,
             )
             mu_r, sigma_r = metrics.gaussian_stats(real.numpy())
             protocol["reference"] = {

@@ -249,3 +249,18 @@ def test_fid_blocks_pool_as_the_tf_graph() -> None:
         with torch.no_grad():
             a, b = ours(x), theirs(x)
         assert a.shape == b.shape and not torch.allclose(a, b)
+
+
+def test_bf16_extraction_is_close_and_recorded(run_cli, isolated: Path, weights: Path) -> None:
+    ours = inception.load_extractor(weights)
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    fp32, bf16 = ours.features(images), ours.features(images, precision="bf16")
+    cosine = F.cosine_similarity(fp32, bf16, dim=1)
+    assert cosine.min() > 0.999  # measured: FIDs within 0.35% (benchmarks/bench_fid.py)
+    run = isolated / "run"
+    train_tiny(run_cli, run)
+    result = run_cli("eval", run, "--n", "12", "--metrics", "fid", "--precision", "bf16", "--json")
+    assert result.code == 0, result
+    assert json.loads(result.out)["protocol"]["precision"] == "bf16"
+    result = run_cli("eval", run, "--n", "12", "--metrics", "fid", "--precision", "fp16")
+    assert result.code == 2 and "fp32 or bf16" in result.err

@@ -351,7 +351,7 @@ def _celeba(root: Path, split: str, download: bool) -> _Source:
         files = [p for p in files if p.name in keep]
     elif split == "test":
         raise UserError(f"CelebA test split needs {partition}")
-    fingerprint = {"celeba": [str(folder.resolve()), len(files), split]}
+    fingerprint = {"celeba": str(folder.resolve()), "split": split, "files": _digest(files, folder)}
 
     def decode(resolution: int) -> tuple[list[np.ndarray], list[str], int]:
         arrays, skipped, _ = _decode_files(files, lambda p: p.open("rb"), resolution, folder)
@@ -360,17 +360,22 @@ def _celeba(root: Path, split: str, download: bool) -> _Source:
     return _Source(f"CelebA {split} ({folder})", fingerprint, decode)
 
 
+def _digest(files: list[Path], base: Path) -> str:
+    """Identifies a list of files by their names, sizes and modification times."""
+    h = hashlib.sha256()
+    for p in files:
+        st = p.stat()
+        h.update(f"{p.relative_to(base)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
 def _folder_source(folder: Path) -> _Source:
     files = sorted(
         p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
     )
     if not files:
         raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in folder {folder}")
-    h = hashlib.sha256()
-    for p in files:
-        st = p.stat()
-        h.update(f"{p.relative_to(folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    fingerprint = {"folder": str(folder.resolve()), "files": h.hexdigest()}
+    fingerprint = {"folder": str(folder.resolve()), "files": _digest(files, folder)}
 
     def decode(resolution: int) -> tuple[list[np.ndarray], list[str], int]:
         return _decode_files(files, lambda p: p.open("rb"), resolution, folder)

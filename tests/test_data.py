@@ -182,3 +182,25 @@ def test_epoch_batches_are_permutations_and_recomputable() -> None:
 def test_convert_channels_luma() -> None:
     rgb = torch.tensor([255, 0, 0], dtype=torch.uint8).view(1, 3, 1, 1)
     assert data.convert_channels(rgb, 1).item() == round(0.299 * 255)
+
+
+def test_celeba_layout_and_partition(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    folder = root / "celeba" / "img_align_celeba"
+    folder.mkdir(parents=True)
+    lines = []
+    for i in range(6):
+        name = f"{i:06d}.jpg"
+        Image.new("RGB", (178, 218), (40 * i, 10, 10)).save(folder / name)
+        lines.append(f"{name} {0 if i < 4 else 2}")  # 4 train, 2 test
+    (root / "celeba" / "list_eval_partition.txt").write_text("\n".join(lines) + "\n")
+    train = data.load_images("celeba", resolution=64, root=root)
+    test = data.load_images("celeba", resolution=64, root=root, split="test")
+    assert train.images.shape == (4, 3, 64, 64) and test.images.shape == (2, 3, 64, 64)
+    # Same number of files, new content: the cache must not serve the old images.
+    Image.new("RGB", (178, 218), (255, 255, 255)).save(folder / "000000.jpg")
+    changed = data.load_images("celeba", resolution=64, root=root)
+    assert not torch.equal(changed.images, train.images)
+    (root / "celeba" / "list_eval_partition.txt").unlink()
+    with pytest.raises(UserError, match="test split needs"):
+        data.load_images("celeba", resolution=64, root=root, split="test")

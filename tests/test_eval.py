@@ -1,6 +1,7 @@
 """imagegen eval: the extractor, weights lookup, the protocol, references, refusals."""
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,9 @@ def weights() -> Path:
 
 def test_extractor_matches_the_torchscript_original(weights: Path) -> None:
     ours = inception.load_extractor(weights)
-    original = torch.jit.load(str(weights), map_location="cpu").eval()
+    with warnings.catch_warnings():  # newer torch deprecates torch.jit; it still loads
+        warnings.simplefilter("ignore", FutureWarning)
+        original = torch.jit.load(str(weights), map_location="cpu").eval()
     images = torch.randint(
         0, 256, (3, 3, 40, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
     )

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -64,7 +65,9 @@ def main() -> None:
         b = data.load_images("synthetic", resolution=32).images[: args.n]
         source = "synthetic test vs train (32 px)"
     ours = inception.load_extractor()
-    original = torch.jit.load(str(ours.path), map_location="cpu").eval()
+    with warnings.catch_warnings():  # newer torch deprecates torch.jit; it still loads
+        warnings.simplefilter("ignore", FutureWarning)
+        original = torch.jit.load(str(ours.path), map_location="cpu").eval()
     ours.features(a[:4])  # warm-up
     ours.features(a[:4], precision="bf16")
     timings, fids = {}, {}

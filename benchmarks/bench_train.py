@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from imagegen import data
 from imagegen.config import TrainConfig
-from imagegen.models.dcgan import DCGANConfig, Discriminator, Generator
+from imagegen.models.blocks import Discriminator
+from imagegen.models.dcgan import DCGANConfig, Generator
 from imagegen.train import TrainEvent, TrainPlan, run_training
 
 
@@ -67,7 +68,7 @@ class PngFolder(Dataset):
 def reference_loop(folder: Path, cfg: DCGANConfig, batch: int, steps: int, warmup: int) -> dict:
     """The training loop of pytorch/examples' dcgan/main.py, on the same architecture."""
     torch.manual_seed(0)
-    net_g, net_d = Generator(cfg), Discriminator(cfg)
+    net_g, net_d = Generator(cfg), Discriminator(cfg.channels, cfg.d_width, cfg.resolution)
     criterion = nn.BCEWithLogitsLoss()
     opt_d = torch.optim.Adam(net_d.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_g = torch.optim.Adam(net_g.parameters(), lr=2e-4, betas=(0.5, 0.999))

@@ -1,0 +1,74 @@
+"""The benchmark scripts still run (tiny arguments): `make bench` must not rot."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(script: str, *args: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args, "--json"],
+        capture_output=True,
+        text=True,
+        env=os.environ | {"IMAGEGEN_DATA": ""},
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_bench_train() -> None:
+    result = run(
+        "bench_train.py",
+        "--steps",
+        "3",
+        "--warmup",
+        "1",
+        "--images",
+        "128",
+        "--batch-size",
+        "16",
+        "--resolutions",
+        "32",
+    )
+    row = result["rows"][0]
+    assert row["imagegen_images_per_s"] > 0 and row["reference_images_per_s"] > 0
+
+
+def test_bench_precision() -> None:
+    result = run(
+        "bench_precision.py",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+        "--no-compile",
+    )
+    assert {r["precision"] for r in result["rows"]} == {"fp32", "bf16"}
+    assert all(r["gflop_per_step"] > 0 for r in result["rows"])
+
+
+def test_bench_fid() -> None:
+    from imagegen import inception
+    from imagegen.errors import UserError
+
+    try:
+        inception.find_weights()
+    except UserError:
+        pytest.skip("no Inception weights installed")
+    result = run("bench_fid.py", "--n", "6", "--batch-size", "6")
+    assert [r["pipeline"] for r in result["rows"]] == [
+        "imagegen fp32",
+        "imagegen bf16",
+        "reference",
+    ]

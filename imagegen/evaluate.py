@@ -146,10 +146,30 @@ def evaluate(request: EvalRequest) -> EvalResult:
     }
     started = time.perf_counter()
 
-    # The images to evaluate: generated on the fly, or read from a folder.
+    # What is compared with what, checked before any slow work.
     source = Path(request.source)
-    ckpt = None
-    if source.is_dir() and not (source / "checkpoints").is_dir():
+    is_folder = source.is_dir() and not (source / "checkpoints").is_dir()
+    ckpt = None if is_folder else checkpoint.read_checkpoint(find_checkpoint(source))
+    if ckpt is not None and request.resolution not in (None, ckpt.data_shape[1]):
+        raise UsageError(
+            f"--resolution {request.resolution} differs from the model's {ckpt.data_shape[1]}"
+        )
+    reference = request.reference or (ckpt.dataset if ckpt is not None else None)
+    root = request.data_root or (recorded_data_root(ckpt.path) if ckpt is not None else None)
+    feature_metrics = [m for m in wanted if m in ("fid", "kid", "pr", "dc")]
+    if feature_metrics and reference is None:
+        raise UsageError("--dataset is required to compare an image folder with a reference")
+    if feature_metrics and str(reference).lower().endswith(".npz"):
+        if any(m != "fid" for m in feature_metrics):
+            raise UsageError(
+                f"{reference} holds only mu and sigma: it serves FID, not "
+                + ", ".join(m for m in feature_metrics if m != "fid")
+                + " (pass --metrics fid, or a dataset)"
+            )
+        mu_npz, sigma_npz = load_npz_stats(Path(reference))
+
+    # The images to evaluate: generated on the fly, or read from a folder.
+    if ckpt is None:
         res = request.resolution or 64
         folder = data.load_images(str(source), resolution=res)
         pick = torch.randperm(
@@ -163,14 +183,12 @@ def evaluate(request: EvalRequest) -> EvalResult:
         }
         channels = None
     else:
-        path = find_checkpoint(source)
-        ckpt = checkpoint.read_checkpoint(path)
         model = checkpoint.build_model(ckpt).to(device)
         c, res, _ = ckpt.data_shape
         z = latents(request.n, model.latent_dim, request.seed, None)
         images = generate_uint8(model, z, device)
         protocol["input"] = {
-            "checkpoint": str(path),
+            "checkpoint": str(ckpt.path),
             "model": ckpt.model_name,
             "step": ckpt.step,
             "generated": int(images.shape[0]),
@@ -178,11 +196,7 @@ def evaluate(request: EvalRequest) -> EvalResult:
             "quantised": "uint8, as a saved PNG",
         }
         channels = c
-        if request.resolution not in (None, res):
-            raise UsageError(f"--resolution {request.resolution} differs from the model's {res}")
 
-    reference = request.reference or (ckpt.dataset if ckpt is not None else None)
-    root = request.data_root or (recorded_data_root(ckpt.path) if ckpt is not None else None)
     needs_features = any(m in wanted for m in ("fid", "kid", "pr", "dc", "is"))
     needs_features = needs_features or request.save_stats is not None
 
@@ -203,20 +217,11 @@ def evaluate(request: EvalRequest) -> EvalResult:
         np.savez(buf, mu=mu, sigma=sigma)
         atomic_write_bytes(Path(request.save_stats), buf.getvalue())
 
-    feature_metrics = [m for m in wanted if m in ("fid", "kid", "pr", "dc")]
     if feature_metrics:
-        if reference is None:
-            raise UsageError("--dataset is required to compare an image folder with a reference")
-        assert extractor is not None and fake is not None
+        assert extractor is not None and fake is not None and reference is not None
         n_ref = request.n_ref or request.n
         if str(reference).lower().endswith(".npz"):
-            if any(m != "fid" for m in feature_metrics):
-                raise UsageError(
-                    f"{reference} holds only mu and sigma: it serves FID, not "
-                    + ", ".join(m for m in feature_metrics if m != "fid")
-                    + " (pass --metrics fid, or a dataset)"
-                )
-            mu_r, sigma_r = load_npz_stats(Path(reference))
+            mu_r, sigma_r = mu_npz, sigma_npz
             real = None
             protocol["reference"] = {"npz": str(reference)}
         else:

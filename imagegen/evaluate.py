@@ -211,10 +211,14 @@ def evaluate(request: EvalRequest) -> EvalResult:
         if "is" in wanted:
             results["is_mean"], results["is_std"] = metrics.inception_score(extractor.logits(fake))
 
+    # The generated images' mean and covariance, computed once for --save-stats and FID.
+    needs_stats = request.save_stats is not None or "fid" in feature_metrics
+    mu_f, sigma_f = (
+        metrics.gaussian_stats(fake.numpy()) if needs_stats and fake is not None else (None, None)
+    )
     if request.save_stats is not None and fake is not None:
-        mu, sigma = metrics.gaussian_stats(fake.numpy())
         buf = io.BytesIO()
-        np.savez(buf, mu=mu, sigma=sigma)
+        np.savez(buf, mu=mu_f, sigma=sigma_f)
         atomic_write_bytes(Path(request.save_stats), buf.getvalue())
 
     if feature_metrics:
@@ -250,7 +254,6 @@ def evaluate(request: EvalRequest) -> EvalResult:
                     f"FID from {fake.shape[0]} images (< 2048): the covariance is rank-deficient "
                     "and the value is biased upwards; compare only figures with the same n"
                 )
-            mu_f, sigma_f = metrics.gaussian_stats(fake.numpy())
             results["fid"] = metrics.frechet_distance(mu_f, sigma_f, mu_r, sigma_r)
         if "kid" in feature_metrics:
             size = request.kid_subset_size or min(1000, fake.shape[0], real.shape[0])

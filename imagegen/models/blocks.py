@@ -1,7 +1,8 @@
-"""Convolutional building blocks shared by several models.
+"""Building blocks shared by several models.
 
 The DCGAN discriminator (DCGAN, VAE-GAN), and the Gaussian-posterior encoder and the decoder
-(VAE, VAE-GAN). Stacks of stride-2 4x4 convolutions between 4x4 and the image resolution.
+(VAE, VAE-GAN): stacks of stride-2 4x4 convolutions between 4x4 and the image resolution.
+`Networks`, the base of every model: named networks that training may wrap (in DDP).
 """
 
 import itertools
@@ -13,6 +14,34 @@ from torch import nn
 from imagegen.errors import UsageError
 
 RESOLUTIONS = (32, 64)
+
+
+class Networks(nn.Module):
+    """A model made of networks, each called through its forward during training.
+
+    Data-parallel training wraps each network in DistributedDataParallel; training steps call
+    `self.net(name)`, which is the wrapper when there is one, so gradients are averaged over
+    the ranks. The wrappers are not submodules: state_dict keys stay those of the networks.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._wrappers: dict[str, nn.Module] = {}
+
+    def networks(self) -> dict[str, nn.Module]:
+        """The separately optimised networks, by name."""
+        raise NotImplementedError
+
+    def set_wrappers(self, wrappers: dict[str, nn.Module]) -> None:
+        unknown = set(wrappers) - set(self.networks())
+        if unknown:
+            raise ValueError(f"no network named {', '.join(sorted(unknown))}")
+        self._wrappers = dict(wrappers)
+
+    def net(self, name: str) -> nn.Module:
+        """The network `name` as training calls it: its wrapper if it has one."""
+        wrapper = self._wrappers.get(name)
+        return wrapper if wrapper is not None else self.networks()[name]
 
 
 def check_shape(model: str, resolution: int, channels: int) -> None:
@@ -76,11 +105,13 @@ class Discriminator(nn.Module):
         self.head = nn.Conv2d(top, 1, 4, 1, 0, bias=False)  # (B, 1, 1, 1)
         self.apply(init_weights)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.main(x)  # (B, top, 4, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.main(x)).flatten()  # (B,)
+    def forward(
+        self, x: torch.Tensor, with_features: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B,); with `with_features`, also the hidden features (B, top, 4, 4)."""
+        features = self.main(x)  # (B, top, 4, 4)
+        logits = self.head(features).flatten()  # (B,)
+        return (logits, features) if with_features else logits
 
 
 class Encoder(nn.Module):

@@ -15,6 +15,7 @@ from torch import nn
 from imagegen.config import TrainConfig
 from imagegen.models.blocks import (
     Discriminator,
+    Networks,
     check_positive,
     check_shape,
     init_weights,
@@ -78,7 +79,7 @@ def generator_loss(logits_fake: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits_fake, torch.ones_like(logits_fake))
 
 
-class DCGAN(nn.Module):
+class DCGAN(Networks):
     """Generator and discriminator, trained by alternating D and G steps."""
 
     ema_module = "generator"  # the module whose moving average is used for sampling
@@ -93,6 +94,9 @@ class DCGAN(nn.Module):
     @property
     def latent_dim(self) -> int:
         return self.config.latent_dim
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"generator": self.generator, "discriminator": self.discriminator}
 
     def configure_optimizers(self, train: TrainConfig) -> dict[str, torch.optim.Optimizer]:
         """Adam for each network (the DCGAN paper: lr 2e-4, betas (0.5, 0.999))."""
@@ -112,20 +116,22 @@ class DCGAN(nn.Module):
         noise: torch.Generator,
     ) -> dict[str, torch.Tensor]:
         """One D step and one G step on a batch `real` (B, C, R, R) in [0, 1]."""
+        generator, discriminator = self.net("generator"), self.net("discriminator")
         x = real * 2 - 1  # (B, C, R, R) in [-1, 1]
         z = torch.randn(x.shape[0], self.latent_dim, generator=noise, device=x.device)
-        fake = self.generator(z)  # (B, C, R, R)
+        fake = generator(z)  # (B, C, R, R)
 
         # Discriminator: maximise log D(x) + log(1 - D(G(z))).
         opt_d, opt_g = optimizers["discriminator"], optimizers["generator"]
         opt_d.zero_grad(set_to_none=True)
-        logits_real = self.discriminator(x)
-        logits_fake = self.discriminator(fake.detach())
+        logits_real = discriminator(x)
+        logits_fake = discriminator(fake.detach())
         d_loss = discriminator_loss(logits_real, logits_fake)
         d_loss.backward()
         opt_d.step()
 
-        # Generator: maximise log D(G(z)) through the updated discriminator.
+        # Generator: maximise log D(G(z)) through the updated discriminator. D is frozen and
+        # called unwrapped: under DDP only G's gradients are averaged in this backward.
         opt_g.zero_grad(set_to_none=True)
         self.discriminator.requires_grad_(False)
         g_loss = generator_loss(self.discriminator(fake))

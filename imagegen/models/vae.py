@@ -17,6 +17,7 @@ from imagegen.config import TrainConfig
 from imagegen.errors import UsageError
 from imagegen.models.blocks import (
     AutoEncoder,
+    Networks,
     check_positive,
     check_shape,
     gaussian_kl,
@@ -72,7 +73,7 @@ def bits_per_dim(neg_elbo: torch.Tensor, dims: int, likelihood: str) -> torch.Te
     return neg_elbo / (dims * math.log(2.0))
 
 
-class VAE(nn.Module):
+class VAE(Networks):
     """A VAE: encoder to (mean, log-variance), reparameterisation, decoder."""
 
     ema_module = "autoencoder"
@@ -89,6 +90,9 @@ class VAE(nn.Module):
     @property
     def latent_dim(self) -> int:
         return self.config.latent_dim
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"encoder": self.autoencoder.encoder, "decoder": self.autoencoder.decoder}
 
     @property
     def dims(self) -> int:
@@ -114,10 +118,13 @@ class VAE(nn.Module):
         self, x: torch.Tensor, noise: torch.Generator, net: AutoEncoder | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Reconstruction NLL and KL per image (B,) each, for images x in [0, 1]."""
-        net = net if net is not None else self.autoencoder
-        mean, logvar = net.encoder(x)  # (B, latent) each
+        if net is None:  # training: through the data-parallel wrappers, if any
+            encoder, decoder = self.net("encoder"), self.net("decoder")
+        else:
+            encoder, decoder = net.encoder, net.decoder
+        mean, logvar = encoder(x)  # (B, latent) each
         z = reparameterize(mean, logvar, noise)
-        output = net.decoder(z)  # (B, C, R, R)
+        output = decoder(z)  # (B, C, R, R)
         c = self.config
         return reconstruction_nll(output, x, c.likelihood, c.gaussian_std), gaussian_kl(
             mean, logvar

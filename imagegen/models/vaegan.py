@@ -26,6 +26,7 @@ from imagegen.errors import UsageError
 from imagegen.models.blocks import (
     AutoEncoder,
     Discriminator,
+    Networks,
     check_positive,
     check_shape,
     gaussian_kl,
@@ -60,7 +61,7 @@ def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
-class VAEGAN(nn.Module):
+class VAEGAN(Networks):
     """Encoder, decoder (= generator) and discriminator."""
 
     ema_module = "autoencoder"
@@ -78,32 +79,33 @@ class VAEGAN(nn.Module):
     def latent_dim(self) -> int:
         return self.config.latent_dim
 
-    def configure_optimizers(self, train: TrainConfig) -> dict[str, torch.optim.Optimizer]:
-        """One Adam per network."""
-        betas = (train.beta1, train.beta2)
-        fused = self.discriminator.head.weight.is_cuda or None
-        nets = {
+    def networks(self) -> dict[str, nn.Module]:
+        return {
             "encoder": self.autoencoder.encoder,
             "decoder": self.autoencoder.decoder,
             "discriminator": self.discriminator,
         }
+
+    def configure_optimizers(self, train: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+        """One Adam per network."""
+        betas = (train.beta1, train.beta2)
+        fused = self.discriminator.head.weight.is_cuda or None
         return {
             name: torch.optim.Adam(net.parameters(), train.lr, betas, fused=fused)
-            for name, net in nets.items()
+            for name, net in self.networks().items()
         }
 
     def losses(self, real: torch.Tensor, noise: torch.Generator) -> dict[str, torch.Tensor]:
         """The three networks' losses on a batch `real` (B, C, R, R) in [0, 1]."""
-        ae, dis = self.autoencoder, self.discriminator
+        encoder, decoder = self.net("encoder"), self.net("decoder")
+        dis = self.net("discriminator")
         x = real * 2 - 1  # (B, C, R, R) in [-1, 1]
-        mean, logvar = ae.encoder(x)  # (B, latent) each
-        x_rec = torch.tanh(ae.decoder(reparameterize(mean, logvar, noise)))  # x~
+        mean, logvar = encoder(x)  # (B, latent) each
+        x_rec = torch.tanh(decoder(reparameterize(mean, logvar, noise)))  # x~
         z_p = torch.randn(mean.shape, generator=noise, device=x.device, dtype=mean.dtype)
-        x_prior = torch.tanh(ae.decoder(z_p))  # x_p
-        f_real = dis.features(x)  # Dis_l(x)
-        f_rec = dis.features(x_rec)  # Dis_l(x~)
-        logit_real = dis.head(f_real).flatten()
-        logit_rec = dis.head(f_rec).flatten()
+        x_prior = torch.tanh(decoder(z_p))  # x_p
+        logit_real, f_real = dis(x, with_features=True)  # Dis(x), Dis_l(x)
+        logit_rec, f_rec = dis(x_rec, with_features=True)  # Dis(x~), Dis_l(x~)
         logit_prior = dis(x_prior)
         prior = gaussian_kl(mean, logvar).mean()
         llike = feature_nll(f_rec, f_real.detach()).mean()
@@ -123,21 +125,18 @@ class VAEGAN(nn.Module):
         optimizers: dict[str, torch.optim.Optimizer],
         noise: torch.Generator,
     ) -> dict[str, torch.Tensor]:
-        """Gradients of each network's own loss at the same parameters, then three steps."""
+        """Gradients of each network's own loss at the same parameters, then three steps.
+
+        Each backward pass accumulates into one network's parameters only (`inputs=`), so
+        under DDP each network's gradients are averaged once, in its own backward.
+        """
         losses = self.losses(real, noise)
-        nets = {
-            "encoder": self.autoencoder.encoder,
-            "decoder": self.autoencoder.decoder,
-            "discriminator": self.discriminator,
-        }
-        grads = {}
-        names = list(nets)
-        for i, name in enumerate(names):
-            params = list(nets[name].parameters())
-            grads[name] = torch.autograd.grad(losses[name], params, retain_graph=i < len(names) - 1)
-        for name, net in nets.items():
-            for p, g in zip(net.parameters(), grads[name], strict=True):
-                p.grad = g
+        nets = self.networks()
+        for opt in optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        for i, (name, net) in enumerate(nets.items()):
+            losses[name].backward(inputs=list(net.parameters()), retain_graph=i < len(nets) - 1)
+        for name in nets:
             optimizers[name].step()
         return {
             "enc_loss": losses["encoder"].detach(),

@@ -3,7 +3,9 @@
 Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted.
 """
 
+import gc
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,7 @@ from typing import Any
 import typer
 
 from imagegen import __version__
-from imagegen.errors import UsageError, UserError
+from imagegen.errors import PeerError, UsageError, UserError
 
 app = typer.Typer(
     name="imagegen",
@@ -32,11 +34,16 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
     """Train, sample, evaluate and convert image generative models (DCGAN, VAE, VAE-GAN)."""
+    world = os.environ.get("WORLD_SIZE", "1").strip()
+    if ctx.invoked_subcommand != "train" and world.isdigit() and int(world) > 1:
+        # K processes would each write the same files.
+        raise UsageError(f"only `imagegen train` runs under torchrun, not {ctx.invoked_subcommand}")
 
 
 def _consoles(quiet: bool) -> tuple[Any, Any]:
@@ -180,6 +187,14 @@ def train(
     flip: bool | None = typer.Option(
         None, "--flip/--no-flip", help="Random horizontal flips of the data [default: off]."
     ),
+    sync_bn: bool | None = typer.Option(
+        None,
+        "--sync-bn/--no-sync-bn",
+        help="torchrun jobs on CUDA: BatchNorm statistics over all ranks [default: per rank].",
+    ),
+    dist_timeout: float = typer.Option(
+        1800.0, help="torchrun jobs: seconds a collective waits for a rank before failing."
+    ),
     config: Path | None = typer.Option(None, help="TOML file: training options, [model] table."),
     option: list[str] = typer.Option(
         [], "--set", "-s", help="Model option KEY=VALUE, e.g. --set g_width=32 (repeatable)."
@@ -195,9 +210,14 @@ def train(
         False, "--quiet", "-q", help="Print nothing but the result and errors."
     ),
 ) -> int:
-    """Train a model; writes a run folder with config, log, sample grids and checkpoints."""
+    """Train a model; writes a run folder with config, log, sample grids and checkpoints.
+
+    Under torchrun (torchrun --nproc-per-node K -m imagegen train ...) it trains data-parallel
+    with DistributedDataParallel; rank 0 writes the run folder and prints.
+    """
+    from imagegen import distributed
     from imagegen.config import load_toml, parse_assignments
-    from imagegen.train import TrainRequest, plan_training, run_training
+    from imagegen.train import TrainRequest, plan_training, resolve_device, run_training
 
     if steps is not None and epochs is not None:
         raise UsageError("give --steps or --epochs, not both")
@@ -225,6 +245,7 @@ def train(
         precision=precision,
         compile=compile_,
         flip=flip,
+        sync_bn=sync_bn,
     )
     if steps is not None:
         options.setdefault("epochs", 25.0)
@@ -241,17 +262,26 @@ def train(
         resume=resume,
         force=force,
     )
-    plan = plan_training(request, download=not dry_run)
-    out, err = _consoles(quiet)
+    context = distributed.from_env(dist_timeout)
     if dry_run:
-        resolved = plan.as_dict()
-        if as_json:
-            print(json.dumps(resolved, indent=2))
-        else:
-            out.print_json(json.dumps(resolved))
+        plan = plan_training(request, download=False)
+        if context.is_main:
+            resolved = plan.as_dict()
+            if as_json:
+                print(json.dumps(resolved, indent=2))
+            else:
+                _consoles(quiet)[0].print_json(json.dumps(resolved))
         return 0
-    with _TrainView(err) as view:
-        result = run_training(plan, view)
+    device_ = distributed.local_device(resolve_device(device), context)
+    with distributed.process_group(context, device_):
+        # Rank 0 plans (it may download data or refuse the run folder); the others follow it.
+        plan = distributed.on_main(context, lambda: plan_training(request))
+        if not context.is_main:  # the other ranks train silently
+            result = run_training(plan, None, context)
+            return 130 if result.interrupted else 0
+        out, err = _consoles(quiet)
+        with _TrainView(err) as view:
+            result = run_training(plan, view, context)
     if as_json:
         print(json.dumps(result.as_dict()))
     elif not quiet:
@@ -562,7 +592,8 @@ def run(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except UserError as e:
-        _error(str(e))
+        if not isinstance(e, PeerError):
+            _error(str(e))
         return e.exit_code
     except OSError as e:
         _error(f"{e.strerror or e}: {e.filename}" if e.filename else str(e))
@@ -585,4 +616,8 @@ def run(argv: list[str] | None = None) -> int:
 
 def main() -> None:
     """Console-script entry point."""
-    sys.exit(run())
+    code = run()
+    # Free what a failed torchrun job's traceback kept alive (DDP wrappers holding the process
+    # group) now: destroyed during interpreter shutdown instead, gloo aborts the process.
+    gc.collect()
+    sys.exit(code)

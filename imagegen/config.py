@@ -39,6 +39,7 @@ class TrainConfig:
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on CUDA, else fp32
     compile: bool = False  # torch.compile each network (in place: checkpoints keep their keys)
     flip: bool = False  # random horizontal flips, drawn on the device
+    sync_bn: bool = False  # torchrun jobs: BatchNorm statistics over all ranks (SyncBatchNorm)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "sample_every", "checkpoint_every", "log_every"):
@@ -75,6 +76,7 @@ RESUMABLE_CHANGES = frozenset(
         "fid_n",
         "precision",
         "compile",
+        "sync_bn",
     }
 )
 

@@ -483,22 +483,31 @@ class EpochBatches:
     """Batches drawn from an in-memory dataset in a per-epoch random order.
 
     The order depends only on (seed, epoch), so any step's batch can be recomputed: resume
-    needs no loader state. The last incomplete batch of each epoch is dropped.
+    needs no loader state. In a job of `world_size` processes each step consumes one global
+    batch of batch_size * world_size images, and rank r takes the r-th slice of it: the ranks
+    see disjoint shards of every epoch. The last incomplete global batch of an epoch is dropped.
     """
 
-    def __init__(self, images: torch.Tensor, batch_size: int, seed: int) -> None:
-        n = images.shape[0]
-        if n < batch_size:
-            raise UsageError(f"the dataset has {n} images, fewer than the batch size {batch_size}")
+    def __init__(
+        self, images: torch.Tensor, batch_size: int, seed: int, rank: int = 0, world_size: int = 1
+    ) -> None:
+        n, global_batch = images.shape[0], batch_size * world_size
+        if n < global_batch:
+            what = f"the batch size {batch_size}"
+            if world_size > 1:
+                what = f"the global batch {batch_size} x {world_size} processes"
+            raise UsageError(f"the dataset has {n} images, fewer than {what}")
         self.images = images
         self.batch_size = batch_size
         self.seed = seed
-        self.batches_per_epoch = n // batch_size
+        self.rank = rank
+        self.world_size = world_size
+        self.batches_per_epoch = n // global_batch
         self._epoch = -1
         self._order: torch.Tensor | None = None
 
     def order(self, epoch: int) -> torch.Tensor:
-        """The permutation of image indices for `epoch`."""
+        """The permutation of image indices for `epoch` (the same on every rank)."""
         if epoch != self._epoch:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             self._order = torch.randperm(self.images.shape[0], generator=g).to(self.images.device)
@@ -507,7 +516,8 @@ class EpochBatches:
         return self._order
 
     def batch(self, step: int) -> torch.Tensor:
-        """The uint8 batch (B, C, H, W) used at optimisation step `step` (0-based)."""
+        """This rank's uint8 batch (B, C, H, W) at optimisation step `step` (0-based)."""
         epoch, i = divmod(step, self.batches_per_epoch)
-        idx = self.order(epoch)[i * self.batch_size : (i + 1) * self.batch_size]
+        start = (i * self.world_size + self.rank) * self.batch_size
+        idx = self.order(epoch)[start : start + self.batch_size]
         return self.images.index_select(0, idx)

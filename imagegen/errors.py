@@ -11,3 +11,11 @@ class UsageError(UserError):
     """A command used wrongly (bad option value, conflicting options); exit code 2."""
 
     exit_code = 2
+
+
+class PeerError(UserError):
+    """An error rank 0 of a distributed job already reported; the other ranks exit quietly."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

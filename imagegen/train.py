@@ -5,6 +5,7 @@ A run folder holds `config.json` (the resolved config), `log.jsonl` (losses, thr
 `checkpoints/step-NNNNNNN.safetensors` plus `checkpoints/latest.safetensors`.
 """
 
+import contextlib
 import json
 import math
 import re
@@ -19,7 +20,7 @@ from typing import Any
 
 import torch
 
-from imagegen import __version__, checkpoint, data, locations, metrics
+from imagegen import __version__, checkpoint, data, distributed, locations, metrics
 from imagegen.config import (
     RESUMABLE_CHANGES,
     TrainConfig,
@@ -107,6 +108,7 @@ class TrainResult:
     files: list[str]
     interrupted: bool = False
     resumed_from: int | None = None
+    world_size: int = 1  # processes of a torchrun job; images_per_s counts all of them
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -121,6 +123,7 @@ class TrainResult:
             "files": self.files,
             "interrupted": self.interrupted,
             "resumed_from": self.resumed_from,
+            "world_size": self.world_size,
         }
 
 
@@ -271,15 +274,21 @@ def _plan_resume(request: TrainRequest, download: bool) -> TrainPlan:
 
 
 class _StopFlag:
-    """First Ctrl-C asks the loop to checkpoint and stop; a second one interrupts at once."""
+    """Ctrl-C or SIGTERM asks the loop to checkpoint and stop; a second one interrupts at once.
+
+    torchrun passes the signal it receives on to its workers once; schedulers send SIGTERM
+    before they kill a job.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "_StopFlag":
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -288,8 +297,8 @@ class _StopFlag:
         self.requested = True
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)
 
 
 def _step_file(step: int) -> str:
@@ -354,13 +363,30 @@ def _describe_start(
     batches: data.EpochBatches,
     device: torch.device,
     ckpt: checkpoint.Checkpoint | None,
+    context: distributed.Context,
 ) -> str:
     parts = [
         f"{plan.model} on {plan.dataset}: {images.images.shape[0]} images "
         f"{tuple(images.shape)}, {batches.batches_per_epoch} batches/epoch, device {device}"
     ]
+    if context.enabled:
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        bn = "synchronised (SyncBatchNorm)" if plan.train.sync_bn else "per rank"
+        parts.append(
+            f"{context.world_size} processes ({backend}) x batch {plan.train.batch_size} = "
+            f"global batch {context.world_size * plan.train.batch_size}, "
+            f"BatchNorm statistics {bn}"
+        )
+    elif plan.train.sync_bn:
+        parts.append("--sync-bn has no effect in a single process")
     if ckpt is not None:
         parts.append(f"resumed from step {ckpt.step}")
+        trained_with = int(ckpt.counters.get("world_size", 1))
+        if trained_with != context.world_size:
+            parts.append(
+                f"it was trained by {trained_with} process(es), now {context.world_size}: it "
+                "continues with the new global batch, not bit-exactly"
+            )
     if images.skipped:
         more = ", ..." if images.skipped > len(images.skipped_examples) else ""
         parts.append(
@@ -371,78 +397,124 @@ def _describe_start(
     return "; ".join(parts)
 
 
+@dataclass
+class _Position:
+    step: int = 0
+
+
 def run_training(
-    plan: TrainPlan, on_event: Callable[[TrainEvent], None] | None = None
+    plan: TrainPlan,
+    on_event: Callable[[TrainEvent], None] | None = None,
+    context: distributed.Context = distributed.SINGLE,
 ) -> TrainResult:
-    """Train as planned; on Ctrl-C write a checkpoint and return with `interrupted` set."""
+    """Train as planned; on Ctrl-C or SIGTERM write a checkpoint and return `interrupted`.
+
+    In a torchrun job every rank calls this inside `distributed.process_group`, with the same
+    plan; rank 0 alone writes the run folder and reports events.
+    """
+    position = _Position()
+    try:
+        return _train(plan, on_event if context.is_main else None, context, position)
+    except Exception as e:
+        if context.enabled and distributed.is_communication_error(e):
+            raise distributed.lost_contact(e, context, position.step) from None
+        raise
+
+
+def _train(
+    plan: TrainPlan,
+    on_event: Callable[[TrainEvent], None] | None,
+    context: distributed.Context,
+    position: _Position,
+) -> TrainResult:
     emit = on_event or (lambda event: None)
+    main = context.is_main
     spec = get_spec(plan.model)
     train = plan.train
-    device = resolve_device(plan.device)
+    device = distributed.local_device(resolve_device(plan.device), context)
+    if train.sync_bn and context.enabled and device.type != "cuda":
+        raise UsageError("--sync-bn needs CUDA devices (torch's SyncBatchNorm does not run on CPU)")
     started = time.perf_counter()
 
     ckpt = checkpoint.read_checkpoint(plan.resume_from) if plan.resume_from else None
     channels = plan.model_config.get("channels")
     resolution = plan.model_config["resolution"]
-    images = data.load_images(
-        train.dataset, resolution=resolution, channels=channels, root=plan.data_root
-    )
+    with distributed.local_main_first(context):  # one decode per machine fills the cache
+        images = data.load_images(
+            train.dataset, resolution=resolution, channels=channels, root=plan.data_root
+        )
     if channels is None:
         channels = images.shape[0]
     config = build_dataclass(
         spec.config_cls, {**plan.model_config, "channels": channels}, plan.model
     )
-    batches = data.EpochBatches(images.images.to(device), train.batch_size, train.seed)
+    batches = data.EpochBatches(
+        images.images.to(device), train.batch_size, train.seed, context.rank, context.world_size
+    )
+    global_batch = train.batch_size * context.world_size
     total = train.steps or math.ceil(train.epochs * batches.batches_per_epoch)
 
-    torch.manual_seed(train.seed)
+    torch.manual_seed(train.seed)  # the same initial weights on every rank
     # channels_last: oneDNN (CPU) and cuDNN (GPU) convolutions are faster in NHWC.
     model = spec.model_cls(config).to(device, memory_format=torch.channels_last).train()
+    if train.sync_bn and context.enabled:
+        distributed.convert_sync_batchnorm(model.networks(), device)
     ema = EMA(getattr(model, model.ema_module), train.ema_decay)
     optimizers = model.configure_optimizers(train)
     precision = resolve_precision(train.precision, device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    if train.compile:
-        for network in model.children():  # in place: state_dict keys stay unprefixed
-            network.compile()
-    noise = torch.Generator(device).manual_seed(train.seed + 1)
+    # Each rank draws its own latents, posterior noise and flips; rank 0's stream is the
+    # single-process one.
+    noise_seed = distributed.noise_seed(train.seed, context.rank)
+    noise = torch.Generator(device).manual_seed(noise_seed)
     start_step, elapsed_before, images_seen = 0, 0.0, 0
     if ckpt is not None:
         rng = checkpoint.restore_training_state(ckpt, model, ema.module, optimizers)
-        if "noise" in rng and rng["noise"].numel() == noise.get_state().numel():
-            noise.set_state(rng["noise"])
-        else:  # a run moved between devices: its noise stream cannot continue exactly
-            noise.manual_seed(train.seed + 1 + ckpt.step)
+        saved = rng.get("noise" if context.rank == 0 else f"noise.{context.rank}")
+        if saved is not None and saved.numel() == noise.get_state().numel():
+            noise.set_state(saved)
+        else:  # moved between devices, or a rank the run did not have: not exact
+            noise.manual_seed(noise_seed + ckpt.step)
         start_step = ckpt.step
         ema.updates = int(ckpt.counters.get("ema_updates", ckpt.step))
         elapsed_before = float(ckpt.counters.get("elapsed_s", 0.0))
         images_seen = int(ckpt.counters.get("images_seen", start_step * train.batch_size))
+    if train.compile:
+        for network in model.networks().values():  # in place: state_dict keys stay unprefixed
+            network.compile()
+    if context.enabled:  # after loading: DDP starts from rank 0's weights, which all ranks have
+        model.set_wrappers(distributed.wrap(model.networks(), device))
 
     run_dir = plan.run_dir
-    if plan.replace_run_dir:
-        shutil.rmtree(run_dir)
-    (run_dir / "samples").mkdir(parents=True, exist_ok=True)
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     files: list[str] = []
-    resolved = plan.as_dict() | {
-        "model_config": to_dict(config),
-        "data_shape": list(images.shape),
-        "images": int(images.images.shape[0]),
-        "skipped_images": images.skipped,
-        "batches_per_epoch": batches.batches_per_epoch,
-        "total_steps": total,
-        "device": str(device),
-        "precision": precision,
-        "imagegen_version": __version__,
-    }
-    atomic_write_bytes(run_dir / "config.json", (json.dumps(resolved, indent=2) + "\n").encode())
-    files.append(str(run_dir / "config.json"))
     log_path = run_dir / "log.jsonl"
-    if ckpt is not None:
-        _truncate_log(log_path, start_step)
-    else:
-        log_path.unlink(missing_ok=True)
-    files.append(str(log_path))
+    if main:
+        if plan.replace_run_dir:
+            shutil.rmtree(run_dir)
+        (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        resolved = plan.as_dict() | {
+            "model_config": to_dict(config),
+            "data_shape": list(images.shape),
+            "images": int(images.images.shape[0]),
+            "skipped_images": images.skipped,
+            "batches_per_epoch": batches.batches_per_epoch,
+            "total_steps": total,
+            "device": str(device),
+            "precision": precision,
+            "world_size": context.world_size,
+            "global_batch_size": global_batch,
+            "imagegen_version": __version__,
+        }
+        atomic_write_bytes(
+            run_dir / "config.json", (json.dumps(resolved, indent=2) + "\n").encode()
+        )
+        files.append(str(run_dir / "config.json"))
+        if ckpt is not None:
+            _truncate_log(log_path, start_step)
+        else:
+            log_path.unlink(missing_ok=True)
+        files.append(str(log_path))
 
     fixed_z = torch.randn(
         train.num_samples,
@@ -455,18 +527,35 @@ def run_training(
             start_step,
             total,
             path=run_dir,
-            message=_describe_start(plan, images, batches, device, ckpt),
+            message=_describe_start(plan, images, batches, device, ckpt, context),
         )
     )
 
     saved_at = -1
 
     def save(step: int) -> Path:
+        """Every rank calls this at the same steps; rank 0 writes the file."""
         nonlocal saved_at
         path = run_dir / "checkpoints" / f"{_step_file(step)}.safetensors"
         if saved_at == step:
             return path
         saved_at = step
+        states = distributed.gather(noise.get_state().numpy().tobytes(), context)
+        counters: dict[str, Any] = {"world_size": context.world_size}
+        if context.enabled:
+            digests = distributed.gather(distributed.weights_digest(model), context)
+            if len(set(digests)) > 1:
+                raise UserError(
+                    f"rank {context.rank}: the ranks' weights differ at step {step} "
+                    f"(SHA-256 {', '.join(d[:12] for d in digests)}); the job is out of sync"
+                )
+            counters["rank_weights_sha256"] = digests
+        if not main:
+            return path
+        rng = {
+            "noise" if r == 0 else f"noise.{r}": torch.frombuffer(bytearray(b), dtype=torch.uint8)
+            for r, b in enumerate(states)
+        }
         checkpoint.save_checkpoint(
             path,
             model=model,
@@ -477,8 +566,9 @@ def run_training(
             dataset=train.dataset,
             ema=ema.module,
             optimizers=optimizers,
-            rng={"noise": noise.get_state()},
-            counters={
+            rng=rng,
+            counters=counters
+            | {
                 "ema_updates": ema.updates,
                 "images_seen": images_seen,
                 "elapsed_s": elapsed_before + time.perf_counter() - started,
@@ -493,23 +583,27 @@ def run_training(
         emit(TrainEvent("checkpoint", step, total, path=path))
         return path
 
-    fid_tracker = _FIDTracker(plan, train, config, images, device) if train.fid_every else None
+    fid_tracker = (
+        _FIDTracker(plan, train, config, images, device) if train.fid_every and main else None
+    )
     best_fid = float(ckpt.counters.get("best_fid") or math.inf) if ckpt is not None else math.inf
 
     def measure_fid(step: int) -> None:
+        """Rank 0 measures; every rank learns whether to save a new best checkpoint."""
         nonlocal best_fid
-        assert fid_tracker is not None
-        fid = fid_tracker.fid(model, ema.module)
-        improved = fid < best_fid
-        record = {"step": step, "fid": round(fid, 4), "fid_n": train.fid_n, "best": improved}
-        with (run_dir / "metrics.jsonl").open("a") as f:
-            f.write(json.dumps(record | {"protocol": fid_tracker.protocol}) + "\n")
-        files.append(str(run_dir / "metrics.jsonl"))
+        fid = fid_tracker.fid(model, ema.module) if fid_tracker is not None else math.inf
+        improved = distributed.broadcast(fid < best_fid, context)
+        if fid_tracker is not None:
+            record = {"step": step, "fid": round(fid, 4), "fid_n": train.fid_n, "best": improved}
+            with (run_dir / "metrics.jsonl").open("a") as f:
+                f.write(json.dumps(record | {"protocol": fid_tracker.protocol}) + "\n")
+            files.append(str(run_dir / "metrics.jsonl"))
         if improved:
             best_fid = fid
             path = save(step)
-            atomic_link_or_copy(path, run_dir / "checkpoints" / BEST)
-            files.append(str(run_dir / "checkpoints" / BEST))
+            if main:
+                atomic_link_or_copy(path, run_dir / "checkpoints" / BEST)
+                files.append(str(run_dir / "checkpoints" / BEST))
         emit(TrainEvent("fid", step, total, {"fid": fid}, message="best" if improved else ""))
 
     def sample(step: int) -> None:
@@ -523,9 +617,10 @@ def run_training(
     data_time = step_time = 0.0
     last_losses: dict[str, float] = {}
     last_ips = 0.0
-    step = start_step
+    step = position.step = start_step
     interrupted = False
-    with _StopFlag() as stop, log_path.open("a") as log:
+    with _StopFlag() as stop, contextlib.ExitStack() as stack:
+        log = stack.enter_context(log_path.open("a")) if main else None
         while step < total:
             t0 = time.perf_counter()
             real = batches.batch(step).float().div_(255)  # (B, C, R, R) in [0, 1]
@@ -536,19 +631,28 @@ def run_training(
             t1 = time.perf_counter()
             with autocast:
                 losses = model.training_step(real, optimizers, noise)
-            ema.update(getattr(model, model.ema_module))
+            if main:  # only rank 0's moving average is ever saved or sampled
+                ema.update(getattr(model, model.ema_module))
             t2 = time.perf_counter()
             data_time += t1 - t0
             step_time += t2 - t0
-            step += 1
-            images_seen += real.shape[0]
-            window_images += real.shape[0]
+            step = position.step = step + 1
+            images_seen += global_batch
+            window_images += global_batch
             for k, v in losses.items():
                 sums[k] = sums[k] + v if k in sums else v.clone()
             count += 1
-            if step % train.log_every == 0 or step == total or stop.requested:
-                values = torch.stack(list(sums.values())).cpu().tolist()  # one host sync
-                last_losses = {k: v / count for k, v in zip(sums, values, strict=True)}
+            # One process stops at the next step; a job at the next log line, where the ranks
+            # agree on it (a rank that stopped alone would leave the others waiting).
+            stop_now = stop.requested and not context.enabled
+            if step % train.log_every == 0 or step == total or stop_now:
+                flag = torch.tensor([float(stop.requested)], device=device)
+                totals = torch.cat([torch.stack(list(sums.values())).float(), flag])
+                values = distributed.sum_across(totals, context).cpu().tolist()  # one host sync
+                stop_now = values.pop() > 0
+                last_losses = {
+                    k: v / (count * context.world_size) for k, v in zip(sums, values, strict=True)
+                }
                 now = time.perf_counter()
                 last_ips = window_images / max(now - window_start, 1e-9)
                 record = {
@@ -559,20 +663,21 @@ def run_training(
                     "data_wait": round(data_time / max(step_time, 1e-9), 4),
                     "elapsed_s": round(elapsed_before + now - started, 3),
                 }
-                log.write(json.dumps(record) + "\n")
-                log.flush()
+                if log is not None:
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
                 sums, count, window_images, window_start = {}, 0, 0, now
-                eta = (total - step) / max(last_ips / train.batch_size, 1e-9)
+                eta = (total - step) / max(last_ips / global_batch, 1e-9)
                 emit(TrainEvent("log", step, total, last_losses, last_ips, eta))
             else:
                 emit(TrainEvent("step", step, total, last_losses, last_ips))
-            if step % train.sample_every == 0 or step == total:
+            if main and (step % train.sample_every == 0 or step == total):
                 sample(step)
-            if fid_tracker is not None and (step % train.fid_every == 0 or step == total):
+            if train.fid_every and (step % train.fid_every == 0 or step == total):
                 measure_fid(step)
-            if step % train.checkpoint_every == 0 or step == total or stop.requested:
+            if step % train.checkpoint_every == 0 or step == total or stop_now:
                 save(step)
-            if stop.requested:
+            if stop_now:
                 interrupted = True
                 break
     latest = run_dir / "checkpoints" / LATEST
@@ -582,10 +687,11 @@ def run_training(
         step=step,
         total_steps=total,
         losses=last_losses,
-        images_per_s=(step - start_step) * train.batch_size / max(step_time, 1e-9),
+        images_per_s=(step - start_step) * global_batch / max(step_time, 1e-9),
         data_wait=data_time / max(step_time, 1e-9),
         elapsed_s=time.perf_counter() - started,
         files=sorted(f for f in set(files) if Path(f).exists()),  # rotated ones are gone
         interrupted=interrupted,
         resumed_from=ckpt.step if ckpt is not None else None,
+        world_size=context.world_size,
     )

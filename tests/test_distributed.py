@@ -1,0 +1,257 @@
+"""Data-parallel training: real 2-process jobs on the CPU (gloo), through torchrun."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from imagegen import checkpoint, data, distributed
+from imagegen.errors import UsageError, UserError
+from imagegen.models.dcgan import DCGAN, DCGANConfig
+from imagegen.train import TrainRequest, plan_training, run_training
+
+TRAIN = ["train", "dcgan", "--dataset", "synthetic", "--resolution", "32", "--batch-size", "8"]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    return env
+
+
+def torchrun(*args: str, nproc: int = 2, timeout: float = 180) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc-per-node N -m imagegen ARGS`, as a user runs it."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd += ["--nproc-per-node", str(nproc), "-m", "imagegen", *map(str, args)]
+    return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def imagegen(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "imagegen", *map(str, args)]
+    return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
+
+
+def _ok(proc: subprocess.CompletedProcess) -> dict:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _meta(path: Path) -> dict:
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata()
+
+
+def _tensors(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "checkpoints" / "latest.safetensors"))
+
+
+def test_two_process_job_resumes_exactly_and_by_one_process(isolated: Path) -> None:
+    """2 ranks: weights identical across ranks, one writer, exact resume, 1 <-> 2 processes."""
+    common = [*TRAIN, *TINY, "--flip", "--log-every", "5", "--checkpoint-every", "100", "--json"]
+    straight = _ok(torchrun(*common, "--steps", "80", "--run-dir", isolated / "straight", "-q"))
+    assert straight["world_size"] == 2 and straight["step"] == 80
+    # 80 steps of 2 x 8 images cross an epoch boundary of the 1024-image set (64 steps).
+    _ok(torchrun(*common, "--steps", "40", "--run-dir", isolated / "split", "-q"))
+    resumed = _ok(
+        torchrun("train", "dcgan", "--resume", isolated / "split", "--steps", "80", "--json")
+    )
+    assert resumed["resumed_from"] == 40 and resumed["step"] == 80
+    a, b = _tensors(isolated / "straight"), _tensors(isolated / "split")
+    assert a.keys() == b.keys() and {"rng/noise", "rng/noise.1"} <= a.keys()
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+
+    # Every rank's weights were hashed at the checkpoint: equal, and equal to the file's.
+    latest = isolated / "straight" / "checkpoints" / "latest.safetensors"
+    counters = json.loads(_meta(latest)["counters"])
+    ckpt = checkpoint.read_checkpoint(latest)
+    digests = counters["rank_weights_sha256"]
+    assert counters["world_size"] == 2 and len(digests) == 2
+    assert (
+        digests[0]
+        == digests[1]
+        == distributed.weights_digest(checkpoint.build_model(ckpt, use_ema=False))
+    )
+    assert counters["images_seen"] == 80 * 16
+
+    # Rank 0 alone wrote: one log line per log step, one config, the checkpoint layout of one.
+    run = isolated / "straight"
+    steps = [json.loads(x)["step"] for x in (run / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(5, 81, 5))
+    config = json.loads((run / "config.json").read_text())
+    assert config["world_size"] == 2 and config["global_batch_size"] == 16
+    assert config["batches_per_epoch"] == 64
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "latest.safetensors",
+        "step-0000080.safetensors",
+    ]
+    assert not any(k.startswith(("model/module.", "model/_orig_mod")) for k in a)
+
+    # One process continues the 2-process run; a 2-process job continues a 1-process run.
+    one = _ok(imagegen("train", "dcgan", "--resume", run, "--steps", "90", "--json", "-q"))
+    assert one["world_size"] == 1 and one["resumed_from"] == 80 and one["step"] == 90
+    _ok(imagegen(*TRAIN, *TINY, "--steps", "6", "--run-dir", isolated / "single", "--json"))
+    proc = torchrun("train", "dcgan", "--resume", isolated / "single", "--steps", "12", "--json")
+    assert _ok(proc)["world_size"] == 2
+    assert "trained by 1 process(es), now 2" in proc.stderr
+
+
+@pytest.mark.parametrize("model", ["vae", "vaegan"])
+def test_autoencoders_train_in_sync(isolated: Path, model: str) -> None:
+    tiny = ["--set", "width=8", "--set", "latent_dim=8"]
+    tiny += ["--set", "d_width=8"] if model == "vaegan" else []
+    run = isolated / model
+    args = ["train", model, "--dataset", "synthetic", "--resolution", "32", "--batch-size", "8"]
+    result = _ok(torchrun(*args, *tiny, "--steps", "6", "--run-dir", run, "--json", "-q"))
+    assert result["world_size"] == 2 and result["step"] == 6
+    latest = run / "checkpoints" / "latest.safetensors"
+    digests = json.loads(_meta(latest)["counters"])["rank_weights_sha256"]
+    model_ = checkpoint.build_model(checkpoint.read_checkpoint(latest), use_ema=False)
+    assert digests == [distributed.weights_digest(model_)] * 2
+    assert all(torch.isfinite(torch.tensor(v)) for v in result["losses"].values())
+
+
+def test_interrupting_torchrun_checkpoints_every_rank_at_one_step(isolated: Path) -> None:
+    run = isolated / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd += ["-m", "imagegen", *TRAIN, *TINY, "--steps", "1000000", "--log-every", "2"]
+    proc = subprocess.Popen(
+        [*cmd, "--run-dir", str(run)], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (run / "log.jsonl").is_file():
+            time.sleep(0.2)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)  # torchrun passes it on to both workers
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    err = err.decode(errors="replace")
+    assert "Interrupted at step" in err, err[-3000:]
+    assert "lost contact" not in err
+    ckpts = sorted((run / "checkpoints").glob("step-*.safetensors"))
+    assert len(ckpts) == 1
+    step = int(_meta(ckpts[0])["step"])
+    assert step % 2 == 0 and f"Interrupted at step {step};" in err  # agreed at a log step
+    resumed = _ok(torchrun("train", "dcgan", "--resume", run, "--steps", str(step + 4), "--json"))
+    assert resumed["resumed_from"] == step
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("fault", ["dies", "hangs"])
+def test_a_lost_rank_ends_the_job_with_a_clear_error(isolated: Path, fault: str) -> None:
+    """Two ranks started by hand (no torchrun to clean up): rank 1 is killed or frozen."""
+    run = isolated / "run"
+    args = [*TRAIN, *TINY, "--steps", "1000000", "--log-every", "1", "--run-dir", run, "-q"]
+    env = _env() | {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    env |= {"WORLD_SIZE": "2"}
+    cmd = [sys.executable, "-m", "imagegen", *map(str, args), "--dist-timeout", "4"]
+    ranks = [
+        subprocess.Popen(
+            cmd,
+            env=env | {"RANK": str(r), "LOCAL_RANK": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for r in range(2)
+    ]
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(_lines(run / "log.jsonl")) < 3:
+            time.sleep(0.2)
+        assert len(_lines(run / "log.jsonl")) >= 3, ranks[0].communicate(timeout=5)
+        ranks[1].send_signal(signal.SIGKILL if fault == "dies" else signal.SIGSTOP)
+        started = time.time()
+        _, err = ranks[0].communicate(timeout=60)
+        waited = time.time() - started
+    finally:
+        for p in ranks:
+            p.kill()
+            p.wait()
+    err = err.decode(errors="replace")
+    assert ranks[0].returncode == 1, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "rank 0: lost contact with the other processes at step" in lines[0]
+    if fault == "hangs":
+        assert "Timed out" in lines[0] and 3.5 < waited < 30
+    else:
+        assert waited < 10
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.is_file() else []
+
+
+def test_context_from_environment() -> None:
+    assert distributed.from_env(environ={}) == distributed.Context()
+    env = {"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1"}
+    env |= {"MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"}
+    got = distributed.from_env(60, env)
+    assert (got.rank, got.world_size, got.local_rank, got.timeout_s) == (3, 4, 1, 60)
+    assert got.enabled and not got.is_main
+    with pytest.raises(UserError, match="MASTER_ADDR and MASTER_PORT not set"):
+        distributed.from_env(environ={"WORLD_SIZE": "2", "RANK": "0"})
+    with pytest.raises(UserError, match="inconsistent"):
+        distributed.from_env(environ=env | {"RANK": "4"})
+    with pytest.raises(UserError, match="must be integers"):
+        distributed.from_env(environ=env | {"RANK": "x"})
+    with pytest.raises(UsageError, match="must be positive"):
+        distributed.from_env(0, env)
+
+
+def test_ranks_see_disjoint_shards_of_each_epoch() -> None:
+    images = torch.arange(103, dtype=torch.uint8).view(103, 1, 1, 1)
+    single = data.EpochBatches(images, 8, seed=5)
+    ranks = [data.EpochBatches(images, 4, seed=5, rank=r, world_size=2) for r in range(2)]
+    assert ranks[0].batches_per_epoch == 103 // 8 == single.batches_per_epoch
+    for step in range(2 * single.batches_per_epoch):
+        shards = [set(b.batch(step).flatten().tolist()) for b in ranks]
+        assert not shards[0] & shards[1]
+        assert shards[0] | shards[1] == set(single.batch(step).flatten().tolist())
+    epoch = [set(ranks[r].batch(s).flatten().tolist()) for r in range(2) for s in range(12)]
+    assert len(set().union(*epoch)) == 96  # every image at most once per epoch
+    with pytest.raises(UsageError, match="global batch 64 x 2 processes"):
+        data.EpochBatches(images, 64, seed=0, rank=0, world_size=2)
+
+
+def test_networks_are_called_through_their_wrappers() -> None:
+    model = DCGAN(DCGANConfig(resolution=32, g_width=8, d_width=8, latent_dim=16))
+    assert model.net("generator") is model.generator
+    wrapper = torch.nn.Identity()
+    model.set_wrappers({"generator": wrapper})
+    assert model.net("generator") is wrapper and model.net("discriminator") is model.discriminator
+    assert "generator.main.0.weight" in model.state_dict()  # wrappers are not submodules
+    assert not any(k.startswith("_wrappers") for k in model.state_dict())
+    with pytest.raises(ValueError, match="no network named encoder"):
+        model.set_wrappers({"encoder": wrapper})
+
+
+def test_sync_bn_needs_cuda(isolated: Path) -> None:
+    request = TrainRequest(
+        "dcgan", {"dataset": "synthetic", "steps": 1, "sync_bn": True}, {"resolution": 32}
+    )
+    plan = plan_training(request)
+    with pytest.raises(UsageError, match="--sync-bn needs CUDA"):
+        run_training(plan, context=distributed.Context(rank=0, world_size=2))
+
+
+def test_other_commands_refuse_to_run_under_torchrun(run_cli, monkeypatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    result = run_cli("sample", "--n", "4")
+    assert result.code == 2 and "only `imagegen train` runs under torchrun" in result.err

@@ -46,6 +46,7 @@ bench: install
 	$(if $(DATA),IMAGEGEN_DATA=$(abspath $(DATA))) $(PY) benchmarks/bench_train.py
 	$(if $(DATA),IMAGEGEN_DATA=$(abspath $(DATA))) $(PY) benchmarks/bench_fid.py
 	$(PY) benchmarks/bench_precision.py
+	$(PY) benchmarks/bench_ddp.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -37,7 +37,7 @@ def measure(device: torch.device, precision: str, compiled: bool, args) -> dict:
     model = DCGAN(cfg).to(device, memory_format=torch.channels_last).train()
     opts = model.configure_optimizers(TrainConfig())
     if compiled:
-        for network in model.children():
+        for network in model.networks().values():
             network.compile()
     noise = torch.Generator(device).manual_seed(0)
     data = torch.rand(args.batch_size, 3, args.resolution, args.resolution, device=device)

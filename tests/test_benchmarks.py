@@ -72,3 +72,11 @@ def test_bench_fid() -> None:
         "imagegen bf16",
         "reference",
     ]
+
+
+def test_bench_ddp() -> None:
+    result = run("bench_ddp.py", "--steps", "3", "--batch-size", "8", "--repeats", "1")
+    assert [r["processes"] for r in result["rows"]] == [1, 2, 2]
+    assert [r["global_batch"] for r in result["rows"]] == [8, 16, 8]
+    assert all(r["images_per_s"] > 0 for r in result["rows"])
+    assert result["rows"][0]["vs_1_process"] == 1.0

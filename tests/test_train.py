@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import TINY, train_tiny
 from safetensors.torch import load_file
@@ -134,7 +135,8 @@ def test_runs_are_numbered_under_checkpoints(run_cli, isolated: Path) -> None:
     assert names == ["00000-dcgan-synthetic", "00001-dcgan-synthetic"]
 
 
-def test_ctrl_c_checkpoints_and_exits_130(isolated: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_checkpoints_and_exits_130(isolated: Path, sig: signal.Signals) -> None:
     run = isolated / "run"
     cmd = [
         sys.executable,
@@ -168,7 +170,7 @@ def test_ctrl_c_checkpoints_and_exits_130(isolated: Path) -> None:
     for line in proc.stderr:
         if line.startswith("step ") or time.monotonic() > deadline:
             break
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Resume with" in err and f"--resume {run}" in err

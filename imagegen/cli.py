@@ -296,9 +296,12 @@ def train(
         table.add_row("data wait", f"{result.data_wait:.1%} of step time")
         out.print(table)
     if result.interrupted:
+        launcher = "imagegen"
+        if result.world_size > 1:
+            launcher = "torchrun [the same options] -m imagegen"
         err.print(
             f"Interrupted at step {result.step}; checkpoint written. Resume with:\n"
-            f"  imagegen train {plan.model} --resume {result.run_dir}",
+            f"  {launcher} train {plan.model} --resume {result.run_dir}",
             highlight=False,
         )
         return 130

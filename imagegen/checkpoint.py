@@ -130,8 +130,13 @@ def read_header(path: Path) -> dict[str, Any]:
     return header
 
 
-def read_checkpoint(path: Path, expect_model: str | None = None) -> Checkpoint:
-    """Read and validate an imagegen checkpoint; every problem is one clear UserError."""
+def read_checkpoint(
+    path: Path, expect_model: str | None = None, load_tensors: bool = True
+) -> Checkpoint:
+    """Read and validate an imagegen checkpoint; every problem is one clear UserError.
+
+    Without `load_tensors` only the header is read (metadata, for planning): `tensors` is empty.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -163,7 +168,7 @@ def read_checkpoint(path: Path, expect_model: str | None = None) -> Checkpoint:
     except (KeyError, ValueError, TypeError) as e:
         raise UserError(f"{path} has damaged metadata ({e})") from None
     try:
-        tensors = load_file(str(path))
+        tensors = load_file(str(path)) if load_tensors else {}
     except (SafetensorError, OSError, RuntimeError) as e:
         raise UserError(f"{path} is damaged: {e}") from None
     return Checkpoint(

@@ -233,7 +233,7 @@ def plan_training(request: TrainRequest, download: bool = True) -> TrainPlan:
 
 def _plan_resume(request: TrainRequest, download: bool) -> TrainPlan:
     path = find_checkpoint(request.resume)
-    ckpt = checkpoint.read_checkpoint(path, expect_model=request.model)
+    ckpt = checkpoint.read_checkpoint(path, expect_model=request.model, load_tensors=False)
     stored_model = to_dict(ckpt.config)
     asked_model = to_dict(
         build_dataclass(

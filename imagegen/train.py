@@ -432,8 +432,8 @@ def _train(
     spec = get_spec(plan.model)
     train = plan.train
     device = distributed.local_device(resolve_device(plan.device), context)
-    if train.sync_bn and context.enabled and device.type != "cuda":
-        raise UsageError("--sync-bn needs CUDA devices (torch's SyncBatchNorm does not run on CPU)")
+    if train.sync_bn and context.enabled:
+        distributed.check_sync_batchnorm(device)  # before the data is loaded
     started = time.perf_counter()
 
     ckpt = checkpoint.read_checkpoint(plan.resume_from) if plan.resume_from else None

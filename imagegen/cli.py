@@ -133,6 +133,20 @@ class _TrainView:
         return f"checkpoint {event.path}"
 
 
+def _preset_help() -> str:
+    from imagegen.registry import MODELS
+
+    parts = []
+    for spec in MODELS.values():
+        if spec.presets:
+            names = ", ".join(
+                f"{name} (default)" if name == spec.default_preset else name
+                for name in spec.presets
+            )
+            parts.append(f"{spec.name}: {names}")
+    return "Recipe to start from; flags override it. " + "; ".join(parts) + "."
+
+
 TRAIN_EXAMPLE = """Examples:
 
   imagegen train dcgan --dataset mnist --resolution 32 --steps 2000
@@ -160,6 +174,18 @@ def train(
         None, help="Epochs, when --steps is not given [default: 25]."
     ),
     lr: float | None = typer.Option(None, help="Adam learning rate [default: 2e-4]."),
+    lr_d: float | None = typer.Option(
+        None, help="The discriminator's learning rate (GANs) [default: --lr]."
+    ),
+    lr_decay: str | None = typer.Option(
+        None, help="none, or linear (to 0 at the last step) [default: none]."
+    ),
+    beta1: float | None = typer.Option(None, help="Adam beta1 [default: 0.5; vae: 0.9]."),
+    beta2: float | None = typer.Option(None, help="Adam beta2 [default: 0.999]."),
+    ema_decay: float | None = typer.Option(
+        None, help="Decay of the sampling network's moving average; 0: none [default: 0.999]."
+    ),
+    preset: str | None = typer.Option(None, help=_preset_help()),
     seed: int | None = typer.Option(None, help="Random seed [default: 0]."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     run_dir: Path | None = typer.Option(
@@ -235,6 +261,12 @@ def train(
         steps=steps,
         epochs=epochs,
         lr=lr,
+        lr_d=lr_d,
+        lr_decay=lr_decay,
+        beta1=beta1,
+        beta2=beta2,
+        ema_decay=ema_decay,
+        preset=preset,
         seed=seed,
         sample_every=sample_every,
         checkpoint_every=checkpoint_every,
@@ -448,6 +480,9 @@ def eval_(
     precision: str = typer.Option(
         "fp32", help="Extractor precision: fp32 (the reference protocol) or bf16 (faster)."
     ),
+    no_ema: bool = typer.Option(
+        False, "--no-ema", help="Checkpoints: evaluate the raw weights, not the EMA."
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --save-stats file."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object at the end."),
     quiet: bool = typer.Option(
@@ -478,6 +513,7 @@ def eval_(
             save_stats=save_stats,
             force=force,
             precision=precision,
+            use_ema=not no_ema,
         )
     )
     out, err = _consoles(quiet)

@@ -6,6 +6,7 @@ defaults, a TOML file, then command-line flags. Unknown keys are errors, never w
 
 import dataclasses
 import json
+import math
 import tomllib
 import types
 import typing
@@ -24,7 +25,9 @@ class TrainConfig:
     batch_size: int = 64
     steps: int | None = None  # total optimisation steps; None: use `epochs`
     epochs: float = 25.0  # used when `steps` is None (pytorch/examples' default)
-    lr: float = 2e-4
+    lr: float = 2e-4  # the generator's (and every network's, unless lr_d is given)
+    lr_d: float | None = None  # the discriminator's learning rate; None: lr
+    lr_decay: Literal["none", "linear"] = "none"  # linear: to 0 at the last step
     beta1: float = 0.5
     beta2: float = 0.999
     ema_decay: float = 0.999
@@ -40,27 +43,50 @@ class TrainConfig:
     compile: bool = False  # torch.compile each network (in place: checkpoints keep their keys)
     flip: bool = False  # random horizontal flips, drawn on the device
     sync_bn: bool = False  # torchrun jobs: BatchNorm statistics over all ranks (SyncBatchNorm)
+    preset: str = ""  # the model's recipe preset this run started from ("": none)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "sample_every", "checkpoint_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.steps is not None and self.steps < 1:
-            raise UsageError(f"steps must be at least 1, got {self.steps}")
-        if self.epochs <= 0:
-            raise UsageError(f"epochs must be positive, got {self.epochs}")
-        if self.lr <= 0:
-            raise UsageError(f"lr must be positive, got {self.lr}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise UsageError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.keep_checkpoints < 1:
-            raise UsageError(f"keep_checkpoints must be at least 1, got {self.keep_checkpoints}")
-        if not 1 <= self.num_samples <= 256:
-            raise UsageError(f"num_samples must be in 1..256, got {self.num_samples}")
-        if self.fid_every < 0:
-            raise UsageError(f"fid_every must be >= 0, got {self.fid_every}")
-        if self.fid_n < 2:
-            raise UsageError(f"fid_n must be at least 2, got {self.fid_n}")
+            check_range(self, name, low=1)
+        if self.steps is not None:
+            check_range(self, "steps", low=1)
+        check_range(self, "epochs", low=0.0, low_open=True)
+        check_range(self, "lr", low=0.0, low_open=True)
+        if self.lr_d is not None:
+            check_range(self, "lr_d", low=0.0, low_open=True)
+        check_range(self, "beta1", low=0.0, high=1.0, high_open=True)
+        check_range(self, "beta2", low=0.0, high=1.0, high_open=True)
+        check_range(self, "ema_decay", low=0.0, high=1.0, high_open=True)
+        check_range(self, "keep_checkpoints", low=1)
+        check_range(self, "num_samples", low=1, high=256)
+        check_range(self, "fid_every", low=0)
+        check_range(self, "fid_n", low=2)
+
+
+def check_range(
+    config: object,
+    name: str,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    """Refuse a field that is not finite or lies outside [low, high] (open ends: `*_open`).
+
+    The error names the option and its valid range: `lr must be in (0, inf), got nan`.
+    """
+    value = getattr(config, name)
+    ok = math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        left = "(" if low_open or low is None else "["
+        right = ")" if high_open or high is None else "]"
+        raise UsageError(f"{name} must be in {left}{lo}, {hi}{right}, got {value!r}")
 
 
 # Fields that may change when a run is resumed; every other difference is refused.
@@ -151,7 +177,11 @@ def build_dataclass(cls: type, values: dict[str, Any], what: str) -> Any:
             f"(valid: {', '.join(names)})"
         )
     coerced = {k: _coerce(v, hints[k], f"{what} option {k}") for k, v in values.items()}
-    return cls(**coerced)
+    built = cls(**coerced)  # __post_init__ checks ranges and names them
+    for key, value in coerced.items():  # a backstop for fields no __post_init__ checks
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"{what} option {key} must be a finite number, got {value!r}")
+    return built
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -187,6 +187,12 @@ def convert(request: ConvertRequest) -> ConvertResult:
     )
 
 
+def _inferred(state: dict[str, torch.Tensor], fields: set[str]) -> dict[str, Any]:
+    """Options the keys themselves tell: spectral normalisation leaves `parametrizations`."""
+    spectral = any(k.startswith("discriminator.") and ".parametrizations." in k for k in state)
+    return {"d_norm": "spectral"} if spectral and "d_norm" in fields else {}
+
+
 def _import_torch(request: ConvertRequest) -> ConvertResult:
     state = load_state_dict(request.src)
     model_name = request.model or "dcgan"
@@ -224,7 +230,9 @@ def _import_torch(request: ConvertRequest) -> ConvertResult:
                 f"missing architecture options for {model_name}: {', '.join(missing)} "
                 f"(give --model and --set KEY=VALUE, or put config.json beside {request.src})"
             )
-        config = build_dataclass(spec.config_cls, stored | options, model_name)
+        config = build_dataclass(
+            spec.config_cls, _inferred(state, fields) | stored | options, model_name
+        )
         model = spec.model_cls(config)
         _load_checked(model, state, f"{request.src}")
         direction = "state dict -> imagegen checkpoint"

@@ -48,6 +48,7 @@ class EvalRequest:
     force: bool = False
     log_to_run: bool = True
     precision: str = "fp32"  # of the feature extractor: fp32 (the reference protocol) or bf16
+    use_ema: bool = True  # checkpoints: sample the moving average (False: the raw weights)
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,8 @@ def evaluate(request: EvalRequest) -> EvalResult:
         }
         channels = None
     else:
-        model = checkpoint.build_model(ckpt).to(device)
+        use_ema = request.use_ema and ckpt.has_ema
+        model = checkpoint.build_model(ckpt, use_ema=use_ema).to(device)
         c, res, _ = ckpt.data_shape
         z = latents(request.n, model.latent_dim, request.seed, None)
         images = generate_uint8(model, z, device)
@@ -192,7 +194,7 @@ def evaluate(request: EvalRequest) -> EvalResult:
             "model": ckpt.model_name,
             "step": ckpt.step,
             "generated": int(images.shape[0]),
-            "ema": ckpt.has_ema,
+            "ema": use_ema,
             "quantised": "uint8, as a saved PNG",
         }
         channels = c

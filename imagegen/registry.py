@@ -10,14 +10,39 @@ from imagegen.models import dcgan, vae, vaegan
 
 
 @dataclass(frozen=True)
+class Preset:
+    """A named recipe: training options and model options over the defaults."""
+
+    summary: str
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields
+    model: dict[str, Any] = field(default_factory=dict)  # the model's config fields
+
+
+@dataclass(frozen=True)
 class ModelSpec:
-    """How to build a model: its frozen config class, its module class, its defaults."""
+    """How to build a model: its frozen config class, its module class, its defaults.
+
+    The config classes' defaults are the papers'; `presets` are recipes over them, and a new
+    run starts from `default_preset` unless another is named. Flags override presets.
+    """
 
     name: str
     summary: str
     config_cls: type
     model_cls: type[nn.Module]
     train_defaults: dict[str, Any] = field(default_factory=dict)  # over TrainConfig's
+    presets: dict[str, Preset] = field(default_factory=dict)
+    default_preset: str = ""
+
+    def preset(self, name: str | None) -> tuple[str, Preset]:
+        """The preset `name` (the default one for None); an unknown name lists the valid."""
+        name = self.default_preset if name is None else name
+        if name == "" and not self.presets:
+            return "", Preset(summary="the paper's defaults")
+        if name not in self.presets:
+            valid = ", ".join(self.presets) or "none"
+            raise UsageError(f"unknown preset {name!r} for {self.name} (valid: {valid})")
+        return name, self.presets[name]
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -26,6 +51,18 @@ MODELS: dict[str, ModelSpec] = {
         summary="DCGAN (Radford et al. 2015), non-saturating loss",
         config_cls=dcgan.DCGANConfig,
         model_cls=dcgan.DCGAN,
+        presets={
+            "classic": Preset(
+                summary="pytorch/examples' DCGAN: BatchNorm in D, BCE loss, Adam 2e-4 "
+                "(0.5, 0.999), samples from the raw generator (no EMA)",
+                train={"ema_decay": 0.0},
+            ),
+            "sn-hinge": Preset(
+                summary="spectral normalisation in D, hinge loss, EMA generator",
+                model={"d_norm": "spectral", "loss": "hinge"},
+            ),
+        },
+        default_preset="sn-hinge",
     ),
     "vae": ModelSpec(
         name="vae",

@@ -195,12 +195,13 @@ def plan_training(request: TrainRequest, download: bool = True) -> TrainPlan:
     resolve_device(request.device)
     if request.resume is not None:
         return _plan_resume(request, download)
-    options = spec.train_defaults | request.options
+    preset_name, preset = spec.preset(request.options.get("preset"))
+    options = spec.train_defaults | preset.train | request.options | {"preset": preset_name}
     if "dataset" in options and data.native_channels(str(options["dataset"])) is None:
         # A folder or zip: store its absolute path so the run can be resumed from anywhere.
         options["dataset"] = str(Path(options["dataset"]).expanduser().resolve())
     train = build_dataclass(TrainConfig, options, "training")
-    options = dict(request.model_options)
+    options = preset.model | request.model_options
     channels = options.pop("channels", None) or data.native_channels(train.dataset)
     # Validate and resolve the model options now; a folder's channels are known once decoded.
     model_config = to_dict(
@@ -397,6 +398,13 @@ def _describe_start(
     return "; ".join(parts)
 
 
+def set_lr_scale(optimizers: dict[str, torch.optim.Optimizer], scale: float) -> None:
+    """Set every parameter group's lr to `scale` times its initial lr."""
+    for opt in optimizers.values():
+        for group in opt.param_groups:
+            group["lr"] = group["initial_lr"] * scale
+
+
 @dataclass
 class _Position:
     step: int = 0
@@ -479,6 +487,9 @@ def _train(
         ema.updates = int(ckpt.counters.get("ema_updates", ckpt.step))
         elapsed_before = float(ckpt.counters.get("elapsed_s", 0.0))
         images_seen = int(ckpt.counters.get("images_seen", start_step * train.batch_size))
+    for opt in optimizers.values():  # the lr schedule scales each group's initial lr
+        for group in opt.param_groups:
+            group.setdefault("initial_lr", group["lr"])
     if train.compile:
         for network in model.networks().values():  # in place: state_dict keys stay unprefixed
             network.compile()
@@ -628,6 +639,8 @@ def _train(
                 flip = torch.rand(real.shape[0], generator=noise, device=device) < 0.5
                 real = torch.where(flip[:, None, None, None], real.flip(3), real)
             real = real.contiguous(memory_format=torch.channels_last)
+            if train.lr_decay == "linear":
+                set_lr_scale(optimizers, 1.0 - step / total)
             t1 = time.perf_counter()
             with autocast:
                 losses = model.training_step(real, optimizers, noise)

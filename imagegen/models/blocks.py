@@ -11,6 +11,7 @@ import math
 import torch
 from torch import nn
 
+from imagegen.config import check_range
 from imagegen.errors import UsageError
 
 RESOLUTIONS = (32, 64)
@@ -58,8 +59,7 @@ def check_shape(model: str, resolution: int, channels: int) -> None:
 def check_positive(config: object, *names: str) -> None:
     """Refuse config fields below 1."""
     for name in names:
-        if getattr(config, name) < 1:
-            raise UsageError(f"{name} must be at least 1, got {getattr(config, name)}")
+        check_range(config, name, low=1)
 
 
 def num_stages(resolution: int) -> int:
@@ -68,42 +68,75 @@ def num_stages(resolution: int) -> int:
 
 
 def init_weights(module: nn.Module) -> None:
-    """DCGAN initialisation: conv weights N(0, 0.02); BatchNorm scale N(1, 0.02), shift 0."""
+    """DCGAN initialisation: conv weights N(0, 0.02), conv biases 0; BatchNorm scale
+    N(1, 0.02), shift 0."""
     if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
         nn.init.normal_(module.weight, 0.0, 0.02)
+        if isinstance(module, nn.Conv2d) and module.bias is not None:
+            nn.init.zeros_(module.bias)
     elif isinstance(module, nn.BatchNorm2d):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
 
 
-def _down_stack(channels: int, width: int, resolution: int) -> tuple[nn.Sequential, int]:
-    """Strided convs from (C, R, R) to (width * 2^(n-1), 4, 4); no BatchNorm on the input."""
+D_NORMS = ("batch", "spectral", "none")
+
+
+def _down_stack(
+    channels: int, width: int, resolution: int, norm: str = "batch"
+) -> tuple[nn.Sequential, int]:
+    """Strided convs from (C, R, R) to (width * 2^(n-1), 4, 4); no normalisation on the input.
+
+    `norm`: BatchNorm after each later conv (DCGAN), none, or "spectral", which leaves
+    BatchNorm out and gives the convs a bias (spectral normalisation is applied by the caller).
+    """
     widths = [width * 2**i for i in range(num_stages(resolution))]  # 64px: w, 2w, 4w, 8w
+    bias = norm != "batch"
     layers: list[nn.Module] = [
-        nn.Conv2d(channels, widths[0], 4, 2, 1, bias=False),  # (B, w, R/2, R/2)
+        nn.Conv2d(channels, widths[0], 4, 2, 1, bias=bias),  # (B, w, R/2, R/2)
         nn.LeakyReLU(0.2, inplace=True),
     ]
     for c_in, c_out in itertools.pairwise(widths):  # each halves H and W
-        layers += [
-            nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False),
-            nn.BatchNorm2d(c_out),
-            nn.LeakyReLU(0.2, inplace=True),
-        ]
+        layers.append(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=bias))
+        if norm == "batch":
+            layers.append(nn.BatchNorm2d(c_out))
+        layers.append(nn.LeakyReLU(0.2, inplace=True))
     return nn.Sequential(*layers), widths[-1]
+
+
+def spectral_normalise(module: nn.Module) -> None:
+    """Spectral normalisation (Miyato et al. 2018) of every conv and linear weight, in place.
+
+    One power iteration per forward in training mode; u and v are buffers, so checkpoints and
+    exact resume keep them.
+    """
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.Conv2d | nn.Linear):
+            setattr(module, name, spectral_norm(child))
+        else:
+            spectral_normalise(child)
 
 
 class Discriminator(nn.Module):
     """DCGAN discriminator: image (B, C, R, R) in [-1, 1] -> real/fake logit (B,).
 
     Strided convs + BatchNorm + LeakyReLU(0.2), no pooling; `features` is the last hidden
-    layer (B, 8w, 4, 4) at 64 px, which the VAE-GAN uses as its similarity metric.
+    layer (B, 8w, 4, 4) at 64 px, which the VAE-GAN uses as its similarity metric. With
+    `norm="spectral"` every conv is spectrally normalised instead of followed by BatchNorm.
     """
 
-    def __init__(self, channels: int, width: int, resolution: int) -> None:
+    def __init__(self, channels: int, width: int, resolution: int, norm: str = "batch") -> None:
         super().__init__()
-        self.main, top = _down_stack(channels, width, resolution)  # (B, top, 4, 4)
-        self.head = nn.Conv2d(top, 1, 4, 1, 0, bias=False)  # (B, 1, 1, 1)
+        if norm not in D_NORMS:
+            raise UsageError(f"unknown d_norm {norm!r} (valid: {', '.join(D_NORMS)})")
+        self.norm = norm
+        self.main, top = _down_stack(channels, width, resolution, norm)  # (B, top, 4, 4)
+        self.head = nn.Conv2d(top, 1, 4, 1, 0, bias=norm != "batch")  # (B, 1, 1, 1)
         self.apply(init_weights)
+        if norm == "spectral":
+            spectral_normalise(self)
 
     def forward(
         self, x: torch.Tensor, with_features: bool = False

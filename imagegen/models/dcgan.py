@@ -3,15 +3,21 @@
 Generator: ConvTranspose + BatchNorm + ReLU, tanh output. Discriminator: strided Conv +
 BatchNorm + LeakyReLU(0.2), no pooling, no BatchNorm on its input layer. Weights N(0, 0.02),
 BatchNorm scale N(1, 0.02). The layer stack follows from the resolution (32 or 64).
+
+The config's defaults are the paper's. Options replace parts of the recipe: spectral
+normalisation in D instead of BatchNorm (Miyato et al. 2018), the hinge loss (Lim & Ye 2017;
+Miyato et al. 2018), and differentiable augmentation of D's inputs (Zhao et al. 2020).
 """
 
 import itertools
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from imagegen.augment import diff_augment, parse_policy
 from imagegen.config import TrainConfig
 from imagegen.models.blocks import (
     Discriminator,
@@ -32,10 +38,14 @@ class DCGANConfig:
     latent_dim: int = 100
     g_width: int = 64  # generator channels at full resolution (pytorch/examples' ngf)
     d_width: int = 64  # discriminator channels at full resolution (ndf)
+    d_norm: Literal["batch", "spectral", "none"] = "batch"  # normalisation in D
+    loss: Literal["bce", "hinge"] = "bce"  # bce: the paper's loss, non-saturating for G
+    augment: str = ""  # DiffAugment policy: color, translation, cutout (comma-separated)
 
     def __post_init__(self) -> None:
         check_shape("dcgan", self.resolution, self.channels)
         check_positive(self, "latent_dim", "g_width", "d_width")
+        parse_policy(self.augment)
 
 
 class Generator(nn.Module):
@@ -67,15 +77,22 @@ class Generator(nn.Module):
         return self.main(z[:, :, None, None])  # (B, latent, 1, 1) -> (B, C, R, R)
 
 
-def discriminator_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
-    """-log D(x) - log(1 - D(G(z))): real images are labelled 1, generated ones 0."""
+def discriminator_loss(
+    logits_real: torch.Tensor, logits_fake: torch.Tensor, loss: str = "bce"
+) -> torch.Tensor:
+    """bce: -log D(x) - log(1 - D(G(z))), real images labelled 1, generated ones 0.
+    hinge: max(0, 1 - D(x)) + max(0, 1 + D(G(z))), on the logits."""
+    if loss == "hinge":
+        return F.relu(1 - logits_real).mean() + F.relu(1 + logits_fake).mean()
     return F.binary_cross_entropy_with_logits(
         logits_real, torch.ones_like(logits_real)
     ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
 
 
-def generator_loss(logits_fake: torch.Tensor) -> torch.Tensor:
-    """Non-saturating generator loss -log D(G(z)): generated images labelled 1."""
+def generator_loss(logits_fake: torch.Tensor, loss: str = "bce") -> torch.Tensor:
+    """bce: the non-saturating -log D(G(z)), generated images labelled 1. hinge: -D(G(z))."""
+    if loss == "hinge":
+        return -logits_fake.mean()
     return F.binary_cross_entropy_with_logits(logits_fake, torch.ones_like(logits_fake))
 
 
@@ -89,7 +106,10 @@ class DCGAN(Networks):
         super().__init__()
         self.config = config
         self.generator = Generator(config)
-        self.discriminator = Discriminator(config.channels, config.d_width, config.resolution)
+        self.discriminator = Discriminator(
+            config.channels, config.d_width, config.resolution, config.d_norm
+        )
+        self.policy = parse_policy(config.augment)
 
     @property
     def latent_dim(self) -> int:
@@ -99,15 +119,34 @@ class DCGAN(Networks):
         return {"generator": self.generator, "discriminator": self.discriminator}
 
     def configure_optimizers(self, train: TrainConfig) -> dict[str, torch.optim.Optimizer]:
-        """Adam for each network (the DCGAN paper: lr 2e-4, betas (0.5, 0.999))."""
-        lr, betas = train.lr, (train.beta1, train.beta2)
+        """Adam for each network (the DCGAN paper: lr 2e-4, betas (0.5, 0.999)); D's lr is
+        `lr_d` where given."""
+        betas = (train.beta1, train.beta2)
         fused = self.generator.main[0].weight.is_cuda or None
+        lr_d = train.lr_d if train.lr_d is not None else train.lr
         return {
-            "generator": torch.optim.Adam(self.generator.parameters(), lr, betas, fused=fused),
+            "generator": torch.optim.Adam(
+                self.generator.parameters(), train.lr, betas, fused=fused
+            ),
             "discriminator": torch.optim.Adam(
-                self.discriminator.parameters(), lr, betas, fused=fused
+                self.discriminator.parameters(), lr_d, betas, fused=fused
             ),
         }
+
+    def _d_logits(
+        self, d: nn.Module, x: torch.Tensor, fake: torch.Tensor, noise: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """D's logits on real and generated images, each (B,), through the augmentation.
+
+        With BatchNorm in D the two batches go through separately (its batch statistics stay
+        those of one kind of image, as in the paper); otherwise in one call.
+        """
+        if self.policy:
+            x, fake = diff_augment(x, self.policy, noise), diff_augment(fake, self.policy, noise)
+        if self.config.d_norm == "batch":
+            return d(x), d(fake)
+        logits = d(torch.cat([x, fake]))  # (2B,)
+        return logits[: x.shape[0]], logits[x.shape[0] :]
 
     def training_step(
         self,
@@ -121,12 +160,11 @@ class DCGAN(Networks):
         z = torch.randn(x.shape[0], self.latent_dim, generator=noise, device=x.device)
         fake = generator(z)  # (B, C, R, R)
 
-        # Discriminator: maximise log D(x) + log(1 - D(G(z))).
+        # Discriminator: maximise log D(x) + log(1 - D(G(z))) (or the hinge version).
         opt_d, opt_g = optimizers["discriminator"], optimizers["generator"]
         opt_d.zero_grad(set_to_none=True)
-        logits_real = discriminator(x)
-        logits_fake = discriminator(fake.detach())
-        d_loss = discriminator_loss(logits_real, logits_fake)
+        logits_real, logits_fake = self._d_logits(discriminator, x, fake.detach(), noise)
+        d_loss = discriminator_loss(logits_real, logits_fake, self.config.loss)
         d_loss.backward()
         opt_d.step()
 
@@ -134,7 +172,8 @@ class DCGAN(Networks):
         # called unwrapped: under DDP only G's gradients are averaged in this backward.
         opt_g.zero_grad(set_to_none=True)
         self.discriminator.requires_grad_(False)
-        g_loss = generator_loss(self.discriminator(fake))
+        seen = diff_augment(fake, self.policy, noise) if self.policy else fake
+        g_loss = generator_loss(self.discriminator(seen), self.config.loss)
         g_loss.backward()
         self.discriminator.requires_grad_(True)
         opt_g.step()

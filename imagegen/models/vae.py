@@ -13,8 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imagegen.config import TrainConfig
-from imagegen.errors import UsageError
+from imagegen.config import TrainConfig, check_range
 from imagegen.models.blocks import (
     AutoEncoder,
     Networks,
@@ -41,12 +40,9 @@ class VAEConfig:
     def __post_init__(self) -> None:
         check_shape("vae", self.resolution, self.channels)
         check_positive(self, "latent_dim", "width")
-        if self.beta < 0:
-            raise UsageError(f"beta must be non-negative, got {self.beta}")
-        if self.gaussian_std <= 0:
-            raise UsageError(f"gaussian_std must be positive, got {self.gaussian_std}")
-        if self.beta_warmup_steps < 0:
-            raise UsageError(f"beta_warmup_steps must be >= 0, got {self.beta_warmup_steps}")
+        check_range(self, "beta", low=0.0)
+        check_range(self, "gaussian_std", low=0.0, low_open=True)
+        check_range(self, "beta_warmup_steps", low=0)
 
 
 def reconstruction_nll(

@@ -21,8 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imagegen.config import TrainConfig
-from imagegen.errors import UsageError
+from imagegen.config import TrainConfig, check_range
 from imagegen.models.blocks import (
     AutoEncoder,
     Discriminator,
@@ -48,8 +47,7 @@ class VAEGANConfig:
     def __post_init__(self) -> None:
         check_shape("vaegan", self.resolution, self.channels)
         check_positive(self, "latent_dim", "width", "d_width")
-        if self.gamma < 0:
-            raise UsageError(f"gamma must be non-negative, got {self.gamma}")
+        check_range(self, "gamma", low=0.0)
 
 
 def feature_nll(f_fake: torch.Tensor, f_real: torch.Tensor) -> torch.Tensor:
@@ -87,11 +85,14 @@ class VAEGAN(Networks):
         }
 
     def configure_optimizers(self, train: TrainConfig) -> dict[str, torch.optim.Optimizer]:
-        """One Adam per network."""
+        """One Adam per network; the discriminator's lr is `lr_d` where given."""
         betas = (train.beta1, train.beta2)
         fused = self.discriminator.head.weight.is_cuda or None
+        lr_d = train.lr_d if train.lr_d is not None else train.lr
         return {
-            name: torch.optim.Adam(net.parameters(), train.lr, betas, fused=fused)
+            name: torch.optim.Adam(
+                net.parameters(), lr_d if name == "discriminator" else train.lr, betas, fused=fused
+            )
             for name, net in self.networks().items()
         }
 

@@ -1,0 +1,210 @@
+"""Training recipes: DiffAugment, spectral normalisation, hinge loss, lr options, presets."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import train_tiny
+from safetensors.torch import load_file
+
+from imagegen import augment
+from imagegen.errors import UsageError
+from imagegen.models.dcgan import DCGAN, DCGANConfig, discriminator_loss, generator_loss
+from imagegen.registry import MODELS
+
+TINY_CFG = {"resolution": 32, "channels": 3, "latent_dim": 8, "g_width": 8, "d_width": 8}
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_augment_policy_parsing() -> None:
+    assert augment.parse_policy("") == ()
+    assert augment.parse_policy(" color, cutout ,color") == ("color", "cutout")
+    with pytest.raises(UsageError, match="unknown augmentation flip"):
+        augment.parse_policy("color,flip")
+    with pytest.raises(UsageError, match="unknown augmentation"):
+        DCGANConfig(augment="rotate")
+
+
+def test_augment_is_seeded_shaped_and_differentiable() -> None:
+    x = torch.rand(6, 3, 32, 32, requires_grad=True)
+    policy = ("color", "translation", "cutout")
+    a = augment.diff_augment(x * 2 - 1, policy, gen(1))
+    b = augment.diff_augment(x * 2 - 1, policy, gen(1))
+    c = augment.diff_augment(x * 2 - 1, policy, gen(2))
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, c)
+    a.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert torch.equal(augment.diff_augment(x, (), gen(1)), x)
+
+
+def test_translation_shifts_whole_pixels_and_brings_in_zeros() -> None:
+    x = torch.arange(1 * 1 * 8 * 8, dtype=torch.float32).reshape(1, 1, 8, 8) + 1
+    for seed in range(20):
+        y = augment.translation(x, gen(seed))
+        kept = y[y != 0]
+        # Every pixel that is not brought-in zero is one of x's, in order along each row.
+        assert set(kept.tolist()) <= set(x.flatten().tolist())
+        assert int((y == 0).sum()) in {0, 8, 15, 16, 28, 29, 30}  # 0/1 row/col of 8 px, or both
+    shifted = [augment.translation(x, gen(s)) for s in range(40)]
+    assert any(torch.equal(s, x) for s in shifted)  # zero shift happens
+    assert any(torch.equal(s[..., 1:, :], x[..., :-1, :]) for s in shifted)  # down by one row
+
+
+def test_cutout_zeroes_one_square_of_half_the_size() -> None:
+    x = torch.ones(64, 1, 16, 16)
+    y = augment.cutout(x, gen(0))
+    zeros = (y == 0).flatten(1).sum(1)
+    assert zeros.max() == 64 and zeros.min() > 0  # 8x8 inside, clipped at the borders
+    for image in y[:, 0]:
+        rows = (image == 0).any(1).nonzero().flatten()
+        cols = (image == 0).any(0).nonzero().flatten()
+        assert (rows.diff() == 1).all() and (cols.diff() == 1).all()  # one rectangle
+
+
+def test_color_leaves_grayscale_saturation_alone() -> None:
+    x = torch.rand(4, 1, 8, 8)
+    assert augment.color(x, gen(0)).shape == x.shape
+
+
+def test_spectral_discriminator_has_no_batchnorm_and_unit_norm() -> None:
+    model = DCGAN(DCGANConfig(**TINY_CFG, d_norm="spectral"))
+    d = model.discriminator
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in d.modules())
+    assert any("parametrizations" in k for k in d.state_dict())
+    x = torch.randn(8, 3, 32, 32)
+    for _ in range(30):  # power iterations converge in training mode
+        d(x)
+    conv = d.main[0]
+    sigma = torch.linalg.matrix_norm(conv.weight.flatten(1), ord=2)
+    assert abs(float(sigma.detach()) - 1.0) < 0.05
+
+
+def test_hinge_losses_by_hand() -> None:
+    real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-2.0, 0.25])
+    # relu(1 - real) = [0, 0.5] -> 0.25; relu(1 + fake) = [0, 1.25] -> 0.625
+    assert float(discriminator_loss(real, fake, "hinge")) == pytest.approx(0.875)
+    assert float(generator_loss(fake, "hinge")) == pytest.approx(0.875)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"d_norm": "spectral", "loss": "hinge", "augment": "color,translation,cutout"},
+        {"d_norm": "none", "loss": "bce", "augment": "translation"},
+        {"d_norm": "batch", "loss": "hinge", "augment": "cutout"},
+    ],
+)
+def test_training_step_with_each_recipe(options: dict) -> None:
+    from imagegen.config import TrainConfig
+
+    torch.manual_seed(0)
+    model = DCGAN(DCGANConfig(**TINY_CFG, **options))
+    opts = model.configure_optimizers(TrainConfig(lr_d=4e-4))
+    assert opts["discriminator"].param_groups[0]["lr"] == 4e-4
+    assert opts["generator"].param_groups[0]["lr"] == 2e-4
+    before = {k: p.clone() for k, p in model.named_parameters()}
+    losses = model.training_step(torch.rand(4, 3, 32, 32), opts, gen(0))
+    assert all(torch.isfinite(v) for v in losses.values())
+    # Every weight moves (a hinge head's bias may not at first: its two gradients cancel).
+    unmoved = [k for k, p in model.named_parameters() if torch.equal(before[k], p)]
+    assert unmoved in ([], ["discriminator.head.bias"])
+
+
+def test_presets_resolve_and_are_recorded(run_cli, isolated: Path) -> None:
+    spec = MODELS["dcgan"]
+    assert spec.default_preset in spec.presets and "classic" in spec.presets
+    result = run_cli("train", "dcgan", "-d", "synthetic", "--dry-run", "--json")
+    plan = json.loads(result.out)
+    assert plan["train_config"]["preset"] == spec.default_preset
+    assert plan["model_config"]["d_norm"] == "spectral"
+    result = run_cli(
+        "train", "dcgan", "-d", "synthetic", "--preset", "classic", "--dry-run", "--json"
+    )
+    plan = json.loads(result.out)
+    assert plan["model_config"]["d_norm"] == "batch" and plan["model_config"]["loss"] == "bce"
+    assert plan["train_config"]["ema_decay"] == 0.0 and plan["train_config"]["preset"] == "classic"
+    # Flags override the preset.
+    result = run_cli(
+        "train", "dcgan", "-d", "synthetic", "--preset", "classic", "--set", "loss=hinge",
+        "--ema-decay", "0.99", "--dry-run", "--json",
+    )  # fmt: skip
+    plan = json.loads(result.out)
+    assert plan["model_config"]["loss"] == "hinge" and plan["train_config"]["ema_decay"] == 0.99
+    result = run_cli("train", "dcgan", "-d", "synthetic", "--preset", "fast", "--dry-run")
+    assert result.code == 2 and "unknown preset 'fast' for dcgan (valid: classic" in result.err
+    assert "classic" in run_cli("train", "--help").out
+
+
+def test_preset_lands_in_config_json_and_resume_keeps_it(run_cli, isolated: Path) -> None:
+    run = isolated / "run"
+    train_tiny(run_cli, run, "--preset", "classic")
+    config = json.loads((run / "config.json").read_text())
+    assert config["train_config"]["preset"] == "classic"
+    result = run_cli("train", "dcgan", "--resume", run, "--preset", "sn-hinge", "--steps", "6")
+    assert result.code == 1 and "preset: 'classic' -> 'sn-hinge'" in result.err
+
+
+def test_linear_lr_decay_and_exact_resume_mid_schedule(run_cli, isolated: Path) -> None:
+    """The schedule follows the planned total: resuming step 5 of 10 ends as 10 straight."""
+    extra = (
+        "--set", "augment=color,translation,cutout", "--lr-decay", "linear", "--lr-d", "3e-4",
+        "--checkpoint-every", "5", "--keep", "5",
+    )  # fmt: skip
+    straight = isolated / "straight"
+    train_tiny(run_cli, straight, *extra, steps=10)
+    middle = straight / "checkpoints" / "step-0000005.safetensors"
+    result = run_cli("train", "dcgan", "--resume", middle, "--run-dir", isolated / "resumed", "-q")
+    assert result.code == 0, result
+    a = load_file(str(straight / "checkpoints/latest.safetensors"))
+    b = load_file(str(isolated / "resumed/checkpoints/latest.safetensors"))
+    assert a.keys() == b.keys()
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    from safetensors import safe_open
+
+    with safe_open(str(straight / "checkpoints/latest.safetensors"), "pt") as f:
+        optim = json.loads(f.metadata()["optim"])
+    g = optim["generator"]["param_groups"][0]
+    d = optim["discriminator"]["param_groups"][0]
+    assert g["initial_lr"] == 2e-4 and d["initial_lr"] == 3e-4
+    assert g["lr"] == pytest.approx(2e-4 * (1 - 9 / 10))  # the last step ran at step 9 of 10
+    assert d["lr"] == pytest.approx(3e-4 * (1 - 9 / 10))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--lr", "nan"), "lr must be in (0, inf), got nan"),
+        (("--lr", "inf"), "lr must be in (0, inf), got inf"),
+        (("--epochs", "nan"), "epochs must be in (0, inf), got nan"),
+        (("--beta1", "1.5"), "beta1 must be in [0, 1), got 1.5"),
+        (("--beta2", "-0.1"), "beta2 must be in [0, 1), got -0.1"),
+        (("--lr-d", "0"), "lr_d must be in (0, inf), got 0.0"),
+        (("--ema-decay", "1"), "ema_decay must be in [0, 1), got 1.0"),
+        (("--lr-decay", "cosine"), "lr_decay: expected one of none, linear"),
+    ],
+)
+def test_numeric_options_are_checked_before_anything_runs(
+    run_cli, isolated: Path, args: tuple, message: str
+) -> None:
+    length = () if "--epochs" in args else ("--steps", "2")
+    result = run_cli("train", "dcgan", "-d", "synthetic", *length, *args)
+    assert result.code == 2 and message in result.err, result
+    assert "Traceback" not in result.err and not (isolated / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    ("model", "option", "message"),
+    [
+        ("vae", "beta=nan", "beta must be in [0, inf), got nan"),
+        ("vae", "gaussian_std=inf", "gaussian_std must be in (0, inf), got inf"),
+        ("vaegan", "gamma=nan", "gamma must be in [0, inf), got nan"),
+        ("dcgan", "d_norm=layer", "d_norm: expected one of batch, spectral, none"),
+    ],
+)
+def test_model_options_are_checked(run_cli, model: str, option: str, message: str) -> None:
+    result = run_cli("train", model, "-d", "synthetic", "--set", option, "--dry-run")
+    assert result.code == 2 and message in result.err, result

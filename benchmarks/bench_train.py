@@ -26,7 +26,8 @@ from imagegen import data
 from imagegen.config import TrainConfig
 from imagegen.models.blocks import Discriminator
 from imagegen.models.dcgan import DCGANConfig, Generator
-from imagegen.train import TrainEvent, TrainPlan, run_training
+from imagegen.train import TrainEvent, run_training
+from imagegen.train_plan import TrainPlan
 
 
 def write_images(folder: Path, count: int) -> int:

@@ -27,6 +27,8 @@ FORMAT = "imagegen-checkpoint"
 FORMAT_VERSION = 1
 SUFFIX = ".safetensors"
 _MAX_HEADER = 100 * 1024 * 1024
+TRAINING = "training"  # the full training state
+SAMPLER = "sampler"  # only the sampling network's (EMA) weights: `convert --weights-only`
 
 
 @dataclass
@@ -43,10 +45,15 @@ class Checkpoint:
     counters: dict[str, Any]
     tensors: dict[str, torch.Tensor]
     optim_meta: dict[str, Any]
+    contents: str = TRAINING  # TRAINING: everything to resume; SAMPLER: the sampling network
 
     @property
     def has_ema(self) -> bool:
         return any(k.startswith("ema/") for k in self.tensors)
+
+    @property
+    def is_sampler(self) -> bool:
+        return self.contents == SAMPLER
 
 
 def save_checkpoint(
@@ -171,7 +178,11 @@ def read_checkpoint(
         tensors = load_file(str(path)) if load_tensors else {}
     except (SafetensorError, OSError, RuntimeError) as e:
         raise UserError(f"{path} is damaged: {e}") from None
+    contents = meta.get("contents", TRAINING)
+    if contents not in (TRAINING, SAMPLER):
+        raise UserError(f"{path} has unknown contents {contents!r}")
     return Checkpoint(
+        contents=contents,
         path=path,
         model_name=model_name,
         config=config,
@@ -201,11 +212,12 @@ def build_model(ckpt: Checkpoint, use_ema: bool = True) -> nn.Module:
     """Rebuild the checkpoint's model on the CPU; with `use_ema` its EMA weights sample."""
     spec = get_spec(ckpt.model_name)
     model = spec.model_cls(ckpt.config)
+    if ckpt.is_sampler:  # the sampling network alone; the other networks stay as built
+        _load_into(model.sampling_network(), _prefixed(ckpt.tensors, "ema/"), "EMA", ckpt.path)
+        return model.eval()
     _load_into(model, _prefixed(ckpt.tensors, "model/"), "model", ckpt.path)
     if use_ema and ckpt.has_ema:
-        _load_into(
-            getattr(model, model.ema_module), _prefixed(ckpt.tensors, "ema/"), "EMA", ckpt.path
-        )
+        _load_into(model.sampling_network(), _prefixed(ckpt.tensors, "ema/"), "EMA", ckpt.path)
     return model.eval()
 
 
@@ -216,6 +228,11 @@ def restore_training_state(
     optimizers: dict[str, torch.optim.Optimizer],
 ) -> dict[str, torch.Tensor]:
     """Load weights, EMA and optimizer state for resuming; return the saved RNG states."""
+    if ckpt.is_sampler:
+        raise UserError(
+            f"{ckpt.path} holds the sampling network alone (convert --weights-only): it samples "
+            "and evaluates, but cannot resume training"
+        )
     _load_into(model, _prefixed(ckpt.tensors, "model/"), "model", ckpt.path)
     if not ckpt.has_ema:
         raise UserError(f"{ckpt.path} has no EMA weights; it cannot resume training")
@@ -249,3 +266,29 @@ def restore_training_state(
                 f"{ckpt.path}: optimizer state for {name} does not load ({e})"
             ) from None
     return _prefixed(ckpt.tensors, "rng/")
+
+
+def save_sampler(path: Path, ckpt: Checkpoint, model: nn.Module) -> None:
+    """Write the sampling network of `model` (built from `ckpt`) alone, with the config and
+    step: a few MB that sample, eval and convert accept, instead of the training state."""
+    from safetensors.torch import save
+
+    tensors = {
+        f"ema/{key}": value.detach().cpu().contiguous()
+        for key, value in model.sampling_network().state_dict().items()
+    }
+    metadata = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "imagegen_version": __version__,
+        "contents": SAMPLER,
+        "model": ckpt.model_name,
+        "config": to_json(ckpt.config),
+        "train_config": json.dumps(ckpt.train_config, sort_keys=True),
+        "step": str(ckpt.step),
+        "data_shape": json.dumps(list(ckpt.data_shape)),
+        "normalisation": getattr(model, "normalisation", ""),
+        "dataset": ckpt.dataset,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, save(tensors, metadata=metadata))

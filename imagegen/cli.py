@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from imagegen import __version__
+from imagegen import __version__, jsonl
 from imagegen.errors import PeerError, UsageError, UserError
 
 app = typer.Typer(
@@ -111,7 +111,7 @@ class _TrainView:
                     ips=f"{event.images_per_s:,.0f}",
                     losses=_fmt_losses(event.losses),
                 )
-            elif event.kind in ("checkpoint", "fid"):
+            elif event.kind in ("checkpoint", "fid", "warning"):
                 self.progress.console.print(self._line(event), highlight=False)
             return
         if event.kind == "log":
@@ -122,11 +122,13 @@ class _TrainView:
                 f"eta {eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}",
                 highlight=False,
             )
-        elif event.kind in ("checkpoint", "fid"):
+        elif event.kind in ("checkpoint", "fid", "warning"):
             self.err.print(self._line(event), highlight=False)
 
     @staticmethod
     def _line(event: Any) -> str:
+        if event.kind == "warning":
+            return f"warning: step {event.step}: {event.message}"
         if event.kind == "fid":
             best = " (best so far: checkpoints/best.safetensors)" if event.message else ""
             return f"fid {event.losses['fid']:.3f} at step {event.step}{best}"
@@ -145,6 +147,58 @@ def _preset_help() -> str:
             )
             parts.append(f"{spec.name}: {names}")
     return "Recipe to start from; flags override it. " + "; ".join(parts) + "."
+
+
+class _StageView:
+    """Renders stage and progress events of eval and sample: a Rich progress bar per stage on a
+    terminal, one line per stage otherwise, nothing when quiet (or with --json)."""
+
+    def __init__(self, err: Any, quiet: bool) -> None:
+        self.err, self.quiet = err, quiet
+        self.progress: Any = None
+        self.task: Any = None
+        self.stage = ""
+
+    def __enter__(self) -> "_StageView":
+        if not self.quiet and self.err.is_terminal:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=self.err,
+                transient=True,
+            )
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def __call__(self, event: Any) -> None:
+        if self.quiet:
+            return
+        if event.kind == "stage":
+            self.stage = event.message
+            if self.progress is None:
+                self.err.print(f"{event.message} ...", highlight=False)
+            else:
+                if self.task is not None:
+                    self.progress.remove_task(self.task)
+                self.task = self.progress.add_task(event.message, total=None)
+        elif event.kind == "progress" and self.progress is not None and self.task is not None:
+            self.progress.update(self.task, completed=event.done, total=event.total)
 
 
 TRAIN_EXAMPLE = """Examples:
@@ -243,7 +297,9 @@ def train(
     """
     from imagegen import distributed
     from imagegen.config import load_toml, parse_assignments
-    from imagegen.train import TrainRequest, plan_training, resolve_device, run_training
+    from imagegen.devices import resolve_device
+    from imagegen.train import run_training
+    from imagegen.train_plan import TrainRequest, plan_training
 
     if steps is not None and epochs is not None:
         raise UsageError("give --steps or --epochs, not both")
@@ -314,8 +370,14 @@ def train(
         out, err = _consoles(quiet)
         with _TrainView(err) as view:
             result = run_training(plan, view, context)
+    if result.already_complete:
+        err.print(
+            f"{result.run_dir} is already complete at step {result.step}/{result.total_steps}: "
+            f"nothing to train (give --steps above {result.step}, or more --epochs, to go on)",
+            highlight=False,
+        )
     if as_json:
-        print(json.dumps(result.as_dict()))
+        print(jsonl.dumps(result.as_dict()))
     elif not quiet:
         from rich.table import Table
 
@@ -326,6 +388,8 @@ def train(
         table.add_row("losses", _fmt_losses(result.losses))
         table.add_row("images/s", f"{result.images_per_s:,.1f}")
         table.add_row("data wait", f"{result.data_wait:.1%} of step time")
+        for warning in result.warnings:
+            table.add_row("warning", warning)
         out.print(table)
     if result.interrupted:
         launcher = "imagegen"
@@ -409,12 +473,13 @@ def sample(
         device=device,
         force=force,
     )
-    result = run_sample(request)
     out_c, err = _consoles(quiet)
+    with _StageView(err, quiet or as_json) as view:
+        result = run_sample(request, view)
     if result.newest_run is not None:
         err.print(f"Using the newest run: {result.newest_run}", highlight=False)
     if as_json:
-        print(json.dumps(result.as_dict()))
+        print(jsonl.dumps(result.as_dict()))
     elif not quiet:
         where = (
             result.files[0]
@@ -457,15 +522,29 @@ def eval_(
     ),
     split: str = typer.Option("train", help="Split of the reference dataset."),
     n: int = typer.Option(10_000, "--n", "-n", help="Images to generate (or read) and evaluate."),
-    n_ref: int | None = typer.Option(None, help="Reference images [default: as many as --n]."),
+    n_ref: int | None = typer.Option(
+        None, help="Reference images [default: as many as are evaluated]."
+    ),
     metrics: str = typer.Option("fid,kid,pr", help="Comma-separated: fid, kid, pr, dc, is, bpd."),
     batch_size: int = typer.Option(64, help="Images per extractor batch."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     seed: int = typer.Option(0, help="Seed for the latents and the subsets."),
-    resolution: int | None = typer.Option(None, help="Folder input: size images are brought to."),
+    resolution: int | None = typer.Option(
+        None,
+        help="Bring images to this size first [default: a checkpoint's own; a folder's or "
+        "zip's native size].",
+    ),
+    protocol: str = typer.Option(
+        "pytorch-fid",
+        help="Resize chain to the network's 299 px: pytorch-fid, tf (TTUR / torch-fidelity) "
+        "or clean-fid.",
+    ),
+    test_data: str | None = typer.Option(
+        None, help="bpd: held-out images [default: the run's dataset, test split]."
+    ),
     kid_subsets: int = typer.Option(100, help="KID: number of subsets."),
     kid_subset_size: int | None = typer.Option(
-        None, help="KID: subset size [default: min(1000, n)]."
+        None, help="KID: subset size [default: min(1000, images / 2)]."
     ),
     inception_weights: str | None = typer.Option(
         None,
@@ -492,35 +571,35 @@ def eval_(
     """Evaluate a checkpoint, run or image folder: FID, KID, precision/recall, density/coverage."""
     from imagegen.evaluate import EvalRequest, evaluate, parse_metrics
 
-    if not 2 <= n <= 1_000_000:
-        raise UsageError(f"--n must be between 2 and 1000000, got {n}")
-    result = evaluate(
-        EvalRequest(
-            source=source,
-            reference=dataset,
-            split=split,
-            n=n,
-            n_ref=n_ref,
-            metrics=parse_metrics(metrics),
-            batch_size=batch_size,
-            device=device,
-            seed=seed,
-            resolution=resolution,
-            kid_subsets=kid_subsets,
-            kid_subset_size=kid_subset_size,
-            inception_weights=inception_weights,
-            data_root=data_root,
-            save_stats=save_stats,
-            force=force,
-            precision=precision,
-            use_ema=not no_ema,
-        )
-    )
     out, err = _consoles(quiet)
+    request = EvalRequest(
+        source=source,
+        reference=dataset,
+        split=split,
+        n=n,
+        n_ref=n_ref,
+        metrics=parse_metrics(metrics),
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        resolution=resolution,
+        kid_subsets=kid_subsets,
+        kid_subset_size=kid_subset_size,
+        inception_weights=inception_weights,
+        data_root=data_root,
+        save_stats=save_stats,
+        force=force,
+        precision=precision,
+        use_ema=not no_ema,
+        protocol=protocol,
+        test_data=test_data,
+    )
+    with _StageView(err, quiet or as_json) as view:
+        result = evaluate(request, view)
     for warning in result.warnings:
         err.print(f"warning: {warning}", highlight=False)
     if as_json:
-        print(json.dumps(result.as_dict()))
+        print(jsonl.dumps(result.as_dict()))
     elif not quiet:
         from rich.table import Table
 
@@ -557,7 +636,7 @@ CONVERT_EXAMPLE = """Examples:
 
 @app.command(epilog=CONVERT_EXAMPLE)
 def convert(
-    src: Path = typer.Argument(..., help="Source file: .pth/.pt or .safetensors."),
+    src: Path = typer.Argument(..., help="Source: .pth/.pt, .safetensors, or a run folder."),
     dst: Path = typer.Argument(..., help="Destination: .safetensors, .pt/.pth or .onnx."),
     model: str | None = typer.Option(None, help="Model of a state dict: dcgan, vae, vaegan."),
     option: list[str] = typer.Option(
@@ -574,6 +653,12 @@ def convert(
         None, help="pytorch/examples: the netD_epoch_N.pth that goes with netG."
     ),
     no_ema: bool = typer.Option(False, "--no-ema", help="Export the raw weights, not the EMA."),
+    weights_only: bool = typer.Option(
+        False,
+        "--weights-only",
+        help="SRC (a checkpoint or run) -> DST.safetensors with the sampling network alone: "
+        "a few MB that sample, eval and convert accept.",
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing destination."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object at the end."),
     quiet: bool = typer.Option(
@@ -604,11 +689,12 @@ def convert(
             discriminator=discriminator,
             use_ema=not no_ema,
             force=force,
+            weights_only=weights_only,
         )
     )
     out, _ = _consoles(quiet)
     if as_json:
-        print(json.dumps(result.as_dict()))
+        print(jsonl.dumps(result.as_dict()))
     elif not quiet:
         out.print(
             f"{result.direction}: {result.model} -> {', '.join(result.files)}", highlight=False
@@ -629,6 +715,7 @@ def run(argv: list[str] | None = None) -> int:
     try:
         rv = app(args=argv, prog_name="imagegen", standalone_mode=False)
     except KeyboardInterrupt:
+        sys.stderr.write("imagegen: interrupted\n")
         return 130
     except UserError as e:
         if not isinstance(e, PeerError):

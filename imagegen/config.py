@@ -89,9 +89,12 @@ def check_range(
         raise UsageError(f"{name} must be in {left}{lo}, {hi}{right}, got {value!r}")
 
 
-# Fields that may change when a run is resumed; every other difference is refused.
+# Fields that may change when a run is resumed; every other difference is refused. A new
+# learning rate (after a diverged run, say) ends bit-exactness from that step on, by request.
 RESUMABLE_CHANGES = frozenset(
     {
+        "lr",
+        "lr_d",
         "steps",
         "epochs",
         "sample_every",
@@ -214,6 +217,8 @@ def parse_assignments(items: list[str]) -> dict[str, str]:
 def load_toml(path: Path) -> dict[str, Any]:
     """Read a TOML config file: training options at top level, model options in [model]."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"--config {path} is a folder; give a TOML file")
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:

@@ -12,8 +12,9 @@ load is refused and never executed.
 import io
 import json
 import pickle
+import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,10 @@ from torch import nn
 
 from imagegen import checkpoint
 from imagegen.config import TrainConfig, build_dataclass, to_dict
-from imagegen.errors import UsageError, UserError
+from imagegen.errors import UsageError, UserError, brief
 from imagegen.files import atomic_write_bytes, check_output_file
-from imagegen.registry import get_spec
+from imagegen.registry import MODELS, get_spec
+from imagegen.runs import find_checkpoint, is_in_checkpoints_folder
 
 TORCH_SUFFIXES = (".pt", ".pth")
 # pytorch/examples' names for the DCGAN's architecture options.
@@ -42,6 +44,7 @@ class ConvertRequest:
     discriminator: Path | None = None  # pytorch/examples' netD_epoch_N.pth
     use_ema: bool = True
     force: bool = False
+    weights_only: bool = False  # .safetensors (or a run) -> the sampling network alone
 
 
 @dataclass(frozen=True)
@@ -69,19 +72,25 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"not found: {path}")
+    with path.open("rb") as f:
+        head = f.read(4)
+    if head[:4] != b"PK\x03\x04" and head[:1] != b"\x80":  # a zip (torch.save) or a pickle
+        raise UserError(f"{path} is not a PyTorch file (neither a zip archive nor a pickle)")
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols; we refuse or load
             warnings.simplefilter("ignore", UserWarning)
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "weights_only" not in str(e) and "Unsupported global" not in str(e):
+            raise UserError(f"cannot read {path} as a PyTorch file ({brief(e)})") from None
+        globals_ = re.findall(r"GLOBAL ([\w.]+)", str(e))
+        what = f" ({', '.join(dict.fromkeys(globals_))})" if globals_ else ""
         raise UserError(
-            f"refused to load {path}: it needs code to unpickle, which imagegen never runs "
-            f"({first[:160]})"
+            f"refused to load {path}: it holds objects that need code to unpickle{what}, "
+            "which imagegen never runs; save a state dict of tensors instead"
         ) from None
     except Exception as e:  # a damaged file fails in many ways inside torch.load
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot read {path} as a PyTorch file: {reason[:160]}") from None
+        raise UserError(f"cannot read {path} as a PyTorch file ({brief(e)})") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
@@ -97,6 +106,11 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def _is_examples_dcgan(state: dict[str, torch.Tensor]) -> bool:
     return all(k.startswith("main.") for k in state) and "main.0.weight" in state
+
+
+def _is_examples_discriminator(state: dict[str, torch.Tensor]) -> bool:
+    """netD: a LeakyReLU (no weights) follows its first conv; netG has a BatchNorm there."""
+    return _is_examples_dcgan(state) and "main.1.weight" not in state
 
 
 def _examples_config(
@@ -171,9 +185,17 @@ def _suffix(path: Path) -> str:
 
 def convert(request: ConvertRequest) -> ConvertResult:
     """Convert `src` to `dst`, the direction following from their suffixes."""
+    if request.weights_only:
+        return _weights_only(request)
+    if Path(request.src).is_dir():
+        request = replace(request, src=find_checkpoint(request.src))
     src_kind, dst_kind = _suffix(request.src), _suffix(request.dst)
     if not Path(request.src).exists():
         raise UserError(f"not found: {request.src}")
+    if Path(request.dst).resolve() == Path(request.src).resolve():
+        raise UsageError(f"DST is SRC ({request.dst}): write the conversion to another file")
+    if is_in_checkpoints_folder(request.dst):
+        raise UserError(f"{request.dst} lies in a run's checkpoints folder; write elsewhere")
     check_output_file(request.dst, request.force)
     if src_kind in TORCH_SUFFIXES and dst_kind == ".safetensors":
         return _import_torch(request)
@@ -184,6 +206,28 @@ def convert(request: ConvertRequest) -> ConvertResult:
     raise UsageError(
         f"cannot convert {src_kind} to {dst_kind}: the directions are .pt/.pth -> .safetensors, "
         ".safetensors -> .pt/.pth, .safetensors -> .onnx"
+    )
+
+
+def _weights_only(request: ConvertRequest) -> ConvertResult:
+    """A checkpoint (or a run's latest) -> the sampling network alone, EMA weights by default."""
+    src = find_checkpoint(request.src)
+    if _suffix(request.dst) != ".safetensors":
+        raise UsageError(f"--weights-only writes a .safetensors file, not {request.dst}")
+    if Path(request.dst).resolve() == Path(src).resolve():
+        raise UsageError(f"DST is SRC ({request.dst}): write the conversion to another file")
+    if is_in_checkpoints_folder(request.dst):
+        raise UserError(f"{request.dst} lies in a run's checkpoints folder; write elsewhere")
+    check_output_file(request.dst, request.force)
+    ckpt = checkpoint.read_checkpoint(src, expect_model=request.model)
+    model = checkpoint.build_model(ckpt, use_ema=request.use_ema)
+    checkpoint.save_sampler(Path(request.dst), ckpt, model)
+    return ConvertResult(
+        f"imagegen checkpoint -> sampling network only ({model.ema_module}, "
+        f"{'EMA' if request.use_ema and ckpt.has_ema else 'raw'} weights)",
+        ckpt.model_name,
+        to_dict(ckpt.config),
+        [str(request.dst)],
     )
 
 
@@ -198,6 +242,11 @@ def _import_torch(request: ConvertRequest) -> ConvertResult:
     model_name = request.model or "dcgan"
     spec = get_spec(model_name)
     options = {EXAMPLES_OPTIONS.get(k, k): v for k, v in request.options.items()}
+    if _is_examples_discriminator(state):
+        raise UserError(
+            f"{request.src} is a pytorch/examples discriminator (netD): give the generator "
+            "(netG_epoch_N.pth) as SRC, and this file as --discriminator"
+        )
     if _is_examples_dcgan(state):
         if model_name != "dcgan":
             raise UsageError(f"{request.src} holds a pytorch/examples DCGAN, not a {model_name}")
@@ -225,15 +274,27 @@ def _import_torch(request: ConvertRequest) -> ConvertResult:
         fields = {f for f in spec.config_cls.__dataclass_fields__}
         needed = {"resolution", "channels", "latent_dim"} & fields
         missing = sorted(needed - set(stored) - set(options))
+        if missing and request.model is None and not stored:
+            raise UsageError(
+                f"{request.src} is a state dict but not a pytorch/examples DCGAN, and no "
+                "config.json lies beside it: name its model and architecture, e.g. --model "
+                f"dcgan --set resolution=32 --set channels=3 --latent-dim 100 (models: "
+                f"{', '.join(MODELS)})"
+            )
         if missing:
             raise UsageError(
                 f"missing architecture options for {model_name}: {', '.join(missing)} "
-                f"(give --model and --set KEY=VALUE, or put config.json beside {request.src})"
+                f"(give --set KEY=VALUE, or put config.json beside {request.src})"
             )
         config = build_dataclass(
             spec.config_cls, _inferred(state, fields) | stored | options, model_name
         )
         model = spec.model_cls(config)
+        prefix = f"{model.ema_module}."
+        if all(k.startswith(prefix) for k in state):  # the sampling network alone
+            sampler = {k[len(prefix) :]: v for k, v in state.items()}
+            _load_checked(model.sampling_network(), sampler, f"{request.src}")
+            return _save_imported_sampler(request, model_name, model)
         _load_checked(model, state, f"{request.src}")
         direction = "state dict -> imagegen checkpoint"
     c = model.config
@@ -249,14 +310,43 @@ def _import_torch(request: ConvertRequest) -> ConvertResult:
     return ConvertResult(direction, model_name, to_dict(model.config), [str(request.dst)])
 
 
+def _save_imported_sampler(request: ConvertRequest, model_name: str, model: Any) -> ConvertResult:
+    c = model.config
+    shell = checkpoint.Checkpoint(
+        path=Path(request.src),
+        model_name=model_name,
+        config=c,
+        train_config=to_dict(TrainConfig(dataset="imported")),
+        step=0,
+        data_shape=(c.channels, c.resolution, c.resolution),
+        dataset="imported",
+        counters={},
+        tensors={},
+        optim_meta={},
+        contents=checkpoint.SAMPLER,
+    )
+    checkpoint.save_sampler(Path(request.dst), shell, model)
+    return ConvertResult(
+        "state dict (sampling network) -> imagegen checkpoint (sampling network only)",
+        model_name,
+        to_dict(c),
+        [str(request.dst)],
+    )
+
+
 def _export_torch(request: ConvertRequest) -> ConvertResult:
     ckpt = checkpoint.read_checkpoint(request.src, expect_model=request.model)
     model = checkpoint.build_model(ckpt, use_ema=request.use_ema)
     config_path = Path(request.dst).parent / "config.json"
     check_output_file(config_path, request.force)
     buf = io.BytesIO()
-    torch.save({k: v.contiguous() for k, v in model.state_dict().items()}, buf)
+    state = model.state_dict()
+    if ckpt.is_sampler:  # only the sampling network holds trained weights
+        prefix = f"{model.ema_module}."
+        state = {k: v for k, v in state.items() if k.startswith(prefix)}
+    torch.save({k: v.contiguous() for k, v in state.items()}, buf)
     meta = {
+        "contents": ckpt.contents,
         "model": ckpt.model_name,
         "config": to_dict(ckpt.config),
         "step": ckpt.step,

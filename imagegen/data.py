@@ -4,6 +4,8 @@ Sources: the named datasets in torchvision's folder layout under the data root, 
 images (searched recursively), a `.zip` of images, and a deterministic `synthetic` set.
 """
 
+import contextvars
+import difflib
 import gzip
 import hashlib
 import io
@@ -29,6 +31,10 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 NAMED_DATASETS = ("mnist", "fashion-mnist", "cifar10", "celeba", "synthetic")
 SPLITS = ("train", "test")
 CACHE_VERSION = 1
+# Set by load_images while it decodes: where progress goes (see _report).
+_PROGRESS: contextvars.ContextVar[Callable[[int, int], None] | None] = contextvars.ContextVar(
+    "imagegen_decode_progress", default=None
+)
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F", "P;L"}
 
 
@@ -69,11 +75,13 @@ def load_images(
     split: str = "train",
     root: str | Path | None = None,
     use_cache: bool = True,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> ImageData:
     """Decode `dataset` at `resolution` into memory, from the on-disk cache when it can.
 
     `dataset` is a name from NAMED_DATASETS, a folder of images or a `.zip` of images.
-    `channels` forces 1 or 3 channels; None keeps the dataset's own.
+    `channels` forces 1 or 3 channels; None keeps the dataset's own. `on_progress(done,
+    total)` is called while images are decoded (the first use; not for a cache hit).
     """
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r} (valid: {', '.join(SPLITS)})")
@@ -98,7 +106,11 @@ def load_images(
                 skipped_examples=tuple(json.loads(meta.get("skipped_examples", "[]"))),
                 cache_file=str(cache_file),
             )
-    arrays, skipped, native_channels = source.decode(resolution)
+    token = _PROGRESS.set(on_progress)
+    try:
+        arrays, skipped, native_channels = source.decode(resolution)
+    finally:
+        _PROGRESS.reset(token)
     if not arrays:
         detail = f" ({len(skipped)} unreadable, e.g. {', '.join(skipped[:3])})" if skipped else ""
         raise UserError(f"no usable image in {dataset}{detail}")
@@ -197,9 +209,11 @@ def find_source(
         return _zip_source(path)
     if path.exists():
         raise UserError(f"dataset {dataset} is neither a folder of images nor a .zip")
+    close = difflib.get_close_matches(name, NAMED_DATASETS, n=1, cutoff=0.6)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
     raise UsageError(
         f"unknown dataset {dataset!r}: not a folder or .zip, and not one of "
-        f"{', '.join(NAMED_DATASETS)}"
+        f"{', '.join(NAMED_DATASETS)}.{hint}"
     )
 
 
@@ -419,13 +433,23 @@ def _decode_one(opener: Callable, item: object, resolution: int) -> tuple[np.nda
         return None
 
 
+def _report(done: int, total: int) -> None:
+    """Tell the caller of load_images how far decoding is (every 1024 images and at the end)."""
+    callback = _PROGRESS.get()
+    if callback is not None and (done % 1024 == 0 or done == total):
+        callback(done, total)
+
+
 def _decode_files(
     items: list, opener: Callable, resolution: int, base: Path | None
 ) -> tuple[list[np.ndarray], list[str], int]:
     """Decode image files in threads (PIL releases the GIL); skip unreadable ones."""
     workers = min(8, os.cpu_count() or 1)
+    results = []
     with ThreadPoolExecutor(workers) as pool:
-        results = list(pool.map(lambda it: _decode_one(opener, it, resolution), items))
+        for result in pool.map(lambda it: _decode_one(opener, it, resolution), items):
+            results.append(result)
+            _report(len(results), len(items))
     arrays, skipped, all_gray = [], [], True
     for item, result in zip(items, results, strict=True):
         if result is None:
@@ -442,7 +466,11 @@ def _fit_arrays(images: np.ndarray, resolution: int) -> list[np.ndarray]:
         images = np.repeat(images[..., None], 3, axis=-1)
     if images.shape[1:3] == (resolution, resolution):
         return list(images)
-    return [fit_image(Image.fromarray(a), resolution) for a in images]
+    out = []
+    for a in images:
+        out.append(fit_image(Image.fromarray(a), resolution))
+        _report(len(out), len(images))
+    return out
 
 
 def _read_cache(path: Path) -> tuple[torch.Tensor, dict] | None:
@@ -521,3 +549,60 @@ class EpochBatches:
         start = (i * self.world_size + self.rank) * self.batch_size
         idx = self.order(epoch)[start : start + self.batch_size]
         return self.images.index_select(0, idx)
+
+
+def image_sizes(dataset: str) -> dict[tuple[int, int], int]:
+    """How many images of a folder or zip have each (width, height), read from their headers
+    (nothing is decoded). Unreadable files are left out. Cached by the files' fingerprint."""
+    source = find_source(dataset, split="train", root=None, download=False)
+    key = hashlib.sha256(json.dumps(source.fingerprint, sort_keys=True).encode()).hexdigest()
+    cache = locations.decoded_cache_dir() / f"sizes-{key[:32]}.json"
+    if cache.is_file():
+        try:
+            return {tuple(k): v for k, v in json.loads(cache.read_text())}
+        except (ValueError, TypeError):
+            pass
+    counts: dict[tuple[int, int], int] = {}
+    path = Path(dataset).expanduser()
+    if path.is_dir():
+        items = [
+            (p, p.open) for p in sorted(path.rglob("*")) if p.suffix.lower() in IMAGE_EXTENSIONS
+        ]
+        for item, opener in items:
+            _count_size(counts, lambda item=item, opener=opener: opener("rb"))
+    else:
+        with zipfile.ZipFile(path) as zf:
+            for name in zf.namelist():
+                if name.lower().endswith(IMAGE_EXTENSIONS) and not name.endswith("/"):
+                    _count_size(counts, lambda name=name: zf.open(name))
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(cache, json.dumps([[list(k), v] for k, v in counts.items()]).encode())
+    except OSError:
+        pass
+    return counts
+
+
+def _count_size(counts: dict[tuple[int, int], int], opener: Callable) -> None:
+    try:
+        with opener() as f, Image.open(f) as im:
+            counts[im.size] = counts.get(im.size, 0) + 1
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        pass
+
+
+def native_resolution(dataset: str) -> tuple[int, str]:
+    """The size a folder or zip is evaluated at, and how it was chosen: its images' own size
+    when all are square and of one size; otherwise the most common shorter side, said so."""
+    counts = image_sizes(dataset)
+    if not counts:
+        raise UserError(f"no readable image in {dataset}")
+    (w, h), n = max(counts.items(), key=lambda kv: kv[1])
+    if len(counts) == 1 and w == h:
+        return w, f"native {w}x{h}"
+    side = min(w, h)
+    total = sum(counts.values())
+    return side, (
+        f"{len(counts)} image size(s), e.g. {w}x{h} ({n} of {total}): resized on the shorter "
+        f"side to {side} and centre-cropped to {side}x{side} first"
+    )

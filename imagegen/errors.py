@@ -19,3 +19,13 @@ class PeerError(UserError):
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def brief(error: BaseException, limit: int = 160) -> str:
+    """An exception's first line, cut at a word boundary to at most `limit` characters."""
+    text = str(error).strip()
+    line = text.splitlines()[0].strip() if text else type(error).__name__
+    if len(line) <= limit:
+        return line
+    cut = line[:limit].rsplit(" ", 1)[0].rstrip(",;:")
+    return cut + " ..."

@@ -1,14 +1,13 @@
 """`imagegen eval`: metrics of a checkpoint, run or image folder against a reference.
 
 Generated images are quantised to uint8 exactly as a saved PNG would be, and never written.
-Reference features are computed once and cached, keyed by dataset, split, resolution, count and
-the extractor's hash. Every result carries its protocol.
+Reference features are computed once and cached, keyed by dataset, split, resolution, count,
+protocol and the extractor's hash. Every result carries its protocol. Everything that can be
+checked is checked before the slow work (generating, decoding, feature extraction) starts.
 """
 
-import hashlib
-import io
-import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,32 +15,36 @@ from typing import Any
 import numpy as np
 import torch
 
-from imagegen import __version__, checkpoint, data, inception, locations, metrics
+from imagegen import __version__, checkpoint, data, fid_protocols, inception, jsonl, metrics, runs
+from imagegen.devices import resolve_device
 from imagegen.errors import UsageError, UserError
-from imagegen.files import atomic_write_bytes, check_output_file
-from imagegen.sample import generate_uint8, latents
-from imagegen.train import find_checkpoint, recorded_data_root, resolve_device
+from imagegen.files import check_output_file
+from imagegen.generation import generate_uint8, latents
+from imagegen.reference import load_npz_stats, reference_features, save_npz_stats
+from imagegen.registry import get_spec
 
 METRICS = ("fid", "kid", "pr", "dc", "is", "bpd")
 DEFAULT_METRICS = ("fid", "kid", "pr")
+FEATURE_METRICS = ("fid", "kid", "pr", "dc")
+NEIGHBOURS = {"pr": 3, "dc": 5}  # k of the k-NN balls
 
 
 @dataclass(frozen=True)
 class EvalRequest:
     """What to evaluate against what."""
 
-    source: Path  # checkpoint, run folder or image folder
+    source: Path  # checkpoint, run folder or image folder (or zip)
     reference: str | None = None  # dataset name, folder, or .npz with mu and sigma
     split: str = "train"
     n: int = 10_000
-    n_ref: int | None = None  # reference images; default: as many as --n
+    n_ref: int | None = None  # reference images; default: as many as are evaluated
     metrics: tuple[str, ...] = DEFAULT_METRICS
     batch_size: int = 64
     device: str = "auto"
     seed: int = 0
-    resolution: int | None = None  # for folders: the size images are brought to first
+    resolution: int | None = None  # override: the size both sets are brought to first
     kid_subsets: int = 100
-    kid_subset_size: int | None = None  # default: min(1000, images); a larger one is refused
+    kid_subset_size: int | None = None  # default: min(1000, images // 2)
     inception_weights: str | None = None
     data_root: str | None = None
     save_stats: Path | None = None
@@ -49,6 +52,18 @@ class EvalRequest:
     log_to_run: bool = True
     precision: str = "fp32"  # of the feature extractor: fp32 (the reference protocol) or bf16
     use_ema: bool = True  # checkpoints: sample the moving average (False: the raw weights)
+    protocol: str = "pytorch-fid"  # the resize chain to the network's input (fid_protocols)
+    test_data: str | None = None  # bits/dim: held-out images [default: the run's test split]
+
+
+@dataclass(frozen=True)
+class EvalEvent:
+    """Progress reported to the caller: a stage begins, or `done` of `total` images."""
+
+    kind: str  # "stage" | "progress"
+    message: str = ""
+    done: int = 0
+    total: int = 0
 
 
 @dataclass(frozen=True)
@@ -80,230 +95,361 @@ def parse_metrics(text: str) -> tuple[str, ...]:
     return names
 
 
-def reference_features(
-    extractor: inception.Extractor,
-    dataset: str,
-    *,
-    split: str,
-    resolution: int,
-    channels: int | None,
-    n: int,
-    root: str | None,
-    batch_size: int,
-    precision: str = "fp32",
-) -> tuple[torch.Tensor, int]:
-    """Features of up to `n` reference images (a fixed random subset), cached on disk."""
-    images = data.load_images(
-        dataset, resolution=resolution, channels=channels, split=split, root=root
-    )
-    count = min(n, images.images.shape[0])
-    ident = images.cache_file or dataset
-    key = json.dumps(
-        [ident, dataset, split, resolution, channels, count, extractor.sha256, precision, "v1"],
-        sort_keys=True,
-    )
-    path = (
-        locations.decoded_cache_dir().parent
-        / "features"
-        / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".safetensors")
-    )
-    if path.is_file():
-        from safetensors.torch import load_file
+@dataclass
+class _Plan:
+    """What is compared with what, resolved before any slow work."""
 
-        try:
-            return load_file(str(path))["features"], images.images.shape[0]
-        except Exception:  # a damaged cache entry is recomputed
-            pass
-    pick = torch.randperm(images.images.shape[0], generator=torch.Generator().manual_seed(0))[
-        :count
-    ]
-    feats = extractor.features(images.images[pick], batch_size, precision)
-    try:
-        from safetensors.torch import save
+    ckpt: checkpoint.Checkpoint | None  # None: a folder or zip of images
+    source: Path
+    reference: str | None
+    root: str | None
+    resolution: int
+    resolution_how: str
+    channels: int | None
+    feature_metrics: list[str]
+    npz: tuple[np.ndarray, np.ndarray, str | None] | None = None
+    warnings: list[str] = field(default_factory=list)
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, save({"features": feats.contiguous()}))
-    except OSError:
-        pass
-    return feats, images.images.shape[0]
+    @property
+    def needs_features(self) -> bool:
+        return bool(self.feature_metrics) or self.wants_is or self.save_stats
+
+    wants_is: bool = False
+    save_stats: bool = False
 
 
-def evaluate(request: EvalRequest) -> EvalResult:
-    """Compute the requested metrics; append them to the run's metrics.jsonl for runs."""
-    if request.n < 2:
-        raise UsageError(f"--n must be at least 2, got {request.n}")
+def _check_options(request: EvalRequest) -> None:
+    """Option values that are wrong whatever the input."""
+    if not 2 <= request.n <= 1_000_000:
+        raise UsageError(f"--n must be in [2, 1000000], got {request.n}")
+    if request.n_ref is not None and not 2 <= request.n_ref <= 1_000_000:
+        raise UsageError(f"--n-ref must be in [2, 1000000], got {request.n_ref}")
     if request.precision not in ("fp32", "bf16"):
         raise UsageError(f"--precision must be fp32 or bf16, got {request.precision!r}")
+    fid_protocols.check(request.protocol)
+    if request.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {request.batch_size}")
+    if request.kid_subsets < 1:
+        raise UsageError(f"--kid-subsets must be at least 1, got {request.kid_subsets}")
+    if request.kid_subset_size is not None and request.kid_subset_size < 2:
+        raise UsageError(f"--kid-subset-size must be at least 2, got {request.kid_subset_size}")
     if request.save_stats is not None:
+        if Path(request.save_stats).suffix.lower() != ".npz":
+            raise UsageError(f"--save-stats {request.save_stats}: the file name must end in .npz")
+        if runs.is_in_checkpoints_folder(request.save_stats):
+            raise UserError(f"--save-stats {request.save_stats} lies in a run's checkpoints folder")
         check_output_file(request.save_stats, request.force)
+
+
+def _plan(request: EvalRequest) -> _Plan:
+    """Resolve the input, the reference and the sizes; refuse bad combinations now."""
+    _check_options(request)
+    source = Path(request.source)
+    is_images = (source.is_dir() and not (source / "checkpoints").is_dir()) or (
+        source.is_file() and source.suffix.lower() == ".zip"
+    )
+    ckpt = None if is_images else checkpoint.read_checkpoint(runs.find_checkpoint(source))
     wanted = request.metrics
+    feature_metrics = [m for m in wanted if m in FEATURE_METRICS]
+    reference = request.reference
+    if reference is None and ckpt is not None and ckpt.dataset not in ("", "imported"):
+        reference = ckpt.dataset
+    if feature_metrics and reference is None:
+        what = "an image folder" if ckpt is None else f"{ckpt.path} (it names no dataset)"
+        raise UsageError(f"--dataset is required to compare {what} with a reference")
+    root = request.data_root or (runs.recorded_data_root(ckpt.path) if ckpt else None)
+    if ckpt is not None:
+        resolution, how = (
+            ckpt.data_shape[1],
+            f"the model's {ckpt.data_shape[1]}x{ckpt.data_shape[1]}",
+        )
+        if request.resolution not in (None, resolution):
+            raise UsageError(
+                f"--resolution {request.resolution} differs from the model's {resolution}"
+            )
+        channels: int | None = ckpt.data_shape[0]
+    elif request.resolution is not None:
+        resolution, how, channels = request.resolution, "--resolution", None
+    else:
+        resolution, how = data.native_resolution(str(source))
+        channels = None
+    plan = _Plan(ckpt, source, reference, root, resolution, how, channels, feature_metrics)
+    plan.wants_is = "is" in wanted
+    plan.save_stats = request.save_stats is not None
+    if feature_metrics and str(reference).lower().endswith(".npz"):
+        others = [m for m in feature_metrics if m != "fid"]
+        if others:
+            raise UsageError(
+                f"{reference} holds only mu and sigma: it serves FID, not {', '.join(others)} "
+                "(pass --metrics fid, or a dataset)"
+            )
+        plan.npz = load_npz_stats(Path(reference))
+        made_with = plan.npz[2]
+        if made_with is not None and made_with != request.protocol:
+            raise UsageError(
+                f"{reference} was made with the {made_with} protocol, this evaluation uses "
+                f"{request.protocol}: their FID would compare different resize chains (pass "
+                f"--protocol {made_with}, or make the statistics again)"
+            )
+        if made_with is None:
+            plan.warnings.append(
+                f"{reference} does not record its FID protocol: assumed to be {request.protocol}"
+            )
+    if "bpd" in wanted:
+        _check_bpd(plan, request)
+    return plan
+
+
+def _check_bpd(plan: _Plan, request: EvalRequest) -> None:
+    """bits/dim needs a likelihood model and held-out images; say which is missing."""
+    if plan.ckpt is None or not get_spec(plan.ckpt.model_name).model_cls.has_likelihood:
+        raise UsageError("bits/dim needs a checkpoint of a model with a likelihood (vae)")
+    if request.test_data is None and data.native_channels(plan.ckpt.dataset) is None:
+        raise UsageError(
+            f"bits/dim needs held-out images, and {plan.ckpt.dataset or 'this checkpoint'} has "
+            "no test split: give them with --test-data (a folder, a .zip, or a dataset name)"
+        )
+
+
+Emit = Callable[[EvalEvent], None]
+
+
+def evaluate(request: EvalRequest, on_event: Emit | None = None) -> EvalResult:
+    """Compute the requested metrics; append them to the run's metrics.jsonl for runs."""
+    emit = on_event or (lambda event: None)
+    started = time.perf_counter()
+    plan = _plan(request)
     device = resolve_device(request.device)
-    warnings: list[str] = []
-    results: dict[str, float] = {}
     protocol: dict[str, Any] = {
         "imagegen_version": __version__,
         "seed": request.seed,
         "precision": request.precision,
     }
-    started = time.perf_counter()
-
-    # What is compared with what, checked before any slow work.
-    source = Path(request.source)
-    is_folder = source.is_dir() and not (source / "checkpoints").is_dir()
-    ckpt = None if is_folder else checkpoint.read_checkpoint(find_checkpoint(source))
-    if ckpt is not None and request.resolution not in (None, ckpt.data_shape[1]):
-        raise UsageError(
-            f"--resolution {request.resolution} differs from the model's {ckpt.data_shape[1]}"
-        )
-    reference = request.reference or (ckpt.dataset if ckpt is not None else None)
-    root = request.data_root or (recorded_data_root(ckpt.path) if ckpt is not None else None)
-    feature_metrics = [m for m in wanted if m in ("fid", "kid", "pr", "dc")]
-    if feature_metrics and reference is None:
-        raise UsageError("--dataset is required to compare an image folder with a reference")
-    if feature_metrics and str(reference).lower().endswith(".npz"):
-        if any(m != "fid" for m in feature_metrics):
-            raise UsageError(
-                f"{reference} holds only mu and sigma: it serves FID, not "
-                + ", ".join(m for m in feature_metrics if m != "fid")
-                + " (pass --metrics fid, or a dataset)"
-            )
-        mu_npz, sigma_npz = load_npz_stats(Path(reference))
-
-    # The images to evaluate: generated on the fly, or read from a folder.
-    if ckpt is None:
-        res = request.resolution or 64
-        folder = data.load_images(str(source), resolution=res)
-        pick = torch.randperm(
-            folder.images.shape[0], generator=torch.Generator().manual_seed(request.seed)
-        )
-        images = folder.images[pick[: request.n]]
-        protocol["input"] = {
-            "folder": str(source),
-            "images": int(images.shape[0]),
-            "resolution": res,
-        }
-        channels = None
-    else:
-        use_ema = request.use_ema and ckpt.has_ema
-        model = checkpoint.build_model(ckpt, use_ema=use_ema).to(device)
-        c, res, _ = ckpt.data_shape
-        z = latents(request.n, model.latent_dim, request.seed, None)
-        images = generate_uint8(model, z, device)
-        protocol["input"] = {
-            "checkpoint": str(ckpt.path),
-            "model": ckpt.model_name,
-            "step": ckpt.step,
-            "generated": int(images.shape[0]),
-            "ema": use_ema,
-            "quantised": "uint8, as a saved PNG",
-        }
-        channels = c
-
-    needs_features = any(m in wanted for m in ("fid", "kid", "pr", "dc", "is"))
-    needs_features = needs_features or request.save_stats is not None
-
     extractor = None
-    fake = None
-    if needs_features:
+    if plan.needs_features:  # before any slow work: bad weights are refused at once
         extractor = inception.load_extractor(request.inception_weights, device)
-        protocol["extractor"] = extractor.protocol
-        if "is" in wanted and not extractor.has_logits:
+        protocol["extractor"] = extractor.describe(request.protocol)
+        if plan.wants_is and not extractor.has_logits:
             extractor.logits(torch.zeros(0, 2048))  # raises: why the score is unavailable
-        fake = extractor.features(images, request.batch_size, request.precision)
-        if "is" in wanted:
+    images, model, protocol["input"] = _input_images(plan, request, device, emit)
+    n_ref = request.n_ref or int(images.shape[0])
+    _check_sizes(plan, request, int(images.shape[0]), n_ref)
+    results: dict[str, float] = {}
+    warnings = list(plan.warnings)
+    if extractor is not None:
+        emit(EvalEvent("stage", f"Inception features of the {len(images)} images evaluated"))
+        fake = extractor.features(
+            images,
+            request.batch_size,
+            request.precision,
+            request.protocol,
+            _counter(emit, len(images)),
+        )
+        if plan.wants_is:
             results["is_mean"], results["is_std"] = metrics.inception_score(extractor.logits(fake))
-
-    # The generated images' mean and covariance, computed once for --save-stats and FID.
-    needs_stats = request.save_stats is not None or "fid" in feature_metrics
-    mu_f, sigma_f = (
-        metrics.gaussian_stats(fake.numpy()) if needs_stats and fake is not None else (None, None)
-    )
-    if request.save_stats is not None and fake is not None:
-        buf = io.BytesIO()
-        np.savez(buf, mu=mu_f, sigma=sigma_f)
-        atomic_write_bytes(Path(request.save_stats), buf.getvalue())
-
-    if feature_metrics:
-        assert extractor is not None and fake is not None and reference is not None
-        n_ref = request.n_ref or request.n
-        if str(reference).lower().endswith(".npz"):
-            mu_r, sigma_r = mu_npz, sigma_npz
-            real = None
-            protocol["reference"] = {"npz": str(reference)}
-        else:
-            real, available = reference_features(
-                extractor,
-                reference,
-                split=request.split,
-                resolution=res,
-                channels=channels,
-                n=n_ref,
-                root=root,
-                batch_size=request.batch_size,
-                precision=request.precision,
-            )
-            mu_r, sigma_r = metrics.gaussian_stats(real.numpy())
-            protocol["reference"] = {
-                "dataset": reference,
-                "split": request.split,
-                "images": int(real.shape[0]),
-                "of": int(available),
-                "resolution": res,
-            }
-        if "fid" in feature_metrics:
-            if fake.shape[0] < metrics.FID_FULL_RANK:
-                warnings.append(
-                    f"FID from {fake.shape[0]} images (< 2048): the covariance is rank-deficient "
-                    "and the value is biased upwards; compare only figures with the same n"
-                )
-            results["fid"] = metrics.frechet_distance(mu_f, sigma_f, mu_r, sigma_r)
-        if "kid" in feature_metrics:
-            size = request.kid_subset_size or min(1000, fake.shape[0], real.shape[0])
-            mean, std = metrics.kernel_inception_distance(
-                real.numpy(), fake.numpy(), request.kid_subsets, size, request.seed
-            )
-            results["kid_mean"], results["kid_std"] = mean, std
-            protocol["kid"] = {"subsets": request.kid_subsets, "subset_size": size}
-        if "pr" in feature_metrics:
-            results["precision"], results["recall"] = metrics.precision_recall(
-                real.numpy(), fake.numpy(), k=3
-            )
-        if "dc" in feature_metrics:
-            results["density"], results["coverage"] = metrics.density_coverage(
-                real.numpy(), fake.numpy(), k=5
-            )
-    if ckpt is not None and hasattr(model, "evaluate") and ("bpd" in wanted or feature_metrics):
-        results |= _test_elbo(model, ckpt, root, device, request.batch_size, request.seed)
-    elif "bpd" in wanted:
-        raise UsageError("bits/dim needs a checkpoint of a model with a likelihood (vae)")
-
+        results |= _feature_metrics(plan, request, extractor, fake, n_ref, emit, protocol, warnings)
+    if "bpd" in request.metrics:
+        emit(EvalEvent("stage", "negative ELBO and bits/dim on held-out images"))
+        results |= _test_elbo(model, plan, request, device)
     protocol["seconds"] = round(time.perf_counter() - started, 2)
     files = [str(request.save_stats)] if request.save_stats else []
-    if ckpt is not None and request.log_to_run and ckpt.path.parent.name == "checkpoints":
-        log = ckpt.path.parent.parent / "metrics.jsonl"
-        record = {"time": time.time(), "step": ckpt.step, **results, "protocol": protocol}
-        with log.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        files.append(str(log))
+    run = runs.run_of(plan.ckpt.path) if plan.ckpt is not None else None
+    if run is not None and request.log_to_run:
+        record = {"time": time.time(), "step": plan.ckpt.step, **results, "protocol": protocol}
+        jsonl.append(run / runs.METRICS, record)
+        files.append(str(run / runs.METRICS))
     return EvalResult(results, protocol, warnings, files)
 
 
-def _test_elbo(
-    model: torch.nn.Module,
-    ckpt: checkpoint.Checkpoint,
-    root: str | None,
-    device: torch.device,
-    batch_size: int,
-    seed: int,
+def _counter(emit: Emit, total: int) -> Callable[[int], None]:
+    """An on_batch callback that reports progress events."""
+    done = [0]
+
+    def on_batch(k: int) -> None:
+        done[0] += k
+        emit(EvalEvent("progress", done=done[0], total=total))
+
+    return on_batch
+
+
+def _input_images(
+    plan: _Plan, request: EvalRequest, device: torch.device, emit: Emit
+) -> tuple[torch.Tensor, Any, dict[str, Any]]:
+    """The images to evaluate (uint8, N x C x H x W): generated, or read from the folder."""
+    if plan.ckpt is None:
+        emit(EvalEvent("stage", f"reading {plan.source} at {plan.resolution} px"))
+        folder = data.load_images(
+            str(plan.source),
+            resolution=plan.resolution,
+            on_progress=lambda done, total: emit(EvalEvent("progress", done=done, total=total)),
+        )
+        if folder.skipped:
+            more = ", ..." if folder.skipped > len(folder.skipped_examples) else ""
+            plan.warnings.append(
+                f"skipped {folder.skipped} unreadable file(s) in {plan.source}: "
+                + ", ".join(folder.skipped_examples)
+                + more
+            )
+        g = torch.Generator().manual_seed(request.seed)
+        pick = torch.randperm(folder.images.shape[0], generator=g)[: request.n]
+        images = folder.images[pick]
+        about = {
+            "folder": str(plan.source),
+            "images": int(images.shape[0]),
+            "of": int(folder.images.shape[0]),
+            "skipped_files": folder.skipped,
+            "resolution": plan.resolution,
+            "resolution_chosen": plan.resolution_how,
+        }
+        return images, None, about
+    ckpt = plan.ckpt
+    use_ema = request.use_ema and ckpt.has_ema
+    model = checkpoint.build_model(ckpt, use_ema=use_ema).to(device)
+    emit(EvalEvent("stage", f"generating {request.n} images from {ckpt.path}"))
+    z = latents(request.n, model.latent_dim, request.seed, None)
+    images = generate_uint8(model, z, device, on_batch=_counter(emit, request.n))
+    about = {
+        "checkpoint": str(ckpt.path),
+        "model": ckpt.model_name,
+        "step": ckpt.step,
+        "generated": int(images.shape[0]),
+        "ema": use_ema,
+        "quantised": "uint8, as a saved PNG",
+        "resolution": plan.resolution,
+    }
+    return images, model, about
+
+
+def _check_sizes(plan: _Plan, request: EvalRequest, n: int, n_ref: int) -> None:
+    """Refuse, before features are computed, metrics these counts cannot give."""
+    smallest = min(n, n_ref) if plan.npz is None else n
+    if "kid" in plan.feature_metrics:
+        size = request.kid_subset_size or min(1000, smallest // 2)
+        if size > smallest:
+            raise UsageError(
+                f"--kid-subset-size {size} is larger than the {smallest} images available; "
+                "use a smaller --kid-subset-size or more images"
+            )
+        if size < 2:
+            raise UsageError(
+                f"KID needs subsets of at least 2 images; {smallest} images give {size}"
+            )
+    for metric, k in NEIGHBOURS.items():
+        if metric in plan.feature_metrics and smallest <= k:
+            raise UsageError(
+                f"{metric} needs more than k={k} images for its nearest neighbours, got {smallest}"
+            )
+
+
+def _reference_resolution(plan: _Plan, request: EvalRequest) -> tuple[int, str]:
+    """The size reference images are brought to: a folder or zip reference of an image-folder
+    input at its own size (unless --resolution); otherwise the input's size."""
+    ref = str(plan.reference)
+    if plan.ckpt is None and request.resolution is None and data.native_channels(ref) is None:
+        return data.native_resolution(ref)
+    return plan.resolution, f"as the input, {plan.resolution}x{plan.resolution}"
+
+
+def _feature_metrics(
+    plan: _Plan,
+    request: EvalRequest,
+    extractor: inception.Extractor,
+    fake: torch.Tensor,
+    n_ref: int,
+    emit: Emit,
+    protocol: dict[str, Any],
+    warnings: list[str],
 ) -> dict[str, float]:
-    """The negative ELBO on the whole test split of the model's dataset, in nats and bits/dim."""
+    """FID, KID, precision/recall, density/coverage against the reference; --save-stats."""
+    results: dict[str, float] = {}
+    wanted = plan.feature_metrics
+    mu_f = sigma_f = None
+    if "fid" in wanted or plan.save_stats:  # the generated images' statistics, computed once
+        mu_f, sigma_f = metrics.gaussian_stats(fake.numpy())
+    if plan.save_stats:
+        save_npz_stats(Path(request.save_stats), mu_f, sigma_f, request.protocol)
+    if not wanted:
+        return results
+    real = None
+    if plan.npz is not None:
+        mu_r, sigma_r, _ = plan.npz
+        protocol["reference"] = {"npz": str(plan.reference)}
+    else:
+        ref_res, how = _reference_resolution(plan, request)
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if done == 0 or (stage == "decode" and done == 1024):
+                emit(EvalEvent("stage", _stage_text(stage, plan.reference, total)))
+            emit(EvalEvent("progress", done=done, total=total))
+
+        real, available = reference_features(
+            extractor,
+            str(plan.reference),
+            split=request.split,
+            resolution=ref_res,
+            channels=plan.channels,
+            n=n_ref,
+            root=plan.root,
+            batch_size=request.batch_size,
+            precision=request.precision,
+            protocol=request.protocol,
+            on_progress=progress,
+        )
+        mu_r, sigma_r = metrics.gaussian_stats(real.numpy()) if "fid" in wanted else (None, None)
+        protocol["reference"] = {
+            "dataset": plan.reference,
+            "split": request.split,
+            "images": int(real.shape[0]),
+            "of": int(available),
+            "resolution": ref_res,
+            "resolution_chosen": how,
+        }
+    emit(EvalEvent("stage", f"computing {', '.join(wanted)}"))
+    if "fid" in wanted:
+        if fake.shape[0] < metrics.FID_FULL_RANK:
+            warnings.append(
+                f"FID from {fake.shape[0]} images (< 2048): the covariance is rank-deficient "
+                "and the value is biased upwards; compare only figures with the same n"
+            )
+        results["fid"] = metrics.frechet_distance(mu_f, sigma_f, mu_r, sigma_r)
+    if "kid" in wanted:
+        smallest = min(fake.shape[0], real.shape[0])
+        size = request.kid_subset_size or min(1000, smallest // 2)
+        mean, std = metrics.kernel_inception_distance(
+            real.numpy(), fake.numpy(), request.kid_subsets, size, request.seed
+        )
+        results["kid_mean"], results["kid_std"] = mean, std
+        protocol["kid"] = {"subsets": request.kid_subsets, "subset_size": size}
+    if "pr" in wanted or "dc" in wanted:
+        results |= metrics.manifold_metrics(
+            real.numpy(),
+            fake.numpy(),
+            pr_k=NEIGHBOURS["pr"] if "pr" in wanted else None,
+            dc_k=NEIGHBOURS["dc"] if "dc" in wanted else None,
+        )
+    return results
+
+
+def _stage_text(stage: str, reference: Any, total: int) -> str:
+    if stage == "decode":
+        return f"decoding {total} images of {reference} (the first time only; cached)"
+    return f"Inception features of {total} reference images of {reference} (cached afterwards)"
+
+
+def _test_elbo(
+    model: Any, plan: _Plan, request: EvalRequest, device: torch.device
+) -> dict[str, float]:
+    """The negative ELBO on held-out images, in nats per image and bits/dim."""
+    ckpt = plan.ckpt
     c, res, _ = ckpt.data_shape
-    test = data.load_images(ckpt.dataset, resolution=res, channels=c, split="test", root=root)
-    noise = torch.Generator(device).manual_seed(seed)
+    dataset = request.test_data or ckpt.dataset
+    split = "test" if data.native_channels(dataset) is not None else "train"
+    test = data.load_images(dataset, resolution=res, channels=c, split=split, root=plan.root)
+    noise = torch.Generator(device).manual_seed(request.seed)
     sums = {"neg_elbo": 0.0, "bpd": 0.0}  # bits/dim is affine in the ELBO: means commute
     count = 0
-    for i in range(0, test.images.shape[0], batch_size * 4):
-        x = test.images[i : i + batch_size * 4].to(device).float().div_(255)
+    for i in range(0, test.images.shape[0], request.batch_size * 4):
+        x = test.images[i : i + request.batch_size * 4].to(device).float().div_(255)
         part = model.evaluate(x, noise)
         for k in sums:
             sums[k] += part[k] * x.shape[0]
@@ -313,17 +459,3 @@ def _test_elbo(
         "test_bpd": sums["bpd"] / count,
         "test_images": float(count),
     }
-
-
-def load_npz_stats(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """mu (2048,) and sigma (2048, 2048) from a pytorch-fid / TTUR .npz, without pickle."""
-    if not path.is_file():
-        raise UserError(f"statistics file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            mu, sigma = np.asarray(f["mu"], np.float64), np.asarray(f["sigma"], np.float64)
-    except (KeyError, ValueError, OSError) as e:
-        raise UserError(f"{path} is not an .npz with mu and sigma ({e})") from None
-    if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
-        raise UserError(f"{path}: mu {mu.shape} and sigma {sigma.shape} do not fit together")
-    return mu, sigma

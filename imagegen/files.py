@@ -16,6 +16,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # as open() would: mkstemp makes the file 0600
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -25,6 +26,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it, then putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_link_or_copy(src: Path, dst: Path) -> None:
@@ -52,6 +60,44 @@ def fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# Image files the commands write, by suffix: the format PIL writes them in.
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def refuse_checkpoint_target(path: Path, what: str = "output") -> None:
+    """Refuse to write over a checkpoint, or into a run's checkpoints/ folder."""
+    path = Path(path)
+    if path.suffix.lower() == ".safetensors" or _is_safetensors(path):
+        raise UserError(f"{what} {path} is a checkpoint file; it would be overwritten")
+    parent = path.resolve().parent
+    if parent.name == "checkpoints" and (parent.parent / "config.json").is_file():
+        raise UserError(f"{what} {path} lies in a run's checkpoints folder; write elsewhere")
+
+
+def _is_safetensors(path: Path) -> bool:
+    """Whether an existing file starts like a safetensors file (a JSON header after 8 bytes)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def check_image_output(path: Path, force: bool) -> tuple[Path, str]:
+    """An image output: a known suffix (its format), never a checkpoint, then as
+    `check_output_file`. Returns the path and the PIL format to write."""
+    path = Path(path)
+    fmt = IMAGE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise UserError(
+            f"--out {path}: the file name must end in "
+            f"{', '.join(IMAGE_FORMATS)} (the suffix names the format written)"
+        )
+    refuse_checkpoint_target(path, "--out")
+    return check_output_file(path, force), fmt
 
 
 def check_output_file(path: Path, force: bool) -> Path:

@@ -32,18 +32,20 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -
     return grid
 
 
-def png_bytes(image: torch.Tensor) -> bytes:
-    """Encode one uint8 image (C, H, W) with C in {1, 3} as PNG bytes (deterministic)."""
+def png_bytes(image: torch.Tensor, fmt: str = "PNG") -> bytes:
+    """Encode one uint8 image (C, H, W) with C in {1, 3} as PNG bytes (deterministic), or in
+    another PIL format (JPEG at quality 95, lossless WebP)."""
     arr = image.cpu().permute(1, 2, 0).numpy()
     arr = arr[..., 0] if arr.shape[2] == 1 else arr
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
+    options = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True}}.get(fmt, {})
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format=fmt, **options)
     return buf.getvalue()
 
 
-def write_png(path: Path, image: torch.Tensor) -> None:
-    """Write one uint8 image (C, H, W) as a PNG, atomically."""
-    atomic_write_bytes(Path(path), png_bytes(image))
+def write_png(path: Path, image: torch.Tensor, fmt: str = "PNG") -> None:
+    """Write one uint8 image (C, H, W) as a PNG (or `fmt`), atomically."""
+    atomic_write_bytes(Path(path), png_bytes(image, fmt))
 
 
 def write_grid(path: Path, images: torch.Tensor, nrow: int | None = None) -> None:

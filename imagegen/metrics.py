@@ -4,6 +4,8 @@ Each function takes features of real (reference) and generated images as (N, D) 
 statistics and the Fréchet distance are computed in float64.
 """
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 
@@ -90,35 +92,88 @@ def inception_score(logits: np.ndarray | torch.Tensor, splits: int = 10) -> tupl
     return float(np.mean(scores)), float(np.std(scores))
 
 
-def _pairwise(a: torch.Tensor, b: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
-    """Euclidean distances (len(a), len(b)) in chunks, float64."""
-    return torch.cat([torch.cdist(a[i : i + chunk], b) for i in range(0, a.shape[0], chunk)])
+BLOCK_ELEMENTS = 1 << 24  # distances held at once: 16M float64 = 128 MB, whatever N is
 
 
-def _knn_radii(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Distance from each point to its k-th nearest other point (N,)."""
-    if x.shape[0] <= k:
-        raise UsageError(f"need more than k={k} images for nearest neighbours, got {x.shape[0]}")
-    d = _pairwise(x, x)
-    return d.kthvalue(k + 1, dim=1).values  # +1: the point itself is at distance 0
+def _rows_per_block(n: int, block_elements: int) -> int:
+    return max(1, block_elements // max(n, 1))
+
+
+def _blocks(
+    a: torch.Tensor, b: torch.Tensor, block_elements: int
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """(start, distances of a[start:start+rows] to all of b) in float64, block by block."""
+    rows = _rows_per_block(b.shape[0], block_elements)
+    for i in range(0, a.shape[0], rows):
+        yield i, torch.cdist(a[i : i + rows].double(), b)
+
+
+def _knn_radii(
+    x: torch.Tensor, ks: tuple[int, ...], block_elements: int = BLOCK_ELEMENTS
+) -> dict[int, torch.Tensor]:
+    """Distance from each point to its k-th nearest other point (N,), for each k, in blocks."""
+    k_max = max(ks)
+    if x.shape[0] <= k_max:
+        raise UsageError(
+            f"need more than k={k_max} images for nearest neighbours, got {x.shape[0]}"
+        )
+    x = x.double()
+    out: dict[int, list[torch.Tensor]] = {k: [] for k in ks}
+    for _, d in _blocks(x, x, block_elements):
+        nearest = d.topk(k_max + 1, dim=1, largest=False).values  # +1: the point itself at 0
+        for k in ks:
+            out[k].append(nearest[:, k])
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def manifold_metrics(
+    real: np.ndarray | torch.Tensor,
+    fake: np.ndarray | torch.Tensor,
+    pr_k: int | None = 3,
+    dc_k: int | None = 5,
+    block_elements: int = BLOCK_ELEMENTS,
+) -> dict[str, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019, k-NN balls with `pr_k`) and
+    density and coverage (Naeem et al. 2020, the real samples' `dc_k`-NN balls).
+
+    Distances are computed in float64, a block of rows at a time: peak memory is the
+    features plus `block_elements` distances, never an N x N matrix. One pass over real x
+    real, one over fake x fake (for recall) and one over real x fake serve all four metrics.
+    """
+    r = torch.as_tensor(np.asarray(real)).double()
+    f = torch.as_tensor(np.asarray(fake)).double()
+    ks = tuple(k for k in (pr_k, dc_k) if k is not None)
+    r_radii = _knn_radii(r, ks, block_elements)
+    f_radii = _knn_radii(f, (pr_k,), block_elements)[pr_k] if pr_k is not None else None
+    precise = torch.zeros(f.shape[0], dtype=torch.bool)  # fake inside some real ball
+    recalled, covered = [], []
+    inside_count = 0
+    for i, d in _blocks(r, f, block_elements):  # d: (rows, N_fake)
+        rows = slice(i, i + d.shape[0])
+        if pr_k is not None:
+            precise |= (d <= r_radii[pr_k][rows, None]).any(dim=0)
+            recalled.append((d <= f_radii[None, :]).any(dim=1))
+        if dc_k is not None:
+            inside = d <= r_radii[dc_k][rows, None]
+            inside_count += int(inside.sum())
+            covered.append(inside.any(dim=1))
+    out: dict[str, float] = {}
+    if pr_k is not None:
+        out["precision"] = float(precise.double().mean())
+        out["recall"] = float(torch.cat(recalled).double().mean())
+    if dc_k is not None:
+        out["density"] = inside_count / (dc_k * f.shape[0])
+        out["coverage"] = float(torch.cat(covered).double().mean())
+    return out
 
 
 def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019) with k-NN balls."""
-    r = torch.as_tensor(np.asarray(real), dtype=torch.float64)
-    f = torch.as_tensor(np.asarray(fake), dtype=torch.float64)
-    r_radii, f_radii = _knn_radii(r, k), _knn_radii(f, k)
-    precision = (_pairwise(f, r) <= r_radii[None, :]).any(dim=1).double().mean()
-    recall = (_pairwise(r, f) <= f_radii[None, :]).any(dim=1).double().mean()
-    return float(precision), float(recall)
+    m = manifold_metrics(real, fake, pr_k=k, dc_k=None)
+    return m["precision"], m["recall"]
 
 
 def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = 5) -> tuple[float, float]:
     """Density and coverage (Naeem et al. 2020) with the real samples' k-NN balls."""
-    r = torch.as_tensor(np.asarray(real), dtype=torch.float64)
-    f = torch.as_tensor(np.asarray(fake), dtype=torch.float64)
-    radii = _knn_radii(r, k)
-    inside = _pairwise(r, f) <= radii[:, None]  # (N_real, N_fake)
-    density = inside.sum(dtype=torch.float64) / (k * f.shape[0])
-    coverage = inside.any(dim=1).double().mean()
-    return float(density), float(coverage)
+    m = manifold_metrics(real, fake, pr_k=None, dc_k=k)
+    return m["density"], m["coverage"]

@@ -1,6 +1,7 @@
 """Sampling a checkpoint to PNG: a grid, one file per image, or latent interpolations."""
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -8,14 +9,20 @@ from typing import Any
 import torch
 
 from imagegen import checkpoint, data
+from imagegen.devices import resolve_device
 from imagegen.errors import UsageError
-from imagegen.files import atomic_write_bytes, check_output_dir, check_output_file
+from imagegen.files import (
+    atomic_write_bytes,
+    check_image_output,
+    check_output_dir,
+    refuse_checkpoint_target,
+)
+from imagegen.generation import BATCH, generate_uint8, latents
 from imagegen.images import make_grid, png_bytes, to_uint8, write_png
-from imagegen.train import find_checkpoint, newest_run, recorded_data_root, resolve_device
+from imagegen.runs import find_checkpoint, newest_run, recorded_data_root
 
 MAX_GRID = 4096
 MAX_N = 100_000
-BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -67,46 +74,6 @@ class SampleResult:
         }
 
 
-def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Spherical interpolation between latents a, b (D,) at fractions t (K,) -> (K, D)."""
-    a_n, b_n = a / a.norm(), b / b.norm()
-    omega = torch.arccos((a_n * b_n).sum().clamp(-1.0, 1.0))
-    t = t[:, None]
-    if omega.abs() < 1e-6:  # (nearly) parallel: plain linear interpolation
-        return (1 - t) * a + t * b
-    so = torch.sin(omega)
-    return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
-
-
-def latents(n: int, dim: int, seed: int, interpolate: int | None) -> torch.Tensor:
-    """The latents for a request: n i.i.d. normals, or rows of slerps between random pairs."""
-    g = torch.Generator().manual_seed(seed)
-    if not interpolate:
-        return torch.randn(n, dim, generator=g)
-    rows = max(1, n // interpolate)
-    ends = torch.randn(rows, 2, dim, generator=g)
-    t = torch.linspace(0, 1, interpolate)
-    return torch.cat([slerp(ends[r, 0], ends[r, 1], t) for r in range(rows)])
-
-
-def generate_uint8(
-    model: torch.nn.Module,
-    z: torch.Tensor,
-    device: torch.device,
-    net: torch.nn.Module | None = None,
-) -> torch.Tensor:
-    """Images for latents z, quantised exactly as a saved PNG: uint8 (N, C, H, W) on the CPU.
-
-    `net` is the sampling network to use (an EMA copy); the model's own by default.
-    """
-    return torch.cat(
-        [
-            to_uint8(model.generate(z[i : i + BATCH].to(device), net).cpu())
-            for i in range(0, len(z), BATCH)
-        ]
-    )
-
-
 def validate(request: SampleRequest) -> None:
     """Check option values before anything is loaded or written."""
     if not 1 <= request.n <= MAX_N:
@@ -140,8 +107,25 @@ def default_output(ckpt_path: Path, request: SampleRequest) -> Path:
     return folder / f"{name}.png"
 
 
-def sample(request: SampleRequest) -> SampleResult:
-    """Generate images from a checkpoint and write them as PNG files."""
+@dataclass(frozen=True)
+class SampleEvent:
+    """Progress: a stage begins, or `done` of `total` images are made or written."""
+
+    kind: str  # "stage" | "progress"
+    message: str = ""
+    done: int = 0
+    total: int = 0
+
+
+def sample(
+    request: SampleRequest, on_event: Callable[[SampleEvent], None] | None = None
+) -> SampleResult:
+    """Generate images from a checkpoint and write them as PNG files.
+
+    Progress is reported (to `on_event`) for long work only: many images, or one file each.
+    """
+    long_work = request.n >= 1024 or request.individual is not None
+    emit = (on_event if long_work else None) or (lambda event: None)
     validate(request)
     chosen = None
     if request.source is None:
@@ -151,14 +135,16 @@ def sample(request: SampleRequest) -> SampleResult:
         path = find_checkpoint(request.source)
     ckpt = checkpoint.read_checkpoint(path)
     if request.individual is not None:
+        refuse_checkpoint_target(Path(request.individual) / "000000.png", "--individual")
         out_dir = check_output_dir(request.individual, request.force)
-        out_file = None
+        out_file, fmt = None, "PNG"
     else:
-        out_file = check_output_file(request.out or default_output(path, request), request.force)
+        target = request.out or default_output(path, request)
+        out_file, fmt = check_image_output(target, request.force)
     use_ema = request.use_ema and ckpt.has_ema
     device = resolve_device(request.device)
     model = checkpoint.build_model(ckpt, use_ema=use_ema).to(device)
-    if request.reconstruct and not hasattr(model, "reconstruct"):
+    if request.reconstruct and not model.can_reconstruct:
         raise UsageError(
             f"a {ckpt.model_name} model has no encoder; --reconstruct needs vae or vaegan"
         )
@@ -170,20 +156,29 @@ def sample(request: SampleRequest) -> SampleResult:
         nrow = request.nrow or 8
     else:
         z = latents(request.n, model.latent_dim, request.seed, request.interpolate)
-        images = generate_uint8(model, z, device)  # (N, C, H, W) uint8
+        emit(SampleEvent("stage", f"generating {len(z)} images"))
+        done = [0]
+
+        def on_batch(k: int) -> None:
+            done[0] += k
+            emit(SampleEvent("progress", done=done[0], total=len(z)))
+
+        images = generate_uint8(model, z, device, on_batch=on_batch)  # (N, C, H, W) uint8
         nrow = request.interpolate or request.nrow
     elapsed = time.perf_counter() - start
 
     files: list[str] = []
     if out_file is not None:
-        write_png(out_file, make_grid(images, nrow))
+        write_png(out_file, make_grid(images, nrow), fmt)
         files.append(str(out_file))
     else:
         out_dir.mkdir(exist_ok=True)
+        emit(SampleEvent("stage", f"writing {len(images)} PNG files to {out_dir}"))
         for i, image in enumerate(images):
             target = out_dir / f"{i:06d}.png"
             atomic_write_bytes(target, png_bytes(image))
             files.append(str(target))
+            emit(SampleEvent("progress", done=i + 1, total=len(images)))
     return SampleResult(
         checkpoint=path,
         model=ckpt.model_name,
@@ -224,7 +219,7 @@ def _reconstructions(
     )
     metrics = {"mse": float((recon - x).pow(2).mean())}
     metrics["psnr_db"] = float(10 * torch.log10(1.0 / torch.tensor(max(metrics["mse"], 1e-12))))
-    if hasattr(model, "evaluate"):  # models with a pixel likelihood: the negative ELBO
+    if model.has_likelihood:  # the negative ELBO
         noise = torch.Generator(device).manual_seed(request.seed)
         sums: dict[str, float] = {}
         for i in range(0, len(x), BATCH):

@@ -1,14 +1,13 @@
-"""The training loop, the same for every model: plan a run, then run it.
+"""The training loop, the same for every model: `run_training(plan)` trains a planned run.
 
-A run folder holds `config.json` (the resolved config), `log.jsonl` (losses, throughput),
-`samples/step-NNNNNNN.png` (grids from a fixed noise batch) and
-`checkpoints/step-NNNNNNN.safetensors` plus `checkpoints/latest.safetensors`.
+The loop (`_train`) reads top to bottom: draw a batch, take the model's training step, update
+the moving average, then at their intervals log, sample, measure FID and checkpoint. The pieces
+it calls are named here: `_Session` (what a run is set up with), `_LossMeter` (losses summed
+on the device, read once per log line), `_Checkpointer` (checkpoints, rotation, latest/best).
 """
 
 import contextlib
-import json
 import math
-import re
 import shutil
 import signal
 import threading
@@ -20,70 +19,24 @@ from typing import Any
 
 import torch
 
-from imagegen import __version__, checkpoint, data, distributed, locations, metrics
-from imagegen.config import (
-    RESUMABLE_CHANGES,
-    TrainConfig,
-    build_dataclass,
-    differences,
-    to_dict,
-)
+from imagegen import __version__, checkpoint, data, distributed, jsonl, runs
+from imagegen.config import TrainConfig, build_dataclass, to_dict
+from imagegen.devices import autocast, resolve_device, resolve_precision
 from imagegen.ema import EMA
-from imagegen.errors import UsageError, UserError
-from imagegen.files import atomic_link_or_copy, atomic_write_bytes
+from imagegen.errors import PeerError, UserError
+from imagegen.fid_monitor import FIDMonitor
+from imagegen.files import atomic_link_or_copy
+from imagegen.health import HealthMonitor
 from imagegen.images import write_grid
 from imagegen.registry import get_spec
-
-LATEST = "latest.safetensors"
-BEST = "best.safetensors"  # the checkpoint with the lowest FID, with --fid-every
-
-
-@dataclass(frozen=True)
-class TrainRequest:
-    """What the user asked for; options hold only what was given explicitly."""
-
-    model: str
-    options: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields
-    model_options: dict[str, Any] = field(default_factory=dict)  # the model's config fields
-    data_root: str | None = None
-    device: str = "auto"
-    run_dir: Path | None = None
-    resume: Path | None = None
-    force: bool = False
-
-
-@dataclass(frozen=True)
-class TrainPlan:
-    """A fully resolved run, ready to start (or to print, for --dry-run)."""
-
-    model: str
-    model_config: dict[str, Any]  # `channels` is None when it comes from the dataset
-    train: TrainConfig
-    dataset: str  # description of the data source
-    run_dir: Path
-    device: str
-    data_root: str | None
-    resume_from: Path | None = None
-    replace_run_dir: bool = False
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "model_config": self.model_config,
-            "train_config": to_dict(self.train),
-            "dataset": self.dataset,
-            "run_dir": str(self.run_dir),
-            "device": self.device,
-            "data_root": self.data_root,
-            "resume_from": str(self.resume_from) if self.resume_from else None,
-        }
+from imagegen.train_plan import TrainPlan
 
 
 @dataclass(frozen=True)
 class TrainEvent:
     """Progress reported to the caller; the library itself never prints."""
 
-    kind: str  # "start" | "step" | "log" | "sample" | "checkpoint"
+    kind: str  # "start" | "step" | "log" | "sample" | "checkpoint" | "fid" | "warning"
     step: int
     total: int
     losses: dict[str, float] = field(default_factory=dict)
@@ -109,6 +62,8 @@ class TrainResult:
     interrupted: bool = False
     resumed_from: int | None = None
     world_size: int = 1  # processes of a torchrun job; images_per_s counts all of them
+    warnings: list[str] = field(default_factory=list)  # alarms raised during the run
+    already_complete: bool = False  # resumed at its last step: nothing was trained or written
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -124,154 +79,9 @@ class TrainResult:
             "interrupted": self.interrupted,
             "resumed_from": self.resumed_from,
             "world_size": self.world_size,
+            "warnings": self.warnings,
+            "already_complete": self.already_complete,
         }
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA when available; asking for a missing CUDA is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for, but no CUDA device is available")
-    if name not in ("cpu", "cuda"):
-        raise UsageError(f"unknown device {name!r} (valid: auto, cpu, cuda)")
-    return torch.device(name)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """`auto` is bf16 autocast on CUDA (no GradScaler needed) and fp32 elsewhere."""
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    return precision
-
-
-def find_checkpoint(path: Path) -> Path:
-    """A checkpoint file, or a run folder's latest checkpoint."""
-    path = Path(path)
-    if path.is_dir():
-        latest = path / "checkpoints" / LATEST
-        if latest.is_file():
-            return latest
-        raise UserError(f"{path} has no checkpoint ({Path('checkpoints') / LATEST} is missing)")
-    if not path.exists():
-        raise UserError(f"checkpoint or run not found: {path}")
-    return path
-
-
-def recorded_data_root(checkpoint_path: Path) -> str | None:
-    """The data root a run was trained with, from its config.json (None if unknown)."""
-    config = Path(checkpoint_path).parent.parent / "config.json"
-    if Path(checkpoint_path).parent.name != "checkpoints" or not config.is_file():
-        return None
-    try:
-        return json.loads(config.read_text()).get("data_root")
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def newest_run() -> Path:
-    """The run under the runs folder whose latest checkpoint is newest."""
-    root = locations.runs_dir()
-    candidates = [p for p in root.glob(f"*/checkpoints/{LATEST}") if p.is_file()]
-    if not candidates:
-        raise UserError(f"no run with a checkpoint under {root}/; train one or name a checkpoint")
-    return max(candidates, key=lambda p: p.stat().st_mtime).parent.parent
-
-
-def _next_run_dir(model: str, dataset: str) -> Path:
-    root = locations.runs_dir()
-    numbers = [
-        int(m.group(1))
-        for p in (root.iterdir() if root.is_dir() else [])
-        if (m := re.match(r"(\d{5})-", p.name))
-    ]
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", Path(dataset).stem if "/" in dataset else dataset)
-    return root / f"{max(numbers, default=-1) + 1:05d}-{model}-{slug.strip('-').lower()}"
-
-
-def plan_training(request: TrainRequest, download: bool = True) -> TrainPlan:
-    """Resolve options, the run folder and resume state; check (or fetch) the data."""
-    spec = get_spec(request.model)
-    resolve_device(request.device)
-    if request.resume is not None:
-        return _plan_resume(request, download)
-    preset_name, preset = spec.preset(request.options.get("preset"))
-    options = spec.train_defaults | preset.train | request.options | {"preset": preset_name}
-    if "dataset" in options and data.native_channels(str(options["dataset"])) is None:
-        # A folder or zip: store its absolute path so the run can be resumed from anywhere.
-        options["dataset"] = str(Path(options["dataset"]).expanduser().resolve())
-    train = build_dataclass(TrainConfig, options, "training")
-    options = preset.model | request.model_options
-    channels = options.pop("channels", None) or data.native_channels(train.dataset)
-    # Validate and resolve the model options now; a folder's channels are known once decoded.
-    model_config = to_dict(
-        build_dataclass(spec.config_cls, options | {"channels": channels or 3}, request.model)
-    ) | {"channels": channels}
-    described = data.check_dataset(train.dataset, root=request.data_root, download=download)
-    run_dir = Path(request.run_dir) if request.run_dir else _next_run_dir(spec.name, train.dataset)
-    data_root = str(locations.data_root(request.data_root).resolve())
-    replace_run = False
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        if not request.force:
-            raise UserError(
-                f"run folder exists: {run_dir} (use --resume {run_dir} to continue it, "
-                "or --force to replace it)"
-            )
-        if not (run_dir / "config.json").is_file():
-            raise UserError(f"refusing to replace {run_dir}: it is not an imagegen run folder")
-        replace_run = True
-    return TrainPlan(
-        model=spec.name,
-        model_config=model_config,
-        train=train,
-        dataset=described,
-        run_dir=run_dir,
-        device=request.device,
-        data_root=data_root,
-        replace_run_dir=replace_run,
-    )
-
-
-def _plan_resume(request: TrainRequest, download: bool) -> TrainPlan:
-    path = find_checkpoint(request.resume)
-    ckpt = checkpoint.read_checkpoint(path, expect_model=request.model, load_tensors=False)
-    stored_model = to_dict(ckpt.config)
-    asked_model = to_dict(
-        build_dataclass(
-            type(ckpt.config), {**stored_model, **request.model_options}, ckpt.model_name
-        )
-    )
-    diff = differences(stored_model, asked_model)
-    if diff:
-        raise UserError(f"cannot resume {path} with a different model config: {'; '.join(diff)}")
-    stored_train = to_dict(build_dataclass(TrainConfig, ckpt.train_config, "training"))
-    train = build_dataclass(TrainConfig, {**stored_train, **request.options}, "training")
-    diff = [
-        d
-        for d in differences(stored_train, to_dict(train))
-        if d.split(":")[0] not in RESUMABLE_CHANGES
-    ]
-    if diff:
-        raise UserError(f"cannot resume {path} with different training options: {'; '.join(diff)}")
-    if request.run_dir:
-        run_dir = Path(request.run_dir)
-        if run_dir.exists() and any(run_dir.iterdir()) and run_dir != path.parent.parent:
-            raise UserError(f"run folder exists: {run_dir}")
-    elif path.parent.name == "checkpoints":
-        run_dir = path.parent.parent
-    else:
-        run_dir = _next_run_dir(ckpt.model_name, train.dataset)
-    data_root = request.data_root or recorded_data_root(path)
-    return TrainPlan(
-        model=ckpt.model_name,
-        model_config=stored_model,
-        train=train,
-        dataset=data.check_dataset(train.dataset, root=data_root, download=download),
-        run_dir=run_dir,
-        device=request.device,
-        data_root=data_root,
-        resume_from=path,
-    )
 
 
 class _StopFlag:
@@ -302,83 +112,269 @@ class _StopFlag:
             signal.signal(s, previous)
 
 
-def _step_file(step: int) -> str:
-    return f"step-{step:07d}"
+@dataclass
+class _Session:
+    """Everything a run trains with, set up (and restored from its checkpoint) on the device."""
+
+    plan: TrainPlan
+    context: distributed.Context
+    device: torch.device
+    images: data.ImageData
+    batches: data.EpochBatches
+    config: Any  # the model's config dataclass
+    model: Any  # a GenerativeModel
+    ema: EMA
+    optimizers: dict[str, torch.optim.Optimizer]
+    noise: torch.Generator
+    precision: str
+    total: int
+    ckpt: checkpoint.Checkpoint | None
+    start_step: int = 0
+    images_seen: int = 0
+    elapsed_before: float = 0.0
+    best_fid: float = math.inf
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def train(self) -> TrainConfig:
+        return self.plan.train
+
+    @property
+    def global_batch(self) -> int:
+        return self.train.batch_size * self.context.world_size
+
+    def batch(self, step: int) -> torch.Tensor:
+        """The real images of `step` (B, C, R, R) in [0, 1], flipped where drawn, NHWC."""
+        real = self.batches.batch(step).float().div_(255)
+        if self.train.flip:  # drawn from the saved noise stream: resume stays exact
+            flip = torch.rand(real.shape[0], generator=self.noise, device=self.device) < 0.5
+            real = torch.where(flip[:, None, None, None], real.flip(3), real)
+        return real.contiguous(memory_format=torch.channels_last)
 
 
-def _truncate_log(log_path: Path, step: int) -> None:
-    """Drop log lines past `step` (written after the checkpoint a resume starts from)."""
-    if not log_path.is_file():
-        return
-    kept = [
-        line
-        for line in log_path.read_text().splitlines()
-        if line.strip() and json.loads(line).get("step", 0) <= step
-    ]
-    atomic_write_bytes(log_path, ("\n".join(kept) + "\n" if kept else "").encode())
-
-
-class _FIDTracker:
-    """FID of the EMA model against the training data, with fixed latents and reference."""
-
-    def __init__(
-        self,
-        plan: TrainPlan,
-        train: TrainConfig,
-        config: Any,
-        images: data.ImageData,
-        device: torch.device,
-    ) -> None:
-        from imagegen import inception
-        from imagegen.evaluate import reference_features  # evaluate imports this module
-
-        self.extractor = inception.load_extractor(None, device)
-        self.device = device
-        c, res, _ = images.shape
-        real, _ = reference_features(
-            self.extractor,
+def _setup(plan: TrainPlan, context: distributed.Context) -> _Session:
+    """Load the data, build the model, optimizers and EMA, and restore a checkpoint."""
+    spec, train = get_spec(plan.model), plan.train
+    device = distributed.local_device(resolve_device(plan.device), context)
+    if train.sync_bn and context.enabled:
+        distributed.check_sync_batchnorm(device)  # before the data is loaded
+    ckpt = checkpoint.read_checkpoint(plan.resume_from) if plan.resume_from else None
+    channels = plan.model_config.get("channels")
+    with distributed.local_main_first(context):  # one decode per machine fills the cache
+        images = data.load_images(
             train.dataset,
-            split="train",
-            resolution=res,
-            channels=c,
-            n=train.fid_n,
+            resolution=plan.model_config["resolution"],
+            channels=channels,
             root=plan.data_root,
-            batch_size=64,
         )
-        self.reference = metrics.gaussian_stats(real.numpy())
-        self.z = torch.randn(
-            train.fid_n, config.latent_dim, generator=torch.Generator().manual_seed(train.seed + 3)
+    config = build_dataclass(
+        spec.config_cls, {**plan.model_config, "channels": channels or images.shape[0]}, plan.model
+    )
+    batches = data.EpochBatches(
+        images.images.to(device), train.batch_size, train.seed, context.rank, context.world_size
+    )
+    torch.manual_seed(train.seed)  # the same initial weights on every rank
+    # channels_last: oneDNN (CPU) and cuDNN (GPU) convolutions are faster in NHWC.
+    model = spec.model_cls(config).to(device, memory_format=torch.channels_last).train()
+    if train.sync_bn and context.enabled:
+        distributed.convert_sync_batchnorm(model.networks(), device)
+    # Each rank draws its own latents, posterior noise and flips; rank 0's stream is the
+    # single-process one.
+    noise_seed = distributed.noise_seed(train.seed, context.rank)
+    session = _Session(
+        plan=plan,
+        context=context,
+        device=device,
+        images=images,
+        batches=batches,
+        config=config,
+        model=model,
+        ema=EMA(model.sampling_network(), train.ema_decay),
+        optimizers=model.configure_optimizers(train),
+        noise=torch.Generator(device).manual_seed(noise_seed),
+        precision=resolve_precision(train.precision, device),
+        total=train.steps or math.ceil(train.epochs * batches.batches_per_epoch),
+        ckpt=ckpt,
+    )
+    configured = [[g["lr"] for g in opt.param_groups] for opt in session.optimizers.values()]
+    if ckpt is not None:
+        _restore(session, ckpt, noise_seed)
+    # The learning rates follow the config, also on resume (where --lr may have changed);
+    # the schedule scales each group's initial lr.
+    for opt, lrs in zip(session.optimizers.values(), configured, strict=True):
+        for group, lr in zip(opt.param_groups, lrs, strict=True):
+            group["initial_lr"] = group["lr"] = lr
+    if train.compile:
+        for network in model.networks().values():  # in place: state_dict keys stay unprefixed
+            network.compile()
+    if context.enabled:  # after loading: DDP starts from rank 0's weights, which all ranks have
+        model.set_wrappers(distributed.wrap(model.networks(), device))
+    return session
+
+
+def _restore(session: _Session, ckpt: checkpoint.Checkpoint, noise_seed: int) -> None:
+    """Weights, EMA, optimizer moments, noise stream and counters from a checkpoint."""
+    rng = checkpoint.restore_training_state(
+        ckpt, session.model, session.ema.module, session.optimizers
+    )
+    rank = session.context.rank
+    saved = rng.get("noise" if rank == 0 else f"noise.{rank}")
+    if saved is not None and saved.numel() == session.noise.get_state().numel():
+        session.noise.set_state(saved)
+    else:  # moved between devices, or a rank the run did not have: not exact
+        session.noise.manual_seed(noise_seed + ckpt.step)
+    session.start_step = ckpt.step
+    session.ema.updates = int(ckpt.counters.get("ema_updates", ckpt.step))
+    session.elapsed_before = float(ckpt.counters.get("elapsed_s", 0.0))
+    session.images_seen = int(
+        ckpt.counters.get("images_seen", ckpt.step * session.train.batch_size)
+    )
+    session.best_fid = float(ckpt.counters.get("best_fid") or math.inf)
+
+
+def set_lr_scale(optimizers: dict[str, torch.optim.Optimizer], scale: float) -> None:
+    """Set every parameter group's lr to `scale` times its initial lr."""
+    for opt in optimizers.values():
+        for group in opt.param_groups:
+            group["lr"] = group["initial_lr"] * scale
+
+
+class _LossMeter:
+    """Losses summed on the device between log lines; read (and averaged over the ranks) in
+    one host synchronisation per log line, together with the stop flag."""
+
+    def __init__(self, context: distributed.Context, device: torch.device) -> None:
+        self.context, self.device = context, device
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def add(self, losses: dict[str, torch.Tensor]) -> None:
+        for k, v in losses.items():
+            self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
+        self.count += 1
+
+    def read(self, stop_requested: bool) -> tuple[dict[str, float], bool]:
+        """Mean losses since the last read, and whether any rank asked to stop."""
+        flag = torch.tensor([float(stop_requested)], device=self.device)
+        totals = torch.cat([torch.stack(list(self.sums.values())).float(), flag])
+        values = distributed.sum_across(totals, self.context).cpu().tolist()  # one host sync
+        stop = values.pop() > 0
+        n = self.count * self.context.world_size
+        means = {k: v / n for k, v in zip(self.sums, values, strict=True)}
+        self.sums, self.count = {}, 0
+        return means, stop
+
+
+def _weights_finite(model: torch.nn.Module, ema: torch.nn.Module) -> bool:
+    """Whether every parameter and buffer of the model and its EMA is finite (one sync)."""
+    tensors = [t for m in (model, ema) for t in (*m.parameters(), *m.buffers())]
+    checks = [torch.isfinite(t).all() for t in tensors if t.is_floating_point()]
+    return bool(torch.stack(checks).all()) if checks else True
+
+
+class _Checkpointer:
+    """Writes checkpoints (rank 0), keeps the last `keep`, and points latest/best at them.
+
+    Every rank calls `save` at the same steps: the noise states and weight digests of all
+    ranks are gathered into rank 0's file. Non-finite weights are never written.
+    """
+
+    def __init__(self, session: _Session, emit: Callable[[TrainEvent], None]) -> None:
+        self.s, self.emit = session, emit
+        self.folder = session.plan.run_dir / "checkpoints"
+        self.saved_at = -1
+        self.last_good: tuple[int, Path] | None = None
+        self.files: list[str] = []
+        if session.ckpt is not None:
+            self.last_good = (session.ckpt.step, session.plan.resume_from)
+
+    def save(self, step: int) -> Path:
+        s, context = self.s, self.s.context
+        path = self.folder / f"{runs.step_name(step)}.safetensors"
+        if self.saved_at == step:
+            return path
+        if not _weights_finite(s.model, s.ema.module):
+            raise _diverged(s, self.last_good, step, "the weights are not finite")
+        self.saved_at = step
+        states = distributed.gather(s.noise.get_state().numpy().tobytes(), context)
+        counters: dict[str, Any] = {"world_size": context.world_size}
+        if context.enabled:
+            digests = distributed.gather(distributed.weights_digest(s.model), context)
+            if len(set(digests)) > 1:
+                raise UserError(
+                    f"rank {context.rank}: the ranks' weights differ at step {step} "
+                    f"(SHA-256 {', '.join(d[:12] for d in digests)}); the job is out of sync"
+                )
+            counters["rank_weights_sha256"] = digests
+        if not context.is_main:
+            return path
+        rng = {
+            "noise" if r == 0 else f"noise.{r}": torch.frombuffer(bytearray(b), dtype=torch.uint8)
+            for r, b in enumerate(states)
+        }
+        counters |= {
+            "ema_updates": s.ema.updates,
+            "images_seen": s.images_seen,
+            "elapsed_s": s.elapsed_before + time.perf_counter() - s.started,
+            "best_fid": s.best_fid if math.isfinite(s.best_fid) else None,
+            "batches_per_epoch": s.batches.batches_per_epoch,
+        }
+        checkpoint.save_checkpoint(
+            path,
+            model=s.model,
+            model_name=s.plan.model,
+            train_config=s.train,
+            step=step,
+            data_shape=s.images.shape,
+            dataset=s.train.dataset,
+            ema=s.ema.module,
+            optimizers=s.optimizers,
+            rng=rng,
+            counters=counters,
         )
-        self.protocol = self.extractor.protocol | {"reference_images": int(real.shape[0])}
+        atomic_link_or_copy(path, self.folder / runs.LATEST)
+        runs.rotate(s.plan.run_dir, s.train.keep_checkpoints)
+        self.last_good = (step, path)
+        self.files.append(str(path))
+        self.emit(TrainEvent("checkpoint", step, s.total, path=path))
+        return path
 
-    def fid(self, model: torch.nn.Module, net: torch.nn.Module) -> float:
-        from imagegen.sample import generate_uint8  # sample imports this module
+    def mark_best(self, path: Path) -> None:
+        if self.s.context.is_main:
+            atomic_link_or_copy(path, self.folder / runs.BEST)
+            self.files.append(str(self.folder / runs.BEST))
 
-        fake = self.extractor.features(generate_uint8(model, self.z, self.device, net))
-        return metrics.frechet_distance(*metrics.gaussian_stats(fake.numpy()), *self.reference)
+
+def _diverged(s: _Session, last_good: tuple[int, Path] | None, step: int, what: str) -> UserError:
+    """The one-line error for a run whose losses or weights stopped being finite."""
+    lr = s.train.lr
+    if last_good is None:
+        advice = f"no checkpoint was written yet: start again with a lower --lr (e.g. {lr / 4:g})"
+    else:
+        advice = (
+            f"the last good checkpoint is step {last_good[0]}: resume it with a lower learning "
+            f"rate, e.g. imagegen train {s.plan.model} --resume {last_good[1]} --lr {lr / 4:g}"
+        )
+    message = f"training diverged at step {step}: {what}; nothing non-finite was saved; {advice}"
+    return UserError(message) if s.context.is_main else PeerError(message)
 
 
-def _describe_start(
-    plan: TrainPlan,
-    images: data.ImageData,
-    batches: data.EpochBatches,
-    device: torch.device,
-    ckpt: checkpoint.Checkpoint | None,
-    context: distributed.Context,
-) -> str:
+def _describe_start(s: _Session) -> str:
+    plan, images, context, ckpt = s.plan, s.images, s.context, s.ckpt
     parts = [
         f"{plan.model} on {plan.dataset}: {images.images.shape[0]} images "
-        f"{tuple(images.shape)}, {batches.batches_per_epoch} batches/epoch, device {device}"
+        f"{tuple(images.shape)}, {s.batches.batches_per_epoch} batches/epoch, device {s.device}"
     ]
+    if s.train.preset:
+        parts.append(f"preset {s.train.preset}")
     if context.enabled:
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        bn = "synchronised (SyncBatchNorm)" if plan.train.sync_bn else "per rank"
+        backend = "nccl" if s.device.type == "cuda" else "gloo"
+        bn = "synchronised (SyncBatchNorm)" if s.train.sync_bn else "per rank"
         parts.append(
-            f"{context.world_size} processes ({backend}) x batch {plan.train.batch_size} = "
-            f"global batch {context.world_size * plan.train.batch_size}, "
-            f"BatchNorm statistics {bn}"
+            f"{context.world_size} processes ({backend}) x batch {s.train.batch_size} = "
+            f"global batch {s.global_batch}, BatchNorm statistics {bn}"
         )
-    elif plan.train.sync_bn:
+    elif s.train.sync_bn:
         parts.append("--sync-bn has no effect in a single process")
     if ckpt is not None:
         parts.append(f"resumed from step {ckpt.step}")
@@ -398,11 +394,33 @@ def _describe_start(
     return "; ".join(parts)
 
 
-def set_lr_scale(optimizers: dict[str, torch.optim.Optimizer], scale: float) -> None:
-    """Set every parameter group's lr to `scale` times its initial lr."""
-    for opt in optimizers.values():
-        for group in opt.param_groups:
-            group["lr"] = group["initial_lr"] * scale
+def _write_run_folder(s: _Session) -> list[str]:
+    """Rank 0: create (or replace) the run folder and write config.json; on resume, drop
+    the log and metrics lines written after the checkpoint resumed from."""
+    plan, run_dir = s.plan, s.plan.run_dir
+    if plan.replace_run_dir:
+        shutil.rmtree(run_dir)
+    (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    resolved = plan.as_dict() | {
+        "model_config": to_dict(s.config),
+        "data_shape": list(s.images.shape),
+        "images": int(s.images.images.shape[0]),
+        "skipped_images": s.images.skipped,
+        "batches_per_epoch": s.batches.batches_per_epoch,
+        "total_steps": s.total,
+        "device": str(s.device),
+        "precision": s.precision,
+        "world_size": s.context.world_size,
+        "global_batch_size": s.global_batch,
+        "imagegen_version": __version__,
+    }
+    files = [str(runs.write_config(run_dir, resolved))]
+    if s.ckpt is not None:
+        runs.truncate_records(run_dir, s.start_step)
+    else:
+        (run_dir / runs.LOG).unlink(missing_ok=True)
+    return [*files, str(run_dir / runs.LOG)]
 
 
 @dataclass
@@ -429,6 +447,116 @@ def run_training(
         raise
 
 
+def _already_complete(s: _Session) -> TrainResult:
+    """A resumed run that is at its last step: nothing is trained, nothing is written."""
+    latest = s.plan.run_dir / "checkpoints" / runs.LATEST
+    return TrainResult(
+        run_dir=s.plan.run_dir,
+        checkpoint=latest if latest.is_file() else s.plan.resume_from,
+        step=s.start_step,
+        total_steps=s.total,
+        losses={},
+        images_per_s=0.0,
+        data_wait=0.0,
+        elapsed_s=time.perf_counter() - s.started,
+        files=[],
+        resumed_from=s.start_step,
+        world_size=s.context.world_size,
+        already_complete=True,
+    )
+
+
+class _Reporter:
+    """Losses, throughput and alarms: the log lines (log.jsonl) and progress events."""
+
+    def __init__(self, s: _Session, emit: Callable[[TrainEvent], None], log: Any) -> None:
+        self.s, self.emit, self.log = s, emit, log
+        self.meter, self.health = _LossMeter(s.context, s.device), HealthMonitor()
+        self.warnings: list[str] = []
+        self.losses: dict[str, float] = {}
+        self.ips = 0.0
+        self.window_images, self.window_start = 0, time.perf_counter()
+        self.data_time = self.step_time = 0.0
+
+    def step_done(self, losses: dict[str, torch.Tensor], t0: float, t1: float, t2: float) -> None:
+        """Account one step: its losses, its data time (t0..t1) and its whole time (t0..t2)."""
+        self.meter.add(losses)
+        self.window_images += self.s.global_batch
+        self.data_time, self.step_time = self.data_time + t1 - t0, self.step_time + t2 - t0
+
+    def progress(self, step: int) -> None:
+        self.emit(TrainEvent("step", step, self.s.total, self.losses, self.ips))
+
+    def warn(self, step: int, messages: list[str]) -> list[str]:
+        for message in messages:
+            self.warnings.append(message)
+            self.emit(TrainEvent("warning", step, self.s.total, message=message))
+        return messages
+
+    def log_line(self, step: int, stop_requested: bool, last_good: Any) -> bool:
+        """Read the losses, write a log line, check them; return whether to stop now.
+
+        Non-finite losses stop the run with an error (after the line is written)."""
+        s = self.s
+        self.losses, stop = self.meter.read(stop_requested)
+        now = time.perf_counter()
+        self.ips = self.window_images / max(now - self.window_start, 1e-9)
+        self.window_images, self.window_start = 0, now
+        bad = [f"{k} is {v}" for k, v in self.losses.items() if not math.isfinite(v)]
+        if not bad and not _weights_finite(s.model, s.ema.module):
+            bad = ["the weights are not finite"]
+        new = [] if bad else self.warn(step, self.health.check(step, self.losses))
+        record = {
+            "step": step,
+            "epoch": round(step / s.batches.batches_per_epoch, 4),
+            **{k: round(v, 6) for k, v in self.losses.items()},
+            "images_per_s": round(self.ips, 2),
+            "data_wait": round(self.data_wait, 4),
+            "elapsed_s": round(s.elapsed_before + now - s.started, 3),
+        } | ({"warnings": new} if new else {})
+        if self.log is not None:
+            self.log.write(jsonl.dumps(record) + "\n")
+            self.log.flush()
+        if bad:
+            raise _diverged(s, last_good, step, ", ".join(bad))
+        eta = (s.total - step) / max(self.ips / s.global_batch, 1e-9)
+        self.emit(TrainEvent("log", step, s.total, self.losses, self.ips, eta))
+        return stop
+
+    @property
+    def data_wait(self) -> float:
+        return self.data_time / max(self.step_time, 1e-9)
+
+
+def _sample(s: _Session, fixed_z: torch.Tensor, step: int) -> Path:
+    """Rank 0: the EMA model's grid of the fixed latents, samples/step-NNNNNNN.png."""
+    path = s.plan.run_dir / "samples" / f"{runs.step_name(step)}.png"
+    write_grid(path, s.model.generate(fixed_z, s.ema.module))
+    return path
+
+
+def _measure_fid(
+    s: _Session,
+    monitor: FIDMonitor | None,
+    checkpointer: _Checkpointer,
+    reporter: _Reporter,
+    step: int,
+) -> None:
+    """Rank 0 measures and records the FID; every rank learns whether to save a new best."""
+    fid = monitor.fid(s.model, s.ema.module) if monitor is not None else math.inf
+    improved = distributed.broadcast(fid < s.best_fid, s.context)
+    if monitor is not None:
+        record = {"step": step, "fid": round(fid, 4), "fid_n": s.train.fid_n, "best": improved}
+        jsonl.append(s.plan.run_dir / runs.METRICS, record | {"protocol": monitor.protocol})
+        checkpointer.files.append(str(s.plan.run_dir / runs.METRICS))
+        reporter.warn(step, reporter.health.check_fid(step, fid))
+    if improved:
+        s.best_fid = fid
+        checkpointer.mark_best(checkpointer.save(step))
+    message = "best" if improved else ""
+    reporter.emit(TrainEvent("fid", step, s.total, {"fid": fid}, message=message))
+
+
 def _train(
     plan: TrainPlan,
     on_event: Callable[[TrainEvent], None] | None,
@@ -436,275 +564,82 @@ def _train(
     position: _Position,
 ) -> TrainResult:
     emit = on_event or (lambda event: None)
-    main = context.is_main
-    spec = get_spec(plan.model)
-    train = plan.train
-    device = distributed.local_device(resolve_device(plan.device), context)
-    if train.sync_bn and context.enabled:
-        distributed.check_sync_batchnorm(device)  # before the data is loaded
-    started = time.perf_counter()
-
-    ckpt = checkpoint.read_checkpoint(plan.resume_from) if plan.resume_from else None
-    channels = plan.model_config.get("channels")
-    resolution = plan.model_config["resolution"]
-    with distributed.local_main_first(context):  # one decode per machine fills the cache
-        images = data.load_images(
-            train.dataset, resolution=resolution, channels=channels, root=plan.data_root
+    s = _setup(plan, context)
+    train, total, main = s.train, s.total, context.is_main
+    if s.start_step > total:
+        raise UserError(
+            f"{plan.resume_from} is at step {s.start_step}, past the {total} steps asked for; "
+            f"give more than {s.start_step} steps to train on (the run is left as it is)"
         )
-    if channels is None:
-        channels = images.shape[0]
-    config = build_dataclass(
-        spec.config_cls, {**plan.model_config, "channels": channels}, plan.model
-    )
-    batches = data.EpochBatches(
-        images.images.to(device), train.batch_size, train.seed, context.rank, context.world_size
-    )
-    global_batch = train.batch_size * context.world_size
-    total = train.steps or math.ceil(train.epochs * batches.batches_per_epoch)
-
-    torch.manual_seed(train.seed)  # the same initial weights on every rank
-    # channels_last: oneDNN (CPU) and cuDNN (GPU) convolutions are faster in NHWC.
-    model = spec.model_cls(config).to(device, memory_format=torch.channels_last).train()
-    if train.sync_bn and context.enabled:
-        distributed.convert_sync_batchnorm(model.networks(), device)
-    ema = EMA(getattr(model, model.ema_module), train.ema_decay)
-    optimizers = model.configure_optimizers(train)
-    precision = resolve_precision(train.precision, device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    # Each rank draws its own latents, posterior noise and flips; rank 0's stream is the
-    # single-process one.
-    noise_seed = distributed.noise_seed(train.seed, context.rank)
-    noise = torch.Generator(device).manual_seed(noise_seed)
-    start_step, elapsed_before, images_seen = 0, 0.0, 0
-    if ckpt is not None:
-        rng = checkpoint.restore_training_state(ckpt, model, ema.module, optimizers)
-        saved = rng.get("noise" if context.rank == 0 else f"noise.{context.rank}")
-        if saved is not None and saved.numel() == noise.get_state().numel():
-            noise.set_state(saved)
-        else:  # moved between devices, or a rank the run did not have: not exact
-            noise.manual_seed(noise_seed + ckpt.step)
-        start_step = ckpt.step
-        ema.updates = int(ckpt.counters.get("ema_updates", ckpt.step))
-        elapsed_before = float(ckpt.counters.get("elapsed_s", 0.0))
-        images_seen = int(ckpt.counters.get("images_seen", start_step * train.batch_size))
-    for opt in optimizers.values():  # the lr schedule scales each group's initial lr
-        for group in opt.param_groups:
-            group.setdefault("initial_lr", group["lr"])
-    if train.compile:
-        for network in model.networks().values():  # in place: state_dict keys stay unprefixed
-            network.compile()
-    if context.enabled:  # after loading: DDP starts from rank 0's weights, which all ranks have
-        model.set_wrappers(distributed.wrap(model.networks(), device))
-
-    run_dir = plan.run_dir
-    files: list[str] = []
-    log_path = run_dir / "log.jsonl"
-    if main:
-        if plan.replace_run_dir:
-            shutil.rmtree(run_dir)
-        (run_dir / "samples").mkdir(parents=True, exist_ok=True)
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        resolved = plan.as_dict() | {
-            "model_config": to_dict(config),
-            "data_shape": list(images.shape),
-            "images": int(images.images.shape[0]),
-            "skipped_images": images.skipped,
-            "batches_per_epoch": batches.batches_per_epoch,
-            "total_steps": total,
-            "device": str(device),
-            "precision": precision,
-            "world_size": context.world_size,
-            "global_batch_size": global_batch,
-            "imagegen_version": __version__,
-        }
-        atomic_write_bytes(
-            run_dir / "config.json", (json.dumps(resolved, indent=2) + "\n").encode()
-        )
-        files.append(str(run_dir / "config.json"))
-        if ckpt is not None:
-            _truncate_log(log_path, start_step)
-        else:
-            log_path.unlink(missing_ok=True)
-        files.append(str(log_path))
-
-    fixed_z = torch.randn(
-        train.num_samples,
-        config.latent_dim,
-        generator=torch.Generator().manual_seed(train.seed + 2),
-    ).to(device)
-    emit(
-        TrainEvent(
-            "start",
-            start_step,
-            total,
-            path=run_dir,
-            message=_describe_start(plan, images, batches, device, ckpt, context),
-        )
-    )
-
-    saved_at = -1
-
-    def save(step: int) -> Path:
-        """Every rank calls this at the same steps; rank 0 writes the file."""
-        nonlocal saved_at
-        path = run_dir / "checkpoints" / f"{_step_file(step)}.safetensors"
-        if saved_at == step:
-            return path
-        saved_at = step
-        states = distributed.gather(noise.get_state().numpy().tobytes(), context)
-        counters: dict[str, Any] = {"world_size": context.world_size}
-        if context.enabled:
-            digests = distributed.gather(distributed.weights_digest(model), context)
-            if len(set(digests)) > 1:
-                raise UserError(
-                    f"rank {context.rank}: the ranks' weights differ at step {step} "
-                    f"(SHA-256 {', '.join(d[:12] for d in digests)}); the job is out of sync"
-                )
-            counters["rank_weights_sha256"] = digests
-        if not main:
-            return path
-        rng = {
-            "noise" if r == 0 else f"noise.{r}": torch.frombuffer(bytearray(b), dtype=torch.uint8)
-            for r, b in enumerate(states)
-        }
-        checkpoint.save_checkpoint(
-            path,
-            model=model,
-            model_name=plan.model,
-            train_config=train,
-            step=step,
-            data_shape=images.shape,
-            dataset=train.dataset,
-            ema=ema.module,
-            optimizers=optimizers,
-            rng=rng,
-            counters=counters
-            | {
-                "ema_updates": ema.updates,
-                "images_seen": images_seen,
-                "elapsed_s": elapsed_before + time.perf_counter() - started,
-                "best_fid": best_fid if math.isfinite(best_fid) else None,
-            },
-        )
-        atomic_link_or_copy(path, run_dir / "checkpoints" / LATEST)
-        olds = sorted((run_dir / "checkpoints").glob("step-*.safetensors"))
-        for old in olds[: -train.keep_checkpoints]:
-            old.unlink(missing_ok=True)
-        files.append(str(path))
-        emit(TrainEvent("checkpoint", step, total, path=path))
-        return path
-
-    fid_tracker = (
-        _FIDTracker(plan, train, config, images, device) if train.fid_every and main else None
-    )
-    best_fid = float(ckpt.counters.get("best_fid") or math.inf) if ckpt is not None else math.inf
-
-    def measure_fid(step: int) -> None:
-        """Rank 0 measures; every rank learns whether to save a new best checkpoint."""
-        nonlocal best_fid
-        fid = fid_tracker.fid(model, ema.module) if fid_tracker is not None else math.inf
-        improved = distributed.broadcast(fid < best_fid, context)
-        if fid_tracker is not None:
-            record = {"step": step, "fid": round(fid, 4), "fid_n": train.fid_n, "best": improved}
-            with (run_dir / "metrics.jsonl").open("a") as f:
-                f.write(json.dumps(record | {"protocol": fid_tracker.protocol}) + "\n")
-            files.append(str(run_dir / "metrics.jsonl"))
-        if improved:
-            best_fid = fid
-            path = save(step)
-            if main:
-                atomic_link_or_copy(path, run_dir / "checkpoints" / BEST)
-                files.append(str(run_dir / "checkpoints" / BEST))
-        emit(TrainEvent("fid", step, total, {"fid": fid}, message="best" if improved else ""))
-
-    def sample(step: int) -> None:
-        path = run_dir / "samples" / f"{_step_file(step)}.png"
-        write_grid(path, model.generate(fixed_z, ema.module))
-        files.append(str(path))
-        emit(TrainEvent("sample", step, total, path=path))
-
-    sums: dict[str, torch.Tensor] = {}
-    count, window_images, window_start = 0, 0, time.perf_counter()
-    data_time = step_time = 0.0
-    last_losses: dict[str, float] = {}
-    last_ips = 0.0
-    step = position.step = start_step
+    if s.start_step == total:
+        return _already_complete(s)
+    files = _write_run_folder(s) if main else []
+    checkpointer = _Checkpointer(s, emit)
+    g = torch.Generator().manual_seed(train.seed + 2)
+    fixed_z = torch.randn(train.num_samples, s.config.latent_dim, generator=g).to(s.device)
+    emit(TrainEvent("start", s.start_step, total, path=plan.run_dir, message=_describe_start(s)))
+    monitor = _fid_monitor(s) if train.fid_every and main else None
+    step = position.step = s.start_step
     interrupted = False
     with _StopFlag() as stop, contextlib.ExitStack() as stack:
-        log = stack.enter_context(log_path.open("a")) if main else None
+        log = stack.enter_context((plan.run_dir / runs.LOG).open("a")) if main else None
+        reporter = _Reporter(s, emit, log)
         while step < total:
             t0 = time.perf_counter()
-            real = batches.batch(step).float().div_(255)  # (B, C, R, R) in [0, 1]
-            if train.flip:  # drawn from the saved noise stream: resume stays exact
-                flip = torch.rand(real.shape[0], generator=noise, device=device) < 0.5
-                real = torch.where(flip[:, None, None, None], real.flip(3), real)
-            real = real.contiguous(memory_format=torch.channels_last)
+            real = s.batch(step)  # (B, C, R, R) in [0, 1]
             if train.lr_decay == "linear":
-                set_lr_scale(optimizers, 1.0 - step / total)
+                set_lr_scale(s.optimizers, 1.0 - step / total)
             t1 = time.perf_counter()
-            with autocast:
-                losses = model.training_step(real, optimizers, noise)
+            with autocast(s.device, s.precision):
+                losses = s.model.training_step(real, s.optimizers, s.noise)
             if main:  # only rank 0's moving average is ever saved or sampled
-                ema.update(getattr(model, model.ema_module))
-            t2 = time.perf_counter()
-            data_time += t1 - t0
-            step_time += t2 - t0
+                s.ema.update(s.model.sampling_network())
+            reporter.step_done(losses, t0, t1, time.perf_counter())
             step = position.step = step + 1
-            images_seen += global_batch
-            window_images += global_batch
-            for k, v in losses.items():
-                sums[k] = sums[k] + v if k in sums else v.clone()
-            count += 1
+            s.images_seen += s.global_batch
             # One process stops at the next step; a job at the next log line, where the ranks
             # agree on it (a rank that stopped alone would leave the others waiting).
             stop_now = stop.requested and not context.enabled
             if step % train.log_every == 0 or step == total or stop_now:
-                flag = torch.tensor([float(stop.requested)], device=device)
-                totals = torch.cat([torch.stack(list(sums.values())).float(), flag])
-                values = distributed.sum_across(totals, context).cpu().tolist()  # one host sync
-                stop_now = values.pop() > 0
-                last_losses = {
-                    k: v / (count * context.world_size) for k, v in zip(sums, values, strict=True)
-                }
-                now = time.perf_counter()
-                last_ips = window_images / max(now - window_start, 1e-9)
-                record = {
-                    "step": step,
-                    "epoch": round(step / batches.batches_per_epoch, 4),
-                    **{k: round(v, 6) for k, v in last_losses.items()},
-                    "images_per_s": round(last_ips, 2),
-                    "data_wait": round(data_time / max(step_time, 1e-9), 4),
-                    "elapsed_s": round(elapsed_before + now - started, 3),
-                }
-                if log is not None:
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
-                sums, count, window_images, window_start = {}, 0, 0, now
-                eta = (total - step) / max(last_ips / global_batch, 1e-9)
-                emit(TrainEvent("log", step, total, last_losses, last_ips, eta))
+                stop_now = reporter.log_line(step, stop.requested, checkpointer.last_good)
             else:
-                emit(TrainEvent("step", step, total, last_losses, last_ips))
+                reporter.progress(step)
             if main and (step % train.sample_every == 0 or step == total):
-                sample(step)
+                files.append(str(_sample(s, fixed_z, step)))
+                emit(TrainEvent("sample", step, total, path=Path(files[-1])))
             if train.fid_every and (step % train.fid_every == 0 or step == total):
-                measure_fid(step)
+                _measure_fid(s, monitor, checkpointer, reporter, step)
             if step % train.checkpoint_every == 0 or step == total or stop_now:
-                save(step)
+                checkpointer.save(step)
             if stop_now:
                 interrupted = True
                 break
-    latest = run_dir / "checkpoints" / LATEST
+    return _result(s, step, reporter, [*files, *checkpointer.files], interrupted)
+
+
+def _fid_monitor(s: _Session) -> FIDMonitor:
+    t = s.train
+    return FIDMonitor(
+        t.dataset, s.images, t.fid_n, s.config.latent_dim, t.seed, s.plan.data_root, s.device
+    )
+
+
+def _result(
+    s: _Session, step: int, reporter: _Reporter, files: list[str], interrupted: bool
+) -> TrainResult:
+    latest = s.plan.run_dir / "checkpoints" / runs.LATEST
     return TrainResult(
-        run_dir=run_dir,
+        run_dir=s.plan.run_dir,
         checkpoint=latest if latest.is_file() else None,
         step=step,
-        total_steps=total,
-        losses=last_losses,
-        images_per_s=(step - start_step) * global_batch / max(step_time, 1e-9),
-        data_wait=data_time / max(step_time, 1e-9),
-        elapsed_s=time.perf_counter() - started,
+        total_steps=s.total,
+        losses=reporter.losses,
+        images_per_s=(step - s.start_step) * s.global_batch / max(reporter.step_time, 1e-9),
+        data_wait=reporter.data_wait,
+        elapsed_s=time.perf_counter() - s.started,
         files=sorted(f for f in set(files) if Path(f).exists()),  # rotated ones are gone
         interrupted=interrupted,
-        resumed_from=ckpt.step if ckpt is not None else None,
-        world_size=context.world_size,
+        resumed_from=s.ckpt.step if s.ckpt is not None else None,
+        world_size=s.context.world_size,
+        warnings=reporter.warnings,
     )

@@ -80,3 +80,27 @@ def test_bench_ddp() -> None:
     assert [r["global_batch"] for r in result["rows"]] == [8, 16, 8]
     assert all(r["images_per_s"] > 0 for r in result["rows"])
     assert result["rows"][0]["vs_1_process"] == 1.0
+
+
+def test_bench_quality(tmp_path: Path) -> None:
+    from imagegen import inception
+    from imagegen.errors import UserError
+
+    try:
+        inception.find_weights()
+    except UserError:
+        pytest.skip("no Inception weights installed")
+    args = ["--datasets", "synthetic", "--recipes", "dcgan-classic,dcgan", "--images", "256"]
+    args += ["--points", "2", "--curve-n", "8", "--final-n", "16", "--ref-n", "16"]
+    args += ["--work", str(tmp_path / "work"), "--docs", str(tmp_path / "docs")]
+    result = run("bench_quality.py", *args)
+    keys = {r["key"] for r in result["rows"]}
+    assert {"synthetic/floor", "synthetic/dcgan/final", "synthetic/dcgan-classic/final"} <= keys
+    assert {"synthetic/dcgan/curve/2", "synthetic/dcgan/curve/4"} <= keys
+    report = (tmp_path / "docs" / "quality.md").read_text()
+    assert "default / classic FID" in report and "| synthetic blobs |" in report
+    assert (tmp_path / "docs" / "quality" / "fid-curves.png").stat().st_size > 1000
+    assert (tmp_path / "docs" / "quality" / "synthetic-dcgan.png").is_file()
+    # Resumable: a second call finds everything done and only rewrites the report.
+    again = run("bench_quality.py", *args)
+    assert len(again["rows"]) == len(result["rows"])

@@ -18,7 +18,8 @@ from safetensors.torch import load_file
 from imagegen import checkpoint, data, distributed
 from imagegen.errors import UsageError, UserError
 from imagegen.models.dcgan import DCGAN, DCGANConfig
-from imagegen.train import TrainRequest, plan_training, run_training
+from imagegen.train import run_training
+from imagegen.train_plan import TrainRequest, plan_training
 
 TRAIN = ["train", "dcgan", "--dataset", "synthetic", "--resolution", "32", "--batch-size", "8"]
 

@@ -72,6 +72,7 @@ def test_eval_a_run_through_the_cli(run_cli, isolated: Path, weights: Path) -> N
         "images": 24,
         "of": 1024,
         "resolution": 32,
+        "resolution_chosen": "as the input, 32x32",
     }
     assert (
         len(protocol["extractor"]["sha256"]) == 64 and "bilinear" in protocol["extractor"]["resize"]

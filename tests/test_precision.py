@@ -9,8 +9,8 @@ from conftest import train_tiny
 from safetensors.torch import load_file
 
 from imagegen.config import TrainConfig
+from imagegen.devices import resolve_precision
 from imagegen.models.dcgan import DCGAN, DCGANConfig
-from imagegen.train import resolve_precision
 
 
 def test_auto_precision_is_bf16_on_cuda_only() -> None:

@@ -8,8 +8,8 @@ import torch
 from conftest import train_tiny
 from safetensors.torch import load_file
 
-from imagegen import augment
 from imagegen.errors import UsageError
+from imagegen.models import augment
 from imagegen.models.dcgan import DCGAN, DCGANConfig, discriminator_loss, generator_loss
 from imagegen.registry import MODELS
 

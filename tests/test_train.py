@@ -83,8 +83,8 @@ def test_resume_refuses_a_different_config(run_cli, isolated: Path) -> None:
     train_tiny(run_cli, run)
     result = run_cli("train", "dcgan", "--resume", run, "--set", "g_width=16", "--steps", "8")
     assert result.code == 1 and "different model config: g_width: 8 -> 16" in result.err
-    result = run_cli("train", "dcgan", "--resume", run, "--lr", "0.1", "--steps", "8")
-    assert result.code == 1 and "lr: 0.0002 -> 0.1" in result.err
+    result = run_cli("train", "dcgan", "--resume", run, "--batch-size", "8", "--steps", "8")
+    assert result.code == 1 and "batch_size: 16 -> 8" in result.err
     result = run_cli("train", "dcgan", "--resume", run, "--resolution", "64")
     assert result.code == 1 and "resolution: 32 -> 64" in result.err
 

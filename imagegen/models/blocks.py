@@ -2,7 +2,6 @@
 
 The DCGAN discriminator (DCGAN, VAE-GAN), and the Gaussian-posterior encoder and the decoder
 (VAE, VAE-GAN): stacks of stride-2 4x4 convolutions between 4x4 and the image resolution.
-`Networks`, the base of every model: named networks that training may wrap (in DDP).
 """
 
 import itertools
@@ -15,34 +14,6 @@ from imagegen.config import check_range
 from imagegen.errors import UsageError
 
 RESOLUTIONS = (32, 64)
-
-
-class Networks(nn.Module):
-    """A model made of networks, each called through its forward during training.
-
-    Data-parallel training wraps each network in DistributedDataParallel; training steps call
-    `self.net(name)`, which is the wrapper when there is one, so gradients are averaged over
-    the ranks. The wrappers are not submodules: state_dict keys stay those of the networks.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._wrappers: dict[str, nn.Module] = {}
-
-    def networks(self) -> dict[str, nn.Module]:
-        """The separately optimised networks, by name."""
-        raise NotImplementedError
-
-    def set_wrappers(self, wrappers: dict[str, nn.Module]) -> None:
-        unknown = set(wrappers) - set(self.networks())
-        if unknown:
-            raise ValueError(f"no network named {', '.join(sorted(unknown))}")
-        self._wrappers = dict(wrappers)
-
-    def net(self, name: str) -> nn.Module:
-        """The network `name` as training calls it: its wrapper if it has one."""
-        wrapper = self._wrappers.get(name)
-        return wrapper if wrapper is not None else self.networks()[name]
 
 
 def check_shape(model: str, resolution: int, channels: int) -> None:

@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imagegen.augment import diff_augment, parse_policy
 from imagegen.config import TrainConfig
+from imagegen.models.augment import diff_augment, parse_policy
+from imagegen.models.base import GenerativeModel
 from imagegen.models.blocks import (
     Discriminator,
-    Networks,
     check_positive,
     check_shape,
     init_weights,
@@ -96,7 +96,7 @@ def generator_loss(logits_fake: torch.Tensor, loss: str = "bce") -> torch.Tensor
     return F.binary_cross_entropy_with_logits(logits_fake, torch.ones_like(logits_fake))
 
 
-class DCGAN(Networks):
+class DCGAN(GenerativeModel):
     """Generator and discriminator, trained by alternating D and G steps."""
 
     ema_module = "generator"  # the module whose moving average is used for sampling
@@ -110,10 +110,6 @@ class DCGAN(Networks):
             config.channels, config.d_width, config.resolution, config.d_norm
         )
         self.policy = parse_policy(config.augment)
-
-    @property
-    def latent_dim(self) -> int:
-        return self.config.latent_dim
 
     def networks(self) -> dict[str, nn.Module]:
         return {"generator": self.generator, "discriminator": self.discriminator}

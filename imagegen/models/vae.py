@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from imagegen.config import TrainConfig, check_range
+from imagegen.models.base import GenerativeModel
 from imagegen.models.blocks import (
     AutoEncoder,
-    Networks,
     check_positive,
     check_shape,
     gaussian_kl,
@@ -69,11 +69,13 @@ def bits_per_dim(neg_elbo: torch.Tensor, dims: int, likelihood: str) -> torch.Te
     return neg_elbo / (dims * math.log(2.0))
 
 
-class VAE(Networks):
+class VAE(GenerativeModel):
     """A VAE: encoder to (mean, log-variance), reparameterisation, decoder."""
 
     ema_module = "autoencoder"
     normalisation = "pixels in [0, 1]; decoder output through a sigmoid"
+    can_reconstruct = True
+    has_likelihood = True
 
     def __init__(self, config: VAEConfig) -> None:
         super().__init__()
@@ -82,10 +84,6 @@ class VAE(Networks):
             config.channels, config.width, config.resolution, config.latent_dim
         )
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))  # for warm-up
-
-    @property
-    def latent_dim(self) -> int:
-        return self.config.latent_dim
 
     def networks(self) -> dict[str, nn.Module]:
         return {"encoder": self.autoencoder.encoder, "decoder": self.autoencoder.decoder}

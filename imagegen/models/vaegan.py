@@ -22,10 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from imagegen.config import TrainConfig, check_range
+from imagegen.models.base import GenerativeModel
 from imagegen.models.blocks import (
     AutoEncoder,
     Discriminator,
-    Networks,
     check_positive,
     check_shape,
     gaussian_kl,
@@ -59,11 +59,12 @@ def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
-class VAEGAN(Networks):
+class VAEGAN(GenerativeModel):
     """Encoder, decoder (= generator) and discriminator."""
 
     ema_module = "autoencoder"
     normalisation = "pixels in [0, 1] mapped to [-1, 1]; tanh output"
+    can_reconstruct = True
 
     def __init__(self, config: VAEGANConfig) -> None:
         super().__init__()
@@ -72,10 +73,6 @@ class VAEGAN(Networks):
             config.channels, config.width, config.resolution, config.latent_dim
         )
         self.discriminator = Discriminator(config.channels, config.d_width, config.resolution)
-
-    @property
-    def latent_dim(self) -> int:
-        return self.config.latent_dim
 
     def networks(self) -> dict[str, nn.Module]:
         return {

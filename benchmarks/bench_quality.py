@@ -1,0 +1,438 @@
+"""Image quality per training image: each model and recipe trained side by side, FID over training.
+
+For each dataset (CIFAR-10-JPEG and MNIST, 32 px) and each recipe, this trains a run for the
+same number of training images, measures FID and KID at several points of the run (the curve)
+and once more at the end with more images (the final figure), and writes docs/quality.md with
+one table, a plot of the curves and a sample grid per run. Everything is resumable: runs resume
+from their checkpoints and finished measurements are kept in WORK/results.jsonl, so the
+script can be stopped and started again at any moment.
+
+Protocol (printed, and written into the report): TF-Inception pool3 features (the FID
+network of pytorch-fid, clean-fid and stylegan), pytorch-fid's resize, generated images
+quantised to uint8 as a PNG would hold them, sampled from the EMA weights where a recipe keeps
+an EMA; the reference is a fixed random subset of the training images, whose features are
+cached once. The floor line compares the dataset's own test images with the same reference.
+
+    make bench-quality                       # everything (hours on a 2-core CPU)
+    python benchmarks/bench_quality.py --datasets mnist --recipes dcgan-classic,dcgan --images 64000
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from imagegen import checkpoint, data, locations, runs
+from imagegen.evaluate import EvalRequest, evaluate
+from imagegen.generation import generate_uint8, latents
+from imagegen.images import make_grid, write_png
+
+ROOT = Path(__file__).resolve().parents[1]
+BATCH = 64
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A model and the `imagegen train` options that make the recipe."""
+
+    model: str
+    args: tuple[str, ...]
+    label: str
+
+
+RECIPES = {
+    "dcgan-classic": Recipe(
+        "dcgan", ("--preset", "classic"), "DCGAN, classic recipe (pytorch/examples)"
+    ),
+    "dcgan-classic-ema": Recipe(
+        "dcgan",
+        ("--preset", "classic", "--ema-decay", "0.999"),
+        "DCGAN, classic recipe + EMA generator",
+    ),
+    "dcgan": Recipe("dcgan", (), "DCGAN, imagegen's default recipe"),
+    "vae": Recipe("vae", (), "VAE, imagegen's default"),
+    "vaegan": Recipe("vaegan", (), "VAE-GAN, imagegen's default"),
+}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset as `imagegen train --dataset` takes it, its test split for the floor."""
+
+    key: str
+    train: str
+    test: str
+    test_split: str
+    label: str
+
+
+def datasets(root: Path) -> dict[str, Dataset]:
+    zips = root / "cifar10-jpeg"
+    return {
+        "cifar10-jpeg": Dataset(
+            "cifar10-jpeg",
+            str(zips / "train.zip"),
+            str(zips / "test.zip"),
+            "train",  # a zip has no splits: test.zip is read as it is
+            "CIFAR-10-JPEG (32 px)",
+        ),
+        "mnist": Dataset("mnist", "mnist", "mnist", "test", "MNIST (32 px)"),
+        "synthetic": Dataset("synthetic", "synthetic", "synthetic", "test", "synthetic blobs"),
+    }
+
+
+def log(message: str) -> None:
+    print(f"[bench_quality {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+class Results:
+    """Measurements kept in a JSON-lines file, looked up by key: what is done stays done."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows: dict[str, dict[str, Any]] = {}
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue  # a line torn by a kill
+                self.rows[row["key"]] = row
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.rows.get(key)
+
+    def put(self, key: str, row: dict[str, Any]) -> dict[str, Any]:
+        row = {"key": key, **row}
+        self.rows[key] = row
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        return row
+
+
+def train(run_dir: Path, ds: Dataset, recipe: Recipe, steps: int, every: int, args: Any) -> dict:
+    """Train (or resume) one run as a user would, through the command line."""
+    cmd = [sys.executable, "-m", "imagegen", "train", recipe.model, "--json"]
+    if (run_dir / "checkpoints" / runs.LATEST).is_file():
+        cmd += ["--resume", str(run_dir)]
+    else:
+        cmd += ["--dataset", ds.train, "--resolution", "32", "--batch-size", str(BATCH)]
+        cmd += ["--steps", str(steps), "--checkpoint-every", str(every), "--keep", "1000"]
+        cmd += ["--sample-every", str(every), "--log-every", "100", "--run-dir", str(run_dir)]
+        cmd += ["--data-root", str(args.data_root), "--precision", args.train_precision]
+        cmd += list(recipe.args)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"training {run_dir} failed (exit {proc.returncode})")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure(
+    source: Path, ds: Dataset, n: int, args: Any, metrics: tuple[str, ...], test: bool = False
+) -> dict[str, Any]:
+    """FID and KID of a checkpoint (or, with `test`, of the test images) against the
+    reference: `args.ref_n` training images."""
+    request = EvalRequest(
+        source=source,
+        reference=ds.train,
+        split="train",
+        n=n,
+        n_ref=args.ref_n,
+        metrics=metrics,
+        precision=args.precision,
+        data_root=str(args.data_root),
+        log_to_run=False,
+        kid_subset_size=min(1000, n // 2),
+        resolution=32,
+    )
+    started = time.perf_counter()
+    result = evaluate(request)
+    return {**result.metrics, "eval_s": round(time.perf_counter() - started, 1)}
+
+
+def test_folder(ds: Dataset, args: Any) -> Path:
+    """The test images as PNG files, for `imagegen eval FOLDER` (the floor), made once."""
+    folder = args.work / f"{ds.key}-test-images"
+    if (folder / "done").is_file():
+        return folder
+    images = data.load_images(ds.test, resolution=32, split=ds.test_split, root=args.data_root)
+    from imagegen.images import png_bytes
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pick = torch.randperm(images.images.shape[0], generator=torch.Generator().manual_seed(0))
+    for i in pick[: args.final_n].tolist():
+        (folder / f"{i:05d}.png").write_bytes(png_bytes(images.images[i]))
+    (folder / "done").write_text("")
+    return folder
+
+
+def grid(ckpt_path: Path, out: Path) -> None:
+    """64 samples (seed 0, EMA weights where kept) as the report's grid."""
+    ckpt = checkpoint.read_checkpoint(ckpt_path)
+    model = checkpoint.build_model(ckpt)
+    images = generate_uint8(model, latents(64, model.latent_dim, 0), torch.device("cpu"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_png(out, make_grid(images, 8))
+
+
+def run_one(ds: Dataset, name: str, results: Results, args: Any) -> None:
+    """Train one recipe on one dataset, then measure its curve and its final figure."""
+    recipe = RECIPES[name]
+    images = args.images_for.get(ds.key, args.images)
+    steps = images // BATCH
+    every = max(1, steps // args.points)
+    run_dir = args.work / ds.key / name
+    key = f"{ds.key}/{name}"
+    if results.get(f"{key}/train") is None:
+        log(f"{key}: training {steps} steps ({images:,} images), run folder {run_dir}")
+        out = train(run_dir, ds, recipe, steps, every, args)
+        config = json.loads((run_dir / "config.json").read_text())
+        results.put(
+            f"{key}/train",
+            {
+                "dataset": ds.key,
+                "recipe": name,
+                "steps": out["step"],
+                "images": out["step"] * BATCH,
+                "train_config": config["train_config"],
+                "model_config": config["model_config"],
+                "elapsed_s": _elapsed(run_dir),
+                "warnings": out.get("warnings", []),
+            },
+        )
+    for step, path in runs.step_checkpoints(run_dir):
+        if results.get(f"{key}/curve/{step}") is None:
+            log(f"{key}: FID at step {step} ({args.curve_n} generated)")
+            row = measure(path, ds, args.curve_n, args, ("fid", "kid"))
+            results.put(f"{key}/curve/{step}", {"step": step, "images": step * BATCH, **row})
+    if results.get(f"{key}/final") is None:
+        log(f"{key}: final FID ({args.final_n} generated vs {args.ref_n} training images)")
+        latest = run_dir / "checkpoints" / runs.LATEST
+        row = measure(latest, ds, args.final_n, args, ("fid", "kid", "pr"))
+        results.put(f"{key}/final", row)
+    grid(run_dir / "checkpoints" / runs.LATEST, args.docs / "quality" / f"{ds.key}-{name}.png")
+
+
+def _elapsed(run_dir: Path) -> float:
+    """Training seconds, from the last log line (it counts across resumes)."""
+    lines = (run_dir / "log.jsonl").read_text().splitlines()
+    return float(json.loads(lines[-1])["elapsed_s"]) if lines else 0.0
+
+
+def floor(ds: Dataset, results: Results, args: Any) -> None:
+    """The dataset's test images against the same reference: the best a model can hope for."""
+    if results.get(f"{ds.key}/floor") is None:
+        log(f"{ds.key}: floor (test images vs training images)")
+        row = measure(test_folder(ds, args), ds, args.final_n, args, ("fid", "kid", "pr"))
+        results.put(f"{ds.key}/floor", row)
+
+
+def machine() -> str:
+    """This machine in words: CPU model, cores and threads used, torch version."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, Python {platform.python_version()}"
+    )
+
+
+def plot(results: Results, dss: list[Dataset], names: list[str], out: Path) -> None:
+    """FID against training images, one panel per dataset, one line per recipe."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(dss), figsize=(6 * len(dss), 4.2), squeeze=False)
+    for ax, ds in zip(axes[0], dss, strict=True):
+        for name in names:
+            rows = sorted(
+                (r for k, r in results.rows.items() if k.startswith(f"{ds.key}/{name}/curve/")),
+                key=lambda r: r["step"],
+            )
+            if rows:
+                xs = [r["images"] / 1000 for r in rows]
+                ax.plot(xs, [r["fid"] for r in rows], marker="o", label=RECIPES[name].label)
+        fl = results.get(f"{ds.key}/floor")
+        if fl:
+            ax.axhline(fl["fid"], color="gray", linestyle=":", label="test images (floor, 5k)")
+        ax.set_title(ds.label)
+        ax.set_xlabel("training images (thousands)")
+        ax.set_ylabel("FID (2,000 generated vs 10,000 train)")
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def _curve(results: Results, key: str) -> list[dict[str, Any]]:
+    return sorted(
+        (r for k, r in results.rows.items() if k.startswith(f"{key}/curve/")),
+        key=lambda r: r["step"],
+    )
+
+
+def table(results: Results, dss: list[Dataset], names: list[str]) -> list[str]:
+    """The report's table: one row per dataset and recipe, the floor per dataset."""
+    lines = [
+        "| dataset | recipe | images seen | FID | KID × 1000 | precision | recall "
+        "| best curve FID (at images) | last / best | train time | img/s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for ds in dss:
+        for name in names:
+            key = f"{ds.key}/{name}"
+            tr, fin, curve = (
+                results.get(f"{key}/train"),
+                results.get(f"{key}/final"),
+                _curve(results, key),
+            )
+            if not (tr and fin and curve):
+                continue
+            best = min(curve, key=lambda r: r["fid"])
+            lines.append(
+                f"| {ds.label} | {RECIPES[name].label} | {tr['images']:,} | {fin['fid']:.2f} "
+                f"| {fin['kid_mean'] * 1000:.1f} ± {fin['kid_std'] * 1000:.1f} "
+                f"| {fin['precision']:.3f} | {fin['recall']:.3f} "
+                f"| {best['fid']:.2f} ({best['images']:,}) | {curve[-1]['fid'] / best['fid']:.2f} "
+                f"| {tr['elapsed_s'] / 60:.1f} min | {tr['images'] / max(tr['elapsed_s'], 1):.0f} |"
+            )
+        fl = results.get(f"{ds.key}/floor")
+        if fl:
+            lines.append(
+                f"| {ds.label} | test images (the floor) | – | {fl['fid']:.2f} "
+                f"| {fl['kid_mean'] * 1000:.1f} ± {fl['kid_std'] * 1000:.1f} "
+                f"| {fl['precision']:.3f} | {fl['recall']:.3f} | – | – | – | – |"
+            )
+    return lines
+
+
+def ratios(results: Results, dss: list[Dataset]) -> list[str]:
+    """The default recipe's final FID as a fraction of the classic recipe's (the target)."""
+    out = []
+    for ds in dss:
+        a, b = results.get(f"{ds.key}/dcgan/final"), results.get(f"{ds.key}/dcgan-classic/final")
+        if a and b:
+            out.append(
+                f"- {ds.label}: default / classic FID = {a['fid']:.2f} / {b['fid']:.2f} = "
+                f"**{a['fid'] / b['fid']:.2f}**"
+            )
+    return out
+
+
+def report(results: Results, dss: list[Dataset], names: list[str], args: Any) -> Path:
+    """Write docs/quality.md from what is measured so far."""
+    plot(results, dss, names, args.docs / "quality" / "fid-curves.png")
+    grids = [
+        f"| {ds.label} | {RECIPES[n].label} | ![{ds.key} {n}](quality/{ds.key}-{n}.png) |"
+        for ds in dss
+        for n in names
+        if (args.docs / "quality" / f"{ds.key}-{n}.png").is_file()
+    ]
+    warnings = [
+        f"- {r['dataset']} / {r['recipe']}: {w}"
+        for r in results.rows.values()
+        if r["key"].endswith("/train")
+        for w in r.get("warnings", [])
+    ]
+    text = "\n".join(
+        [
+            "# Image quality per training image",
+            "",
+            "Written by `make bench-quality` (`benchmarks/bench_quality.py`); every figure below "
+            "comes from one run of it, all recipes side by side.",
+            "",
+            f"Machine: {machine()}.",
+            "",
+            "Protocol: TF-Inception (2015-12-05) pool3 features, pytorch-fid's resize (bilinear "
+            f"to 299 px), extractor precision {args.precision}. Generated images are sampled "
+            "from the EMA weights where the recipe keeps an EMA (the classic recipe samples its "
+            "raw generator, as pytorch/examples does), quantised to uint8 as a PNG holds them. "
+            f"Reference: {args.ref_n:,} training images (a fixed random subset). Final figures: "
+            f"{args.final_n:,} generated images; curve points: {args.curve_n:,} (FID is biased "
+            "upwards at small n: compare figures of the same n only). KID subsets of "
+            "min(1000, n/2). Precision and recall: k = 3. All runs: 32 px, batch 64, seed 0.",
+            "",
+            "CIFAR-10-JPEG is CIFAR-10 re-encoded as JPEG: its FIDs are comparable with each "
+            "other and with the floor below, never with published CIFAR-10 FIDs.",
+            "",
+            *table(results, dss, names),
+            "",
+            *ratios(results, dss),
+            "",
+            "![FID against training images](quality/fid-curves.png)",
+            "",
+            "| dataset | recipe | 64 samples (seed 0) |",
+            "| --- | --- | --- |",
+            *grids,
+            "",
+            "## Alarms raised during these runs",
+            "",
+            *(warnings or ["None."]),
+            "",
+        ]
+    )
+    out = args.docs / "quality.md"
+    out.write_text(text)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=ROOT / "checkpoints" / "bench-quality")
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs")
+    parser.add_argument("--data-root", type=Path, default=locations.data_root())
+    parser.add_argument("--datasets", default="cifar10-jpeg,mnist")
+    parser.add_argument("--recipes", default="dcgan-classic,dcgan-classic-ema,dcgan,vae,vaegan")
+    parser.add_argument("--images", type=int, default=384_000, help="training images per run")
+    parser.add_argument("--mnist-images", type=int, default=None, help="[default: --images]")
+    parser.add_argument("--points", type=int, default=6, help="curve points per run")
+    parser.add_argument("--curve-n", type=int, default=2000)
+    parser.add_argument("--final-n", type=int, default=5000)
+    parser.add_argument("--ref-n", type=int, default=10_000)
+    parser.add_argument("--precision", default="fp32", help="extractor precision: fp32 or bf16")
+    parser.add_argument("--train-precision", default="auto", help="auto, bf16 or fp32")
+    parser.add_argument("--report-only", action="store_true", help="write the report and stop")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON at the end")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    args.images_for = {"mnist": args.mnist_images} if args.mnist_images else {}
+    known = datasets(args.data_root)
+    dss = [known[k] for k in args.datasets.split(",")]
+    names = args.recipes.split(",")
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown:
+        raise SystemExit(f"unknown recipe {', '.join(unknown)} (valid: {', '.join(RECIPES)})")
+    results = Results(args.work / "results.jsonl")
+    log(f"machine: {machine()}; work folder {args.work} (resumable)")
+    if not args.report_only:
+        for ds in dss:
+            floor(ds, results, args)
+            for name in names:
+                run_one(ds, name, results, args)
+                report(results, dss, names, args)
+    log(f"report: {report(results, dss, names, args)}")
+    if args.json:
+        print(json.dumps({"rows": list(results.rows.values())}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""FID during training: the EMA model's FID against the training data, with fixed latents and a
+fixed, cached reference, so that the figures of one run can be compared with each other."""
+
+from typing import Any
+
+import torch
+
+from imagegen import data, inception, metrics
+from imagegen.generation import generate_uint8
+from imagegen.reference import reference_features
+
+
+class FIDMonitor:
+    """FID of a sampling network against `n` training images, with `n` fixed latents."""
+
+    def __init__(
+        self,
+        dataset: str,
+        images: data.ImageData,
+        n: int,
+        latent_dim: int,
+        seed: int,
+        data_root: str | None,
+        device: torch.device,
+    ) -> None:
+        self.extractor = inception.load_extractor(None, device)
+        self.device = device
+        c, res, _ = images.shape
+        real, _ = reference_features(
+            self.extractor,
+            dataset,
+            split="train",
+            resolution=res,
+            channels=c,
+            n=n,
+            root=data_root,
+            batch_size=64,
+        )
+        self.reference = metrics.gaussian_stats(real.numpy())
+        self.z = torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed + 3))
+        self.protocol: dict[str, Any] = self.extractor.describe() | {
+            "reference_images": int(real.shape[0])
+        }
+
+    def fid(self, model: torch.nn.Module, net: torch.nn.Module) -> float:
+        """FID of `net` (the model's sampling network, e.g. its EMA copy)."""
+        fake = self.extractor.features(generate_uint8(model, self.z, self.device, net))
+        return metrics.frechet_distance(*metrics.gaussian_stats(fake.numpy()), *self.reference)

@@ -1,0 +1,51 @@
+"""Generating images from a model: latents, interpolations, and uint8 images as a PNG holds."""
+
+from collections.abc import Callable
+
+import torch
+
+from imagegen.images import to_uint8
+
+BATCH = 256
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between latents a, b (D,) at fractions t (K,) -> (K, D)."""
+    a_n, b_n = a / a.norm(), b / b.norm()
+    omega = torch.arccos((a_n * b_n).sum().clamp(-1.0, 1.0))
+    t = t[:, None]
+    if omega.abs() < 1e-6:  # (nearly) parallel: plain linear interpolation
+        return (1 - t) * a + t * b
+    so = torch.sin(omega)
+    return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
+
+
+def latents(n: int, dim: int, seed: int, interpolate: int | None = None) -> torch.Tensor:
+    """The latents for a request: n i.i.d. normals, or rows of slerps between random pairs."""
+    g = torch.Generator().manual_seed(seed)
+    if not interpolate:
+        return torch.randn(n, dim, generator=g)
+    rows = max(1, n // interpolate)
+    ends = torch.randn(rows, 2, dim, generator=g)
+    t = torch.linspace(0, 1, interpolate)
+    return torch.cat([slerp(ends[r, 0], ends[r, 1], t) for r in range(rows)])
+
+
+def generate_uint8(
+    model: torch.nn.Module,
+    z: torch.Tensor,
+    device: torch.device,
+    net: torch.nn.Module | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """Images for latents z, quantised exactly as a saved PNG: uint8 (N, C, H, W) on the CPU.
+
+    `net` is the sampling network to use (an EMA copy); the model's own by default.
+    `on_batch(k)` is called after each batch with the number of images it made.
+    """
+    out = []
+    for i in range(0, len(z), BATCH):
+        out.append(to_uint8(model.generate(z[i : i + BATCH].to(device), net).cpu()))
+        if on_batch is not None:
+            on_batch(out[-1].shape[0])
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.uint8)

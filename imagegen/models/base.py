@@ -1,0 +1,88 @@
+"""The model contract: what every model gives the training loop and the commands.
+
+A model is a frozen dataclass config plus a `GenerativeModel` built from it alone. Adding a
+model means one file in this folder (its config, its networks, its training step) and one
+line in `imagegen/registry.py`; tests/test_contract.py then runs it through every command.
+
+    config               the frozen config dataclass the model was built from
+    ema_module           the name of the attribute sampled from; training keeps its EMA copy
+    normalisation        how pixels map to the networks' inputs and outputs, in words
+    latent_dim           the size of the latents `generate` takes
+    networks()           the separately optimised networks, by name (each may be DDP-wrapped)
+    configure_optimizers(train)              one optimizer per network, by name
+    training_step(real, optimizers, noise)   one step on a batch in [0, 1]; detached losses
+    generate(z, net=None)                    latents -> images in [0, 1]
+
+Capabilities some models add, declared (not probed):
+
+    can_reconstruct      reconstruct(x, net=None): images -> reconstructions, in [0, 1]
+    has_likelihood       evaluate(x, noise, net=None): negative ELBO and bits/dim per image
+"""
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from imagegen.config import TrainConfig
+
+
+class GenerativeModel(nn.Module, ABC):
+    """Named networks that training may wrap (in DDP), and the contract above.
+
+    Data-parallel training wraps each network in DistributedDataParallel; training steps call
+    `self.net(name)`, which is the wrapper when there is one, so gradients are averaged over
+    the ranks. The wrappers are not submodules: state_dict keys stay those of the networks.
+    """
+
+    ema_module: ClassVar[str]
+    normalisation: ClassVar[str]
+    can_reconstruct: ClassVar[bool] = False
+    has_likelihood: ClassVar[bool] = False
+    config: Any
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._wrappers: dict[str, nn.Module] = {}
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.config.latent_dim)
+
+    @abstractmethod
+    def networks(self) -> dict[str, nn.Module]:
+        """The separately optimised networks, by name."""
+
+    @abstractmethod
+    def configure_optimizers(self, train: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+        """One optimizer per network name that `training_step` steps."""
+
+    @abstractmethod
+    def training_step(
+        self,
+        real: torch.Tensor,
+        optimizers: dict[str, torch.optim.Optimizer],
+        noise: torch.Generator,
+    ) -> dict[str, torch.Tensor]:
+        """One step on `real` (B, C, R, R) in [0, 1]; all randomness from `noise`."""
+
+    @abstractmethod
+    def generate(self, z: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
+        """Latents (B, latent_dim) -> images (B, C, R, R) in [0, 1]; `net` replaces the
+        sampling network (an EMA copy of it)."""
+
+    def sampling_network(self) -> nn.Module:
+        """The module sampled from, whose moving average training keeps."""
+        return getattr(self, self.ema_module)
+
+    def set_wrappers(self, wrappers: dict[str, nn.Module]) -> None:
+        unknown = set(wrappers) - set(self.networks())
+        if unknown:
+            raise ValueError(f"no network named {', '.join(sorted(unknown))}")
+        self._wrappers = dict(wrappers)
+
+    def net(self, name: str) -> nn.Module:
+        """The network `name` as training calls it: its wrapper if it has one."""
+        wrapper = self._wrappers.get(name)
+        return wrapper if wrapper is not None else self.networks()[name]

@@ -272,6 +272,11 @@ def train(
         "--sync-bn/--no-sync-bn",
         help="torchrun jobs on CUDA: BatchNorm statistics over all ranks [default: per rank].",
     ),
+    tensorboard: bool | None = typer.Option(
+        None,
+        "--tensorboard/--no-tensorboard",
+        help="Event files in RUN/tensorboard [default: on when tensorboard is installed].",
+    ),
     dist_timeout: float = typer.Option(
         1800.0, help="torchrun jobs: seconds a collective waits for a rank before failing."
     ),
@@ -334,6 +339,7 @@ def train(
         compile=compile_,
         flip=flip,
         sync_bn=sync_bn,
+        tensorboard=tensorboard,
     )
     if steps is not None:
         options.setdefault("epochs", 25.0)

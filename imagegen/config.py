@@ -44,6 +44,7 @@ class TrainConfig:
     flip: bool = False  # random horizontal flips, drawn on the device
     sync_bn: bool = False  # torchrun jobs: BatchNorm statistics over all ranks (SyncBatchNorm)
     preset: str = ""  # the model's recipe preset this run started from ("": none)
+    tensorboard: bool | None = None  # event files in RUN/tensorboard; None: if installed
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "sample_every", "checkpoint_every", "log_every"):
@@ -106,6 +107,7 @@ RESUMABLE_CHANGES = frozenset(
         "precision",
         "compile",
         "sync_bn",
+        "tensorboard",
     }
 )
 

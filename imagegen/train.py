@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from imagegen import __version__, checkpoint, data, distributed, jsonl, runs
+from imagegen import __version__, checkpoint, data, distributed, jsonl, runs, tensorboard_log
 from imagegen.config import TrainConfig, build_dataclass, to_dict
 from imagegen.devices import autocast, resolve_device, resolve_precision
 from imagegen.ema import EMA
@@ -27,8 +27,9 @@ from imagegen.errors import PeerError, UserError
 from imagegen.fid_monitor import FIDMonitor
 from imagegen.files import atomic_link_or_copy
 from imagegen.health import HealthMonitor
-from imagegen.images import write_grid
+from imagegen.images import make_grid, to_uint8, write_png
 from imagegen.registry import get_spec
+from imagegen.tensorboard_log import TensorBoardLog
 from imagegen.train_plan import TrainPlan
 
 
@@ -467,10 +468,16 @@ def _already_complete(s: _Session) -> TrainResult:
 
 
 class _Reporter:
-    """Losses, throughput and alarms: the log lines (log.jsonl) and progress events."""
+    """Losses, throughput and alarms: the log lines (log.jsonl), TensorBoard and events."""
 
-    def __init__(self, s: _Session, emit: Callable[[TrainEvent], None], log: Any) -> None:
-        self.s, self.emit, self.log = s, emit, log
+    def __init__(
+        self,
+        s: _Session,
+        emit: Callable[[TrainEvent], None],
+        log: Any,
+        tb: TensorBoardLog | None,
+    ) -> None:
+        self.s, self.emit, self.log, self.tb = s, emit, log, tb
         self.meter, self.health = _LossMeter(s.context, s.device), HealthMonitor()
         self.warnings: list[str] = []
         self.losses: dict[str, float] = {}
@@ -491,6 +498,8 @@ class _Reporter:
         for message in messages:
             self.warnings.append(message)
             self.emit(TrainEvent("warning", step, self.s.total, message=message))
+            if self.tb is not None:
+                self.tb.text(step, "warnings", message)
         return messages
 
     def log_line(self, step: int, stop_requested: bool, last_good: Any) -> bool:
@@ -517,6 +526,8 @@ class _Reporter:
         if self.log is not None:
             self.log.write(jsonl.dumps(record) + "\n")
             self.log.flush()
+        if self.tb is not None and not bad:
+            self.tb.scalars(step, self.losses | {"images_per_s": self.ips})
         if bad:
             raise _diverged(s, last_good, step, ", ".join(bad))
         eta = (s.total - step) / max(self.ips / s.global_batch, 1e-9)
@@ -528,10 +539,13 @@ class _Reporter:
         return self.data_time / max(self.step_time, 1e-9)
 
 
-def _sample(s: _Session, fixed_z: torch.Tensor, step: int) -> Path:
+def _sample(s: _Session, fixed_z: torch.Tensor, step: int, tb: TensorBoardLog | None) -> Path:
     """Rank 0: the EMA model's grid of the fixed latents, samples/step-NNNNNNN.png."""
     path = s.plan.run_dir / "samples" / f"{runs.step_name(step)}.png"
-    write_grid(path, s.model.generate(fixed_z, s.ema.module))
+    grid = make_grid(to_uint8(s.model.generate(fixed_z, s.ema.module).cpu()))
+    write_png(path, grid)
+    if tb is not None:
+        tb.grid(step, grid)
     return path
 
 
@@ -550,6 +564,8 @@ def _measure_fid(
         jsonl.append(s.plan.run_dir / runs.METRICS, record | {"protocol": monitor.protocol})
         checkpointer.files.append(str(s.plan.run_dir / runs.METRICS))
         reporter.warn(step, reporter.health.check_fid(step, fid))
+        if reporter.tb is not None:
+            reporter.tb.scalars(step, {"fid": fid}, prefix="eval")
     if improved:
         s.best_fid = fid
         checkpointer.mark_best(checkpointer.save(step))
@@ -583,7 +599,11 @@ def _train(
     interrupted = False
     with _StopFlag() as stop, contextlib.ExitStack() as stack:
         log = stack.enter_context((plan.run_dir / runs.LOG).open("a")) if main else None
-        reporter = _Reporter(s, emit, log)
+        tb = None
+        if main and tensorboard_log.wanted(train.tensorboard):
+            tb = TensorBoardLog(plan.run_dir, s.start_step)
+            stack.callback(tb.close)
+        reporter = _Reporter(s, emit, log, tb)
         while step < total:
             t0 = time.perf_counter()
             real = s.batch(step)  # (B, C, R, R) in [0, 1]
@@ -605,7 +625,7 @@ def _train(
             else:
                 reporter.progress(step)
             if main and (step % train.sample_every == 0 or step == total):
-                files.append(str(_sample(s, fixed_z, step)))
+                files.append(str(_sample(s, fixed_z, step, tb)))
                 emit(TrainEvent("sample", step, total, path=Path(files[-1])))
             if train.fid_every and (step % train.fid_every == 0 or step == total):
                 _measure_fid(s, monitor, checkpointer, reporter, step)

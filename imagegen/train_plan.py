@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imagegen import checkpoint, data, locations, runs
+from imagegen import checkpoint, data, locations, runs, tensorboard_log
 from imagegen.config import (
     RESUMABLE_CHANGES,
     TrainConfig,
@@ -74,6 +74,7 @@ def plan_training(request: TrainRequest, download: bool = True) -> TrainPlan:
         # A folder or zip: store its absolute path so the run can be resumed from anywhere.
         options["dataset"] = str(Path(options["dataset"]).expanduser().resolve())
     train = build_dataclass(TrainConfig, options, "training")
+    tensorboard_log.wanted(train.tensorboard)  # asked for without the package: refused now
     options = preset.model | request.model_options
     channels = options.pop("channels", None) or data.native_channels(train.dataset)
     # Validate and resolve the model options now; a folder's channels are known once decoded.
@@ -148,6 +149,7 @@ def _plan_resume(request: TrainRequest, download: bool) -> TrainPlan:
     ]
     if diff:
         raise UserError(f"cannot resume {path} with different training options: {'; '.join(diff)}")
+    tensorboard_log.wanted(train.tensorboard)
     if train.steps is not None and train.steps < ckpt.step:
         raise UserError(
             f"{path} is at step {ckpt.step}, past the --steps {train.steps} asked for; "

@@ -14,6 +14,9 @@ import typer
 
 from imagegen import __version__, jsonl
 from imagegen.errors import PeerError, UsageError, UserError
+from imagegen.registry import MODELS
+
+MODEL_NAMES = ", ".join(MODELS)  # help texts list the registry, never a hand-written list
 
 app = typer.Typer(
     name="imagegen",
@@ -213,7 +216,7 @@ TRAIN_EXAMPLE = """Examples:
 
 @app.command(epilog=TRAIN_EXAMPLE)
 def train(
-    model: str = typer.Argument(..., help="Model to train: dcgan, vae or vaegan."),
+    model: str = typer.Argument(..., help=f"Model to train: {MODEL_NAMES}."),
     dataset: str | None = typer.Option(
         None,
         "--dataset",
@@ -644,7 +647,7 @@ CONVERT_EXAMPLE = """Examples:
 def convert(
     src: Path = typer.Argument(..., help="Source: .pth/.pt, .safetensors, or a run folder."),
     dst: Path = typer.Argument(..., help="Destination: .safetensors, .pt/.pth or .onnx."),
-    model: str | None = typer.Option(None, help="Model of a state dict: dcgan, vae, vaegan."),
+    model: str | None = typer.Option(None, help=f"Model of a state dict: {MODEL_NAMES}."),
     option: list[str] = typer.Option(
         [], "--set", "-s", help="Model option KEY=VALUE for an imported state dict."
     ),

@@ -1,12 +1,15 @@
-"""The models imagegen knows: one literal dict from a name to its spec."""
+"""The models imagegen knows: one literal dict from a name to its spec.
 
+A spec names its model's file and classes; they are imported on first use, so listing the
+models (in --help, say) costs no torch import.
+"""
+
+import difflib
+import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from torch import nn
-
 from imagegen.errors import UsageError
-from imagegen.models import dcgan, vae, vaegan
 
 
 @dataclass(frozen=True)
@@ -28,11 +31,20 @@ class ModelSpec:
 
     name: str
     summary: str
-    config_cls: type
-    model_cls: type[nn.Module]
+    module: str  # the model's file, e.g. imagegen.models.dcgan
+    config_name: str  # its frozen config dataclass
+    model_name: str  # its GenerativeModel
     train_defaults: dict[str, Any] = field(default_factory=dict)  # over TrainConfig's
     presets: dict[str, Preset] = field(default_factory=dict)
     default_preset: str = ""
+
+    @property
+    def config_cls(self) -> type:
+        return getattr(importlib.import_module(self.module), self.config_name)
+
+    @property
+    def model_cls(self) -> Any:
+        return getattr(importlib.import_module(self.module), self.model_name)
 
     def preset(self, name: str | None) -> tuple[str, Preset]:
         """The preset `name` (the default one for None); an unknown name lists the valid."""
@@ -49,8 +61,9 @@ MODELS: dict[str, ModelSpec] = {
     "dcgan": ModelSpec(
         name="dcgan",
         summary="DCGAN (Radford et al. 2015), non-saturating loss",
-        config_cls=dcgan.DCGANConfig,
-        model_cls=dcgan.DCGAN,
+        module="imagegen.models.dcgan",
+        config_name="DCGANConfig",
+        model_name="DCGAN",
         presets={
             "classic": Preset(
                 summary="pytorch/examples' DCGAN: BatchNorm in D, BCE loss, Adam 2e-4 "
@@ -67,15 +80,17 @@ MODELS: dict[str, ModelSpec] = {
     "vae": ModelSpec(
         name="vae",
         summary="VAE (Kingma & Welling 2014), Bernoulli or Gaussian likelihood, beta-KL",
-        config_cls=vae.VAEConfig,
-        model_cls=vae.VAE,
+        module="imagegen.models.vae",
+        config_name="VAEConfig",
+        model_name="VAE",
         train_defaults={"lr": 1e-3, "beta1": 0.9},
     ),
     "vaegan": ModelSpec(
         name="vaegan",
         summary="VAE-GAN (Larsen et al. 2016), feature-space reconstruction",
-        config_cls=vaegan.VAEGANConfig,
-        model_cls=vaegan.VAEGAN,
+        module="imagegen.models.vaegan",
+        config_name="VAEGANConfig",
+        model_name="VAEGAN",
     ),
 }
 
@@ -85,4 +100,6 @@ def get_spec(name: str) -> ModelSpec:
     try:
         return MODELS[name]
     except KeyError:
-        raise UsageError(f"unknown model {name!r} (valid: {', '.join(MODELS)})") from None
+        close = difflib.get_close_matches(str(name), MODELS, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UsageError(f"unknown model {name!r} (valid: {', '.join(MODELS)}){hint}") from None

@@ -19,6 +19,7 @@ from imagegen.files import (
 )
 from imagegen.generation import BATCH, generate_uint8, latents
 from imagegen.images import make_grid, png_bytes, to_uint8, write_png
+from imagegen.registry import MODELS
 from imagegen.runs import find_checkpoint, newest_run, recorded_data_root
 
 MAX_GRID = 4096
@@ -146,7 +147,8 @@ def sample(
     model = checkpoint.build_model(ckpt, use_ema=use_ema).to(device)
     if request.reconstruct and not model.can_reconstruct:
         raise UsageError(
-            f"a {ckpt.model_name} model has no encoder; --reconstruct needs vae or vaegan"
+            f"a {ckpt.model_name} model has no encoder; --reconstruct needs one of "
+            + ", ".join(name for name, spec in MODELS.items() if spec.model_cls.can_reconstruct)
         )
     metrics: dict[str, float] = {}
 

@@ -1,6 +1,7 @@
 """Training recipes: DiffAugment, spectral normalisation, hinge loss, lr options, presets."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -208,3 +209,79 @@ def test_numeric_options_are_checked_before_anything_runs(
 def test_model_options_are_checked(run_cli, model: str, option: str, message: str) -> None:
     result = run_cli("train", model, "-d", "synthetic", "--set", option, "--dry-run")
     assert result.code == 2 and message in result.err, result
+
+
+def test_vaegan_balancing_rule_skips_as_the_authors_do() -> None:
+    from imagegen.models.vaegan import VAEGAN, VAEGANConfig
+
+    model = VAEGAN(VAEGANConfig(channels=1, width=4, d_width=4, latent_dim=4, balance=True))
+    t = torch.tensor
+    # equilibrium 0.68, margin 0.35: D skipped below 0.33, the decoder above 1.03
+    assert model._balance(t(0.7), t(0.7)) == (True, True)
+    assert model._balance(t(0.2), t(0.7)) == (False, True)  # D too good on real: rest D
+    assert model._balance(t(0.7), t(1.2)) == (True, False)  # D beats the decoder: rest it
+    assert model._balance(t(0.2), t(1.2)) == (True, True)  # both would rest: both train
+    plain = VAEGAN(VAEGANConfig(channels=1, width=4, d_width=4, latent_dim=4))
+    assert plain._balance(t(0.0), t(9.0)) == (True, True)
+
+
+def test_vaegan_skipped_networks_do_not_move_and_skips_are_logged() -> None:
+    from imagegen.config import TrainConfig
+    from imagegen.models.vaegan import VAEGAN, VAEGANConfig
+
+    torch.manual_seed(0)
+    cfg = VAEGANConfig(channels=1, width=4, d_width=4, latent_dim=4, balance=True, margin=0.0)
+    model = VAEGAN(cfg)  # margin 0: one of the two always rests (or both train)
+    opts = model.configure_optimizers(TrainConfig())
+    before = {k: p.clone() for k, p in model.named_parameters()}
+    losses = model.training_step(torch.rand(4, 1, 32, 32), opts, gen(0))
+    assert {"d_skipped", "dec_skipped"} <= set(losses)
+    moved = {k.split(".")[0] + "." + k.split(".")[1] for k, p in model.named_parameters()
+             if not torch.equal(before[k], p)}  # fmt: skip
+    if float(losses["d_skipped"]):
+        assert not any(k.startswith("discriminator") for k in moved)
+    if float(losses["dec_skipped"]):
+        assert "autoencoder.decoder" not in moved
+    assert "autoencoder.encoder" in moved  # the encoder is never rested
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"d_norm": "spectral", "loss": "hinge", "d_on_reconstructions": False, "beta": 2.0},
+        {"balance": True},
+    ],
+)
+def test_vaegan_options_train(options: dict) -> None:
+    from imagegen.config import TrainConfig
+    from imagegen.models.vaegan import VAEGAN, VAEGANConfig
+
+    torch.manual_seed(0)
+    model = VAEGAN(VAEGANConfig(channels=1, width=4, d_width=4, latent_dim=4, **options))
+    opts = model.configure_optimizers(TrainConfig(lr_d=1e-4))
+    assert opts["discriminator"].param_groups[0]["lr"] == 1e-4
+    for _ in range(3):
+        losses = model.training_step(torch.rand(4, 1, 32, 32), opts, gen(0))
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_sigma_vae_tracks_the_optimal_sigma_and_uses_it_for_bits_per_dim() -> None:
+    from imagegen.config import TrainConfig
+    from imagegen.models.vae import VAE, VAEConfig
+
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(likelihood="gaussian-optimal", width=4, latent_dim=4, channels=1))
+    assert "autoencoder.sigma" in model.state_dict()  # travels with the EMA and exports
+    opts = model.configure_optimizers(TrainConfig(lr=1e-3))
+    x = torch.rand(8, 1, 32, 32)
+    for _ in range(300):
+        model.training_step(x, opts, gen(0))
+    with torch.no_grad():
+        mean = torch.sigmoid(model.autoencoder.decoder(model.autoencoder.encoder(x)[0]))
+    rmse = float((x - mean).pow(2).mean().sqrt())
+    sigma = float(model.autoencoder.sigma)
+    assert 0.5 * rmse < sigma < 2.0 * rmse  # the running optimum, near this data's error
+    out = model.evaluate(x, gen(1), model.autoencoder)
+    assert math.isfinite(out["bpd"]) and out["bpd"] > 0
+    old = VAE(VAEConfig(channels=1, width=4, latent_dim=4))  # other likelihoods: no buffer
+    assert "autoencoder.sigma" not in old.state_dict()

@@ -1,8 +1,11 @@
 """Variational autoencoder (Kingma & Welling 2014) with a convolutional encoder and decoder.
 
 Loss per image = reconstruction NLL + beta * KL(q(z|x) || N(0, I)); beta may warm up linearly.
-The reconstruction likelihood is Bernoulli (BCE with logits; pixels in [0, 1] as targets) or
-Gaussian with a fixed standard deviation (MSE up to constants) on a sigmoid mean.
+The reconstruction likelihood is Bernoulli (BCE with logits; pixels in [0, 1] as targets),
+Gaussian with a fixed standard deviation (MSE up to constants) on a sigmoid mean, or Gaussian
+with the optimal shared standard deviation (the sigma-VAE, Rybkin et al. 2021): each batch's
+sigma is sqrt(MSE), at which the likelihood is highest, so a fixed sigma's blur (too large) or
+noise (too small) is not chosen by hand. A running average of it is kept for evaluation.
 """
 
 import math
@@ -32,7 +35,7 @@ class VAEConfig:
     channels: int = 3
     latent_dim: int = 32
     width: int = 32  # channels at the first encoder / last decoder stage
-    likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
+    likelihood: Literal["bernoulli", "gaussian", "gaussian-optimal"] = "bernoulli"
     gaussian_std: float = 0.1  # fixed sigma of the Gaussian likelihood, in [0, 1] pixel units
     beta: float = 1.0
     beta_warmup_steps: int = 0  # beta rises linearly from 0 over this many steps
@@ -46,14 +49,16 @@ class VAEConfig:
 
 
 def reconstruction_nll(
-    output: torch.Tensor, x: torch.Tensor, likelihood: str, std: float
+    output: torch.Tensor, x: torch.Tensor, likelihood: str, std: float | torch.Tensor
 ) -> torch.Tensor:
-    """-log p(x|z) per image in nats, summed over pixels: (B,). `output` is pre-activation."""
+    """-log p(x|z) per image in nats, summed over pixels: (B,). `output` is pre-activation;
+    `std` is the Gaussian's standard deviation (a float, or a scalar tensor)."""
     if likelihood == "bernoulli":
         nll = F.binary_cross_entropy_with_logits(output, x, reduction="none")
     else:
         mean = torch.sigmoid(output)
-        nll = 0.5 * ((x - mean) / std) ** 2 + math.log(std) + 0.5 * math.log(2 * math.pi)
+        log_std = torch.log(torch.as_tensor(std, dtype=mean.dtype, device=mean.device))
+        nll = 0.5 * ((x - mean) / std) ** 2 + log_std + 0.5 * math.log(2 * math.pi)
     return nll.flatten(1).sum(1)
 
 
@@ -64,7 +69,7 @@ def bits_per_dim(neg_elbo: torch.Tensor, dims: int, likelihood: str) -> torch.Te
     pixels scaled to [0, 1] is turned into a probability of 8-bit values by adding
     D ln 255 (bin width 1/255) first.
     """
-    if likelihood == "gaussian":
+    if likelihood.startswith("gaussian"):
         neg_elbo = neg_elbo + dims * math.log(255.0)
     return neg_elbo / (dims * math.log(2.0))
 
@@ -84,6 +89,9 @@ class VAE(GenerativeModel):
             config.channels, config.width, config.resolution, config.latent_dim
         )
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))  # for warm-up
+        if config.likelihood == "gaussian-optimal":  # kept with the autoencoder: its EMA and
+            # a weights-only export carry it
+            self.autoencoder.register_buffer("sigma", torch.tensor(1.0))
 
     def networks(self) -> dict[str, nn.Module]:
         return {"encoder": self.autoencoder.encoder, "decoder": self.autoencoder.decoder}
@@ -120,9 +128,16 @@ class VAE(GenerativeModel):
         z = reparameterize(mean, logvar, noise)
         output = decoder(z)  # (B, C, R, R)
         c = self.config
-        return reconstruction_nll(output, x, c.likelihood, c.gaussian_std), gaussian_kl(
-            mean, logvar
-        )
+        std: float | torch.Tensor = c.gaussian_std
+        if c.likelihood == "gaussian-optimal":
+            holder = self.autoencoder if net is None else net
+            std = holder.sigma
+            if net is None:  # training: this batch's optimal sigma, and its running average
+                mse = (x - torch.sigmoid(output)).pow(2).mean().detach()
+                std = mse.sqrt().clamp(min=1e-3)
+                with torch.no_grad():
+                    holder.sigma.lerp_(std, 0.01)
+        return reconstruction_nll(output, x, c.likelihood, std), gaussian_kl(mean, logvar)
 
     def training_step(
         self,

@@ -13,9 +13,16 @@ Dis_l, under a Gaussian likelihood, and whose decoder doubles as the GAN's gener
 
 All three gradients are taken at the same parameters (the paper's Algorithm 1), each network
 with its own optimizer. Images are in [-1, 1] inside the model; the decoder ends in tanh.
+
+Options beyond Algorithm 1 (its defaults keep it): the authors' balancing rule (`balance`:
+with equilibrium e and margin m, D's step is skipped when its loss on real or on prior
+samples is below e - m, the decoder's when above e + m, both taken if both would be skipped),
+a KL weight `beta` in the encoder's loss, D without reconstructions among its fakes (the
+authors' CelebA code), and the DCGAN's spectral normalisation and hinge loss for D.
 """
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -43,11 +50,21 @@ class VAEGANConfig:
     width: int = 32  # encoder / decoder channels at full resolution
     d_width: int = 32  # discriminator channels at full resolution
     gamma: float = 0.01  # weight of the feature reconstruction in the decoder's loss
+    beta: float = 1.0  # weight of the KL term in the encoder's loss
+    d_norm: Literal["batch", "spectral", "none"] = "batch"  # normalisation in D
+    loss: Literal["bce", "hinge"] = "bce"  # the GAN loss
+    d_on_reconstructions: bool = True  # D sees Dec(Enc(x)) as fake, besides prior samples
+    balance: bool = False  # the authors' rule: skip D's or the decoder's step (see above)
+    equilibrium: float = 0.68  # the rule's target for D's BCE on real and on prior samples
+    margin: float = 0.35
 
     def __post_init__(self) -> None:
         check_shape("vaegan", self.resolution, self.channels)
         check_positive(self, "latent_dim", "width", "d_width")
         check_range(self, "gamma", low=0.0)
+        check_range(self, "beta", low=0.0)
+        check_range(self, "equilibrium", low=0.0, low_open=True)
+        check_range(self, "margin", low=0.0)
 
 
 def feature_nll(f_fake: torch.Tensor, f_real: torch.Tensor) -> torch.Tensor:
@@ -57,6 +74,31 @@ def feature_nll(f_fake: torch.Tensor, f_real: torch.Tensor) -> torch.Tensor:
 
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+def _d_loss(loss: str, real: torch.Tensor, fakes: list[torch.Tensor]) -> torch.Tensor:
+    """D's loss: real labelled real, each batch of `fakes` labelled fake (BCE or hinge)."""
+    if loss == "hinge":
+        return F.relu(1 - real).mean() + sum(F.relu(1 + f).mean() for f in fakes)
+    return _bce(real, 1.0) + sum(_bce(f, 0.0) for f in fakes)
+
+
+def _g_loss(loss: str, fakes: list[torch.Tensor]) -> torch.Tensor:
+    """The decoder's GAN loss: its images labelled real (non-saturating BCE, or hinge)."""
+    if loss == "hinge":
+        return sum(-f.mean() for f in fakes)
+    return sum(_bce(f, 1.0) for f in fakes)
+
+
+def _mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
+    """The mean over a torchrun job's ranks (so every rank takes the same decisions)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        values = values.clone()
+        dist.all_reduce(values)
+        values /= dist.get_world_size()
+    return values
 
 
 class VAEGAN(GenerativeModel):
@@ -72,7 +114,9 @@ class VAEGAN(GenerativeModel):
         self.autoencoder = AutoEncoder(
             config.channels, config.width, config.resolution, config.latent_dim
         )
-        self.discriminator = Discriminator(config.channels, config.d_width, config.resolution)
+        self.discriminator = Discriminator(
+            config.channels, config.d_width, config.resolution, config.d_norm
+        )
 
     def networks(self) -> dict[str, nn.Module]:
         return {
@@ -105,16 +149,21 @@ class VAEGAN(GenerativeModel):
         logit_real, f_real = dis(x, with_features=True)  # Dis(x), Dis_l(x)
         logit_rec, f_rec = dis(x_rec, with_features=True)  # Dis(x~), Dis_l(x~)
         logit_prior = dis(x_prior)
+        c = self.config
         prior = gaussian_kl(mean, logvar).mean()
         llike = feature_nll(f_rec, f_real.detach()).mean()
+        fakes = [logit_rec, logit_prior] if c.d_on_reconstructions else [logit_prior]
         return {
-            "encoder": prior + llike,
-            "decoder": self.config.gamma * llike + _bce(logit_rec, 1.0) + _bce(logit_prior, 1.0),
-            "discriminator": _bce(logit_real, 1.0) + _bce(logit_rec, 0.0) + _bce(logit_prior, 0.0),
+            "encoder": c.beta * prior + llike,
+            "decoder": c.gamma * llike + _g_loss(c.loss, [logit_rec, logit_prior]),
+            "discriminator": _d_loss(c.loss, logit_real, fakes),
             "kl": prior,
             "llike": llike,
             "d_real": torch.sigmoid(logit_real).mean(),
             "d_fake": torch.sigmoid(logit_prior).mean(),
+            # D's BCE on real and on prior samples: what the balancing rule watches
+            "bce_real": F.softplus(-logit_real).mean(),
+            "bce_prior": F.softplus(logit_prior).mean(),
         }
 
     def training_step(
@@ -134,9 +183,14 @@ class VAEGAN(GenerativeModel):
             opt.zero_grad(set_to_none=True)
         for i, (name, net) in enumerate(nets.items()):
             losses[name].backward(inputs=list(net.parameters()), retain_graph=i < len(nets) - 1)
+        train_d, train_dec = self._balance(losses["bce_real"], losses["bce_prior"])
         for name in nets:
+            if (name == "discriminator" and not train_d) or (name == "decoder" and not train_dec):
+                continue
             optimizers[name].step()
         return {
+            "d_skipped": torch.tensor(float(not train_d), device=real.device),
+            "dec_skipped": torch.tensor(float(not train_dec), device=real.device),
             "enc_loss": losses["encoder"].detach(),
             "dec_loss": losses["decoder"].detach(),
             "d_loss": losses["discriminator"].detach(),
@@ -145,6 +199,18 @@ class VAEGAN(GenerativeModel):
             "d_real": losses["d_real"].detach(),
             "d_fake": losses["d_fake"].detach(),
         }
+
+    def _balance(self, bce_real: torch.Tensor, bce_prior: torch.Tensor) -> tuple[bool, bool]:
+        """Whether to step D and the decoder (always both without `balance`)."""
+        c = self.config
+        if not c.balance:
+            return True, True
+        real, prior = _mean_over_ranks(torch.stack([bce_real, bce_prior]).detach()).tolist()
+        train_d = not (real < c.equilibrium - c.margin or prior < c.equilibrium - c.margin)
+        train_dec = not (real > c.equilibrium + c.margin or prior > c.equilibrium + c.margin)
+        if not (train_d or train_dec):
+            return True, True
+        return train_d, train_dec
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:

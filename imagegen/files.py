@@ -14,7 +14,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     half-written file.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # as open() would: mkstemp makes the file 0600
         with os.fdopen(fd, "wb") as f:
@@ -22,10 +25,26 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # disk full, quota, I/O error: the old file is untouched
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+TMP_SUFFIX = ".tmp"  # temporary files: ".NAME.XXXX.tmp" beside their target
+
+
+def remove_stray_temp_files(folder: Path) -> list[Path]:
+    """Delete the temporary files a killed process left in `folder` (one level); return them."""
+    removed = []
+    for path in Path(folder).glob(f".*{TMP_SUFFIX}"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def _umask() -> int:
@@ -37,7 +56,7 @@ def _umask() -> int:
 
 def atomic_link_or_copy(src: Path, dst: Path) -> None:
     """Make `dst` an atomic replica of `src` (a hard link where possible, else a copy)."""
-    tmp = dst.with_name(f".{dst.name}.link.tmp")
+    tmp = dst.with_name(f".{dst.name}.link{TMP_SUFFIX}")
     tmp.unlink(missing_ok=True)
     try:
         os.link(src, tmp)

@@ -8,7 +8,7 @@ that Python's json module writes by default.
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from imagegen.files import atomic_write_bytes
 
@@ -29,11 +29,16 @@ def dumps(obj: Any, **kwargs: Any) -> str:
     return json.dumps(finite(obj), allow_nan=False, **kwargs)
 
 
+def write_line(f: TextIO, record: dict[str, Any]) -> None:
+    """Write one record as a line to an open file, and flush it."""
+    f.write(dumps(record) + "\n")
+    f.flush()
+
+
 def append(path: Path, record: dict[str, Any]) -> None:
     """Append one record as a line (flushed)."""
     with Path(path).open("a") as f:
-        f.write(dumps(record) + "\n")
-        f.flush()
+        write_line(f, record)
 
 
 def read(path: Path) -> list[dict[str, Any]]:

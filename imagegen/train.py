@@ -25,7 +25,7 @@ from imagegen.devices import autocast, resolve_device, resolve_precision
 from imagegen.ema import EMA
 from imagegen.errors import PeerError, UserError
 from imagegen.fid_monitor import FIDMonitor
-from imagegen.files import atomic_link_or_copy
+from imagegen.files import atomic_link_or_copy, remove_stray_temp_files
 from imagegen.health import HealthMonitor
 from imagegen.images import make_grid, to_uint8, write_png
 from imagegen.registry import get_spec
@@ -320,6 +320,22 @@ class _Checkpointer:
             "best_fid": s.best_fid if math.isfinite(s.best_fid) else None,
             "batches_per_epoch": s.batches.batches_per_epoch,
         }
+        try:
+            self._write(path, step, rng, counters)
+        except UserError as e:
+            kept = (
+                f"step {self.last_good[0]} ({self.last_good[1]}) is intact"
+                if self.last_good
+                else "no earlier checkpoint exists"
+            )
+            raise UserError(f"{e}; the checkpoint of step {step} was not written, {kept}") from None
+        self.last_good = (step, path)
+        self.files.append(str(path))
+        self.emit(TrainEvent("checkpoint", step, s.total, path=path))
+        return path
+
+    def _write(self, path: Path, step: int, rng: dict, counters: dict) -> None:
+        s = self.s
         checkpoint.save_checkpoint(
             path,
             model=s.model,
@@ -335,10 +351,6 @@ class _Checkpointer:
         )
         atomic_link_or_copy(path, self.folder / runs.LATEST)
         runs.rotate(s.plan.run_dir, s.train.keep_checkpoints)
-        self.last_good = (step, path)
-        self.files.append(str(path))
-        self.emit(TrainEvent("checkpoint", step, s.total, path=path))
-        return path
 
     def mark_best(self, path: Path) -> None:
         if self.s.context.is_main:
@@ -401,8 +413,7 @@ def _write_run_folder(s: _Session) -> list[str]:
     plan, run_dir = s.plan, s.plan.run_dir
     if plan.replace_run_dir:
         shutil.rmtree(run_dir)
-    (run_dir / "samples").mkdir(parents=True, exist_ok=True)
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
     resolved = plan.as_dict() | {
         "model_config": to_dict(s.config),
         "data_shape": list(s.images.shape),
@@ -416,7 +427,11 @@ def _write_run_folder(s: _Session) -> list[str]:
         "global_batch_size": s.global_batch,
         "imagegen_version": __version__,
     }
-    files = [str(runs.write_config(run_dir, resolved))]
+    files = [str(runs.write_config(run_dir, resolved))]  # first: it marks an imagegen run
+    (run_dir / "samples").mkdir(exist_ok=True)
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
+    for folder in (run_dir, run_dir / "samples", run_dir / "checkpoints"):
+        remove_stray_temp_files(folder)  # a process killed during a write leaves them
     if s.ckpt is not None:
         runs.truncate_records(run_dir, s.start_step)
     else:
@@ -524,8 +539,7 @@ class _Reporter:
             "elapsed_s": round(s.elapsed_before + now - s.started, 3),
         } | ({"warnings": new} if new else {})
         if self.log is not None:
-            self.log.write(jsonl.dumps(record) + "\n")
-            self.log.flush()
+            jsonl.write_line(self.log, record)
         if self.tb is not None and not bad:
             self.tb.scalars(step, self.losses | {"images_per_s": self.ips})
         if bad:

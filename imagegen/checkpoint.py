@@ -19,9 +19,9 @@ from torch import nn
 
 from imagegen import __version__
 from imagegen.config import build_dataclass, to_json
-from imagegen.errors import UserError
+from imagegen.errors import UserError, brief
 from imagegen.files import atomic_write_bytes
-from imagegen.registry import get_spec
+from imagegen.registry import MODELS, get_spec
 
 FORMAT = "imagegen-checkpoint"
 FORMAT_VERSION = 1
@@ -129,12 +129,40 @@ def read_header(path: Path) -> dict[str, Any]:
             header = json.loads(f.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise UserError(f"{path} is not a safetensors file (bad header)") from None
-    if not isinstance(header, dict):
+    if not isinstance(header, dict) or not all(
+        _valid_entry(v) for k, v in header.items() if k != "__metadata__"
+    ):
         raise UserError(f"{path} is not a safetensors file (bad header)")
+    meta = header.get("__metadata__", {})
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise UserError(f"{path} is not a safetensors file (bad metadata)")
     end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
     if size < 8 + n + end:
         raise UserError(f"{path} is truncated ({size} of {8 + n + end} bytes)")
     return header
+
+
+def _json_dict(text: str) -> dict[str, Any]:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _valid_entry(entry: object) -> bool:
+    """A tensor's header entry: a dtype name, a shape of sizes, offsets start <= end."""
+    if not isinstance(entry, dict):
+        return False
+    shape, offsets = entry.get("shape"), entry.get("data_offsets")
+    return (
+        isinstance(entry.get("dtype"), str)
+        and isinstance(shape, list)
+        and all(isinstance(d, int) and d >= 0 for d in shape)
+        and isinstance(offsets, list)
+        and len(offsets) == 2
+        and all(isinstance(o, int) for o in offsets)
+        and 0 <= offsets[0] <= offsets[1]
+    )
 
 
 def read_checkpoint(
@@ -164,16 +192,24 @@ def read_checkpoint(
     model_name = meta.get("model", "")
     if expect_model is not None and model_name != expect_model:
         raise UserError(f"{path} holds a {model_name} model, not {expect_model}")
+    if model_name not in MODELS:
+        raise UserError(
+            f"{path} holds an unknown model {model_name!r} (known: {', '.join(MODELS)})"
+        )
     spec = get_spec(model_name)
     try:
-        config = build_dataclass(spec.config_cls, json.loads(meta["config"]), model_name)
-        train_config = json.loads(meta.get("train_config", "{}"))
+        values = _json_dict(meta["config"])
+        train_config = _json_dict(meta.get("train_config", "{}"))
         step = int(meta["step"])
-        c, h, w = json.loads(meta["data_shape"])
-        optim_meta = json.loads(meta.get("optim", "{}"))
-        counters = json.loads(meta.get("counters", "{}"))
+        c, h, w = (int(v) for v in json.loads(meta["data_shape"]))
+        optim_meta = _json_dict(meta.get("optim", "{}"))
+        counters = _json_dict(meta.get("counters", "{}"))
     except (KeyError, ValueError, TypeError) as e:
-        raise UserError(f"{path} has damaged metadata ({e})") from None
+        raise UserError(f"{path} has damaged metadata ({brief(e)})") from None
+    try:
+        config = build_dataclass(spec.config_cls, values, model_name)
+    except UserError as e:
+        raise UserError(f"{path} has a config this imagegen cannot build: {e}") from None
     try:
         tensors = load_file(str(path)) if load_tensors else {}
     except (SafetensorError, OSError, RuntimeError) as e:

@@ -14,10 +14,12 @@ import os
 import pickle
 import struct
 import zipfile
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -35,6 +37,9 @@ CACHE_VERSION = 1
 _PROGRESS: contextvars.ContextVar[Callable[[int, int], None] | None] = contextvars.ContextVar(
     "imagegen_decode_progress", default=None
 )
+MAX_PIXELS = 2**26  # 67 Mpixels: larger images are decompression bombs here, never decoded
+MAX_FILE_BYTES = 64 * 2**20  # an image file (or zip member) larger than this is skipped
+MAX_IDX_BYTES = 2**31  # an IDX file claiming more pixels than this is refused
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F", "P;L"}
 
 
@@ -277,17 +282,21 @@ def read_idx_images(path: Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
-            data = f.read()
-        magic, n, rows, cols = struct.unpack(">IIII", data[:16])
-    except (OSError, struct.error, EOFError) as e:
+            head = f.read(16)
+            magic, n, rows, cols = struct.unpack(">IIII", head)
+            if magic != 0x00000803:
+                raise UserError(f"{path} is not an IDX image file (magic {magic:#010x})")
+            size = n * rows * cols
+            if size > MAX_IDX_BYTES:  # read no more than the header says, and never a bomb
+                raise UserError(
+                    f"{path} claims {n} images of {rows}x{cols} ({size:,} bytes); refused"
+                )
+            data = f.read(size)
+    except (OSError, struct.error, EOFError, zlib.error) as e:
         raise UserError(f"cannot read IDX file {path}: {e}") from None
-    if magic != 0x00000803:
-        raise UserError(f"{path} is not an IDX image file (magic {magic:#010x})")
-    if len(data) < 16 + n * rows * cols:
+    if len(data) < size:
         raise UserError(f"{path} is truncated: expected {n} images of {rows}x{cols}")
-    return np.frombuffer(data, dtype=np.uint8, count=n * rows * cols, offset=16).reshape(
-        n, rows, cols
-    )
+    return np.frombuffer(data, dtype=np.uint8, count=size).reshape(n, rows, cols)
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -392,7 +401,7 @@ def _folder_source(folder: Path) -> _Source:
     fingerprint = {"folder": str(folder.resolve()), "files": _digest(files, folder)}
 
     def decode(resolution: int) -> tuple[list[np.ndarray], list[str], int]:
-        return _decode_files(files, lambda p: p.open("rb"), resolution, folder)
+        return _decode_files(files, _open_image_file, resolution, folder)
 
     return _Source(f"folder {folder} ({len(files)} files)", fingerprint, decode)
 
@@ -411,21 +420,61 @@ def _zip_source(path: Path) -> _Source:
         raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in zip {path}")
 
     def decode(resolution: int) -> tuple[list[np.ndarray], list[str], int]:
+        arrays: list[np.ndarray] = []
+        skipped: list[str] = []
+        all_gray = True
         with zipfile.ZipFile(path) as zf:
-            blobs = {}
-            for n in names:
-                try:
-                    blobs[n] = zf.read(n)
-                except (zipfile.BadZipFile, OSError, ValueError):
-                    blobs[n] = b""
-        return _decode_files(names, lambda n: io.BytesIO(blobs[n]), resolution, None)
+            for chunk in _zip_chunks(zf, names):  # bounded memory, whatever the archive holds
+                blobs = {n: _read_member(zf, n) for n in chunk}
+                a, sk, channels = _decode_files(
+                    chunk, lambda n, blobs=blobs: io.BytesIO(blobs[n]), resolution, None
+                )
+                arrays += a
+                skipped += sk
+                all_gray &= channels == 1 or not a
+        return arrays, skipped, 1 if (arrays and all_gray) else 3
 
     return _Source(f"zip {path} ({len(names)} files)", {"zip": _stat_key(path)}, decode)
+
+
+def _open_image_file(path: Path) -> BinaryIO:
+    """Open an image file for decoding; one larger than MAX_FILE_BYTES counts as unreadable."""
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise OSError(f"{path} is larger than {MAX_FILE_BYTES} bytes")
+    return path.open("rb")
+
+
+def _zip_chunks(zf: zipfile.ZipFile, names: list[str]) -> Iterator[list[str]]:
+    """Members in chunks of at most 256 MB declared, so a chunk's bytes fit in memory."""
+    chunk: list[str] = []
+    size = 0
+    for name in names:
+        declared = min(zf.getinfo(name).file_size, MAX_FILE_BYTES)
+        if chunk and size + declared > 256 * 2**20:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(name)
+        size += declared
+    if chunk:
+        yield chunk
+
+
+def _read_member(zf: zipfile.ZipFile, name: str) -> bytes:
+    """A member's bytes, or b"" (unreadable) when it is damaged or larger than an image file
+    can reasonably be: no more than MAX_FILE_BYTES are ever decompressed (zip bombs)."""
+    try:
+        with zf.open(name) as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, zlib.error):
+        return b""
+    return b"" if len(data) > MAX_FILE_BYTES else data
 
 
 def _decode_one(opener: Callable, item: object, resolution: int) -> tuple[np.ndarray, bool] | None:
     try:
         with opener(item) as f, Image.open(f) as im:
+            if im.size[0] * im.size[1] > MAX_PIXELS:  # a decompression bomb: never decoded
+                return None
             im.draft("RGB", (resolution, resolution))  # JPEG: decode at reduced size, faster
             gray = im.mode in _GRAY_MODES
             return fit_image(im, resolution), gray

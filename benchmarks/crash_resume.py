@@ -2,9 +2,9 @@
 run that was never interrupted: bit-identical weights, samples and log, no stray files.
 
 The run (a tiny DCGAN on the synthetic set) checkpoints, samples and logs at short intervals.
-Each life of the process ends in a SIGKILL at one of five kinds of moment, drawn at random:
-a random time during training, or in the middle of the N-th checkpoint write, sample write or
-log line (half the bytes written), or between a checkpoint and its `latest` link. The writes
+Each life of the process ends in a SIGKILL at one of five kinds of moment, taken in turn: a
+random time during training, or in the middle of the N-th (random) checkpoint write, sample
+write or log line (half the bytes written), or between a checkpoint and its `latest` link. The writes
 are interrupted from inside the process (the child imports imagegen with those functions
 wrapped), so every kind is hit, not just the likely ones. After each kill the run is resumed
 with `imagegen train --resume` (or started again when no checkpoint existed yet). One thread,
@@ -96,7 +96,7 @@ def crash_run(workdir: Path, kills: int, seed: int, max_delay: float) -> dict:
     events: list[dict] = []
     fresh = True
     while True:
-        mode = rng.choice(MODES) if len(events) < kills else ""
+        mode = MODES[len(events) % len(MODES)] if len(events) < kills else ""
         crash = f"{mode}:{rng.randint(1, 4)}" if mode and mode != "step" else ""
         launched = time.time()
         proc = subprocess.Popen(command(run, fresh, crash), env=env(workdir))

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DATA ?= $(firstword $(wildcard ../shared/datasets) $(IMAGEGEN_DATA))
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow lint format bench clean
+.PHONY: install demo test test-slow lint format bench bench-quality clean
 
 install: $(STAMP)
 
@@ -47,6 +47,14 @@ bench: install
 	$(if $(DATA),IMAGEGEN_DATA=$(abspath $(DATA))) $(PY) benchmarks/bench_fid.py
 	$(PY) benchmarks/bench_precision.py
 	$(PY) benchmarks/bench_ddp.py
+	$(PY) benchmarks/bench_eval_memory.py
+	$(PY) benchmarks/crash_resume.py --kills 50
+
+# Image quality per training image, every model and recipe side by side (hours on a CPU;
+# resumable: stop it and start it again). Writes docs/quality.md.
+bench-quality: install
+	$(PY) -m pip install -q "matplotlib>=3.7"
+	$(if $(DATA),IMAGEGEN_DATA=$(abspath $(DATA))) $(PY) benchmarks/bench_quality.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -4,11 +4,11 @@ run that was never interrupted: bit-identical weights, samples and log, no stray
 The run (a tiny DCGAN on the synthetic set) checkpoints, samples and logs at short intervals.
 Each life of the process ends in a SIGKILL at one of five kinds of moment, taken in turn: a
 random time during training, or in the middle of the N-th (random) checkpoint write, sample
-write or log line (half the bytes written), or between a checkpoint and its `latest` link. The writes
-are interrupted from inside the process (the child imports imagegen with those functions
-wrapped), so every kind is hit, not just the likely ones. After each kill the run is resumed
-with `imagegen train --resume` (or started again when no checkpoint existed yet). One thread,
-so the results are bit-reproducible on this machine.
+write or log line (half the bytes written), or between a checkpoint and its `latest` link.
+The writes are interrupted from inside the process (the child imports imagegen with those
+functions wrapped), so every kind is hit, not just the likely ones. After each kill the run is
+resumed with `imagegen train --resume` (or started again when no checkpoint existed yet). One
+thread, so the results are bit-reproducible on this machine.
 
     python benchmarks/crash_resume.py --kills 50
 """

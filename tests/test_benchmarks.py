@@ -104,3 +104,9 @@ def test_bench_quality(tmp_path: Path) -> None:
     # Resumable: a second call finds everything done and only rewrites the report.
     again = run("bench_quality.py", *args)
     assert len(again["rows"]) == len(result["rows"])
+
+
+def test_bench_eval_memory() -> None:
+    result = run("bench_eval_memory.py", "--sizes", "200", "400")
+    assert [r["n"] for r in result["rows"]] == [200, 400]
+    assert all(r["peak_mb"] > 0 and r["pr_dc_s"] >= 0 for r in result["rows"])

@@ -51,6 +51,34 @@ def init_weights(module: nn.Module) -> None:
 
 
 D_NORMS = ("batch", "spectral", "none")
+D_ARCHS = ("dcgan", "cnn")
+
+
+def _cnn_stack(channels: int, width: int, resolution: int, norm: str) -> tuple[nn.Sequential, int]:
+    """The "standard CNN" discriminator of the spectral normalisation paper (Miyato et al.
+    2018): at each resolution a 3x3 conv then a strided 4x4 conv, LeakyReLU(0.1), and a last
+    3x3 conv to 8w channels at 4x4. Deeper than the DCGAN's stack: under spectral
+    normalisation, where each layer is 1-Lipschitz, depth is what gives it capacity.
+    """
+    widths = [width * 2**i for i in range(num_stages(resolution))]  # 32px: w, 2w, 4w
+    bias = norm != "batch"
+    layers: list[nn.Module] = []
+    c_in = channels
+    for i, w in enumerate(widths):  # each halves H and W
+        layers.append(nn.Conv2d(c_in, w, 3, 1, 1, bias=bias))  # (B, w_i, R_i, R_i)
+        if norm == "batch" and i > 0:
+            layers.append(nn.BatchNorm2d(w))
+        layers += [nn.LeakyReLU(0.1, inplace=True), nn.Conv2d(w, w, 4, 2, 1, bias=bias)]
+        if norm == "batch":
+            layers.append(nn.BatchNorm2d(w))
+        layers.append(nn.LeakyReLU(0.1, inplace=True))  # (B, w_i, R_i / 2, R_i / 2)
+        c_in = w
+    top = widths[-1] * 2
+    layers.append(nn.Conv2d(c_in, top, 3, 1, 1, bias=bias))  # (B, 8w, 4, 4) at 32 px
+    if norm == "batch":
+        layers.append(nn.BatchNorm2d(top))
+    layers.append(nn.LeakyReLU(0.1, inplace=True))
+    return nn.Sequential(*layers), top
 
 
 def _down_stack(
@@ -95,15 +123,21 @@ class Discriminator(nn.Module):
 
     Strided convs + BatchNorm + LeakyReLU(0.2), no pooling; `features` is the last hidden
     layer (B, 8w, 4, 4) at 64 px, which the VAE-GAN uses as its similarity metric. With
-    `norm="spectral"` every conv is spectrally normalised instead of followed by BatchNorm.
+    `norm="spectral"` every conv is spectrally normalised instead of followed by BatchNorm;
+    `arch="cnn"` is the deeper standard CNN of the spectral normalisation paper.
     """
 
-    def __init__(self, channels: int, width: int, resolution: int, norm: str = "batch") -> None:
+    def __init__(
+        self, channels: int, width: int, resolution: int, norm: str = "batch", arch: str = "dcgan"
+    ) -> None:
         super().__init__()
         if norm not in D_NORMS:
             raise UsageError(f"unknown d_norm {norm!r} (valid: {', '.join(D_NORMS)})")
+        if arch not in D_ARCHS:
+            raise UsageError(f"unknown d_arch {arch!r} (valid: {', '.join(D_ARCHS)})")
         self.norm = norm
-        self.main, top = _down_stack(channels, width, resolution, norm)  # (B, top, 4, 4)
+        stack = _cnn_stack if arch == "cnn" else _down_stack
+        self.main, top = stack(channels, width, resolution, norm)  # (B, top, 4, 4)
         self.head = nn.Conv2d(top, 1, 4, 1, 0, bias=norm != "batch")  # (B, 1, 1, 1)
         self.apply(init_weights)
         if norm == "spectral":

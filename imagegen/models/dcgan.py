@@ -39,6 +39,7 @@ class DCGANConfig:
     g_width: int = 64  # generator channels at full resolution (pytorch/examples' ngf)
     d_width: int = 64  # discriminator channels at full resolution (ndf)
     d_norm: Literal["batch", "spectral", "none"] = "batch"  # normalisation in D
+    d_arch: Literal["dcgan", "cnn"] = "dcgan"  # cnn: the deeper standard CNN (Miyato et al.)
     loss: Literal["bce", "hinge"] = "bce"  # bce: the paper's loss, non-saturating for G
     augment: str = ""  # DiffAugment policy: color, translation, cutout (comma-separated)
 
@@ -107,7 +108,7 @@ class DCGAN(GenerativeModel):
         self.config = config
         self.generator = Generator(config)
         self.discriminator = Discriminator(
-            config.channels, config.d_width, config.resolution, config.d_norm
+            config.channels, config.d_width, config.resolution, config.d_norm, config.d_arch
         )
         self.policy = parse_policy(config.augment)
 

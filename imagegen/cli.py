@@ -3,6 +3,7 @@
 Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted.
 """
 
+import dataclasses
 import gc
 import json
 import os
@@ -304,70 +305,35 @@ def train(
     with DistributedDataParallel; rank 0 writes the run folder and prints.
     """
     from imagegen import distributed
-    from imagegen.config import load_toml, parse_assignments
+    from imagegen.config import parse_assignments
     from imagegen.devices import resolve_device
     from imagegen.train import run_training
-    from imagegen.train_plan import TrainRequest, plan_training
+    from imagegen.train_plan import plan_training
 
     if steps is not None and epochs is not None:
         raise UsageError("give --steps or --epochs, not both")
-    options: dict[str, Any] = {}
-    model_options: dict[str, Any] = {}
-    if config is not None:
-        options = load_toml(config)
-        table = options.pop("model", {})
-        if not isinstance(table, dict):
-            raise UsageError(f"{config}: [model] must be a table")
-        model_options = {k.replace("-", "_"): v for k, v in table.items()}
-    options |= _given(
-        dataset=dataset,
-        batch_size=batch_size,
-        steps=steps,
-        epochs=epochs,
-        lr=lr,
-        lr_d=lr_d,
-        lr_decay=lr_decay,
-        beta1=beta1,
-        beta2=beta2,
-        ema_decay=ema_decay,
-        preset=preset,
-        seed=seed,
-        sample_every=sample_every,
-        checkpoint_every=checkpoint_every,
-        keep_checkpoints=keep,
-        log_every=log_every,
-        fid_every=fid_every,
-        fid_n=fid_n,
-        precision=precision,
-        compile=compile_,
-        flip=flip,
-        sync_bn=sync_bn,
+    flags = _given(
+        dataset=dataset, batch_size=batch_size, steps=steps, epochs=epochs, lr=lr, lr_d=lr_d,
+        lr_decay=lr_decay, beta1=beta1, beta2=beta2, ema_decay=ema_decay, preset=preset,
+        seed=seed, sample_every=sample_every, checkpoint_every=checkpoint_every,
+        keep_checkpoints=keep, log_every=log_every, fid_every=fid_every, fid_n=fid_n,
+        precision=precision, compile=compile_, flip=flip, sync_bn=sync_bn,
         tensorboard=tensorboard,
-    )
-    if steps is not None:
-        options.setdefault("epochs", 25.0)
-    model_options |= parse_assignments(option) | _given(resolution=resolution, channels=channels)
-    if "dataset" not in options and resume is None:
-        raise UsageError("--dataset is required (or --resume RUN)")
-    request = TrainRequest(
-        model=model,
-        options=options,
-        model_options=model_options,
-        data_root=data_root,
-        device=device,
-        run_dir=run_dir,
-        resume=resume,
-        force=force,
+    )  # fmt: skip
+    model_flags = parse_assignments(option) | _given(resolution=resolution, channels=channels)
+    request = _train_request(model, config, flags, model_flags, resume)
+    request = dataclasses.replace(
+        request, data_root=data_root, device=device, run_dir=run_dir, force=force
     )
     context = distributed.from_env(dist_timeout)
     if dry_run:
         plan = plan_training(request, download=False)
         if context.is_main:
-            resolved = plan.as_dict()
+            resolved = json.dumps(plan.as_dict(), indent=2 if as_json else None)
             if as_json:
-                print(json.dumps(resolved, indent=2))
+                print(resolved)
             else:
-                _consoles(quiet)[0].print_json(json.dumps(resolved))
+                _consoles(quiet)[0].print_json(resolved)
         return 0
     device_ = distributed.local_device(resolve_device(device), context)
     with distributed.process_group(context, device_):
@@ -379,6 +345,40 @@ def train(
         out, err = _consoles(quiet)
         with _TrainView(err) as view:
             result = run_training(plan, view, context)
+    return _show_train_result(result, plan.model, out, err, as_json, quiet)
+
+
+def _train_request(
+    model: str,
+    config: Path | None,
+    flags: dict[str, Any],
+    model_flags: dict[str, Any],
+    resume: Path | None,
+) -> Any:
+    """A TrainRequest from a TOML file (if any) overridden by the flags given."""
+    from imagegen.config import load_toml
+    from imagegen.train_plan import TrainRequest
+
+    options: dict[str, Any] = {}
+    model_options: dict[str, Any] = {}
+    if config is not None:
+        options = load_toml(config)
+        table = options.pop("model", {})
+        if not isinstance(table, dict):
+            raise UsageError(f"{config}: [model] must be a table")
+        model_options = {k.replace("-", "_"): v for k, v in table.items()}
+    options |= flags
+    if "steps" in flags:
+        options.setdefault("epochs", 25.0)
+    if "dataset" not in options and resume is None:
+        raise UsageError("--dataset is required (or --resume RUN)")
+    return TrainRequest(model, options, model_options | model_flags, resume=resume)
+
+
+def _show_train_result(
+    result: Any, model: str, out: Any, err: Any, as_json: bool, quiet: bool
+) -> int:
+    """The summary (or JSON) of a run; the exit code: 130 when it was interrupted."""
     if result.already_complete:
         err.print(
             f"{result.run_dir} is already complete at step {result.step}/{result.total_steps}: "
@@ -400,17 +400,15 @@ def train(
         for warning in result.warnings:
             table.add_row("warning", warning)
         out.print(table)
-    if result.interrupted:
-        launcher = "imagegen"
-        if result.world_size > 1:
-            launcher = "torchrun [the same options] -m imagegen"
-        err.print(
-            f"Interrupted at step {result.step}; checkpoint written. Resume with:\n"
-            f"  {launcher} train {plan.model} --resume {result.run_dir}",
-            highlight=False,
-        )
-        return 130
-    return 0
+    if not result.interrupted:
+        return 0
+    launcher = "torchrun [the same options] -m imagegen" if result.world_size > 1 else "imagegen"
+    err.print(
+        f"Interrupted at step {result.step}; checkpoint written. Resume with:\n"
+        f"  {launcher} train {model} --resume {result.run_dir}",
+        highlight=False,
+    )
+    return 130
 
 
 SAMPLE_EXAMPLE = """Examples:

@@ -1,6 +1,7 @@
 """Devices and numeric precision: which device a command runs on, and autocast."""
 
 import contextlib
+from pathlib import Path
 
 import torch
 
@@ -20,11 +21,49 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# Whether `auto` trains in bf16 on CPUs with native bf16 instructions. The quality benchmark
+# decides (docs/quality.md): bf16 must give the same FID as fp32 there.
+CPU_AUTO_BF16 = False
+_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_native_bf16() -> str | None:
+    """The CPU's native bf16 instruction set (amx_bf16, avx512_bf16), or None (also where
+    /proc/cpuinfo cannot tell, as outside Linux)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+            break
+    return next((f for f in _BF16_FLAGS if f in flags), None)
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """`auto` is bf16 autocast on CUDA (no GradScaler needed) and fp32 elsewhere."""
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    return precision
+    """`auto` is bf16 autocast on CUDA (no GradScaler needed); on a CPU bf16 where it has
+    native bf16 units and CPU_AUTO_BF16 holds, else fp32."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16"
+    return "bf16" if CPU_AUTO_BF16 and cpu_native_bf16() else "fp32"
+
+
+def precision_reason(asked: str, device: torch.device) -> str:
+    """In words, why a run trains at the precision it does: `bf16 (auto: ...)`."""
+    chosen = resolve_precision(asked, device)
+    if asked != "auto":
+        return f"{chosen} (asked for)"
+    if device.type == "cuda":
+        return f"{chosen} (auto: bf16 autocast on CUDA)"
+    native = cpu_native_bf16()
+    if chosen == "bf16":
+        return f"bf16 (auto: this CPU has {native})"
+    why = f"this CPU has {native}, but bf16 is not the CPU default" if native else "no bf16 units"
+    return f"fp32 (auto: {why})"
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

@@ -21,7 +21,7 @@ import torch
 
 from imagegen import __version__, checkpoint, data, distributed, jsonl, runs, tensorboard_log
 from imagegen.config import TrainConfig, build_dataclass, to_dict
-from imagegen.devices import autocast, resolve_device, resolve_precision
+from imagegen.devices import autocast, precision_reason, resolve_device, resolve_precision
 from imagegen.ema import EMA
 from imagegen.errors import PeerError, UserError
 from imagegen.fid_monitor import FIDMonitor
@@ -380,6 +380,7 @@ def _describe_start(s: _Session) -> str:
     ]
     if s.train.preset:
         parts.append(f"preset {s.train.preset}")
+    parts.append(f"precision {precision_reason(s.train.precision, s.device)}")
     if context.enabled:
         backend = "nccl" if s.device.type == "cuda" else "gloo"
         bn = "synchronised (SyncBatchNorm)" if s.train.sync_bn else "per rank"

@@ -183,6 +183,49 @@ def grid(ckpt_path: Path, out: Path) -> None:
     write_png(out, make_grid(images, 8))
 
 
+def reconstructions(ckpt_path: Path, ds: Dataset, args: Any) -> dict[str, Any]:
+    """A VAE's or VAE-GAN's reconstructions of `final_n` test images: pixel MSE, and the FID
+    of the reconstructions against the same reference as the samples (sharpness shows there)."""
+    from imagegen import inception, metrics
+    from imagegen.images import to_uint8
+    from imagegen.reference import reference_features
+
+    started = time.perf_counter()
+    ckpt = checkpoint.read_checkpoint(ckpt_path)
+    model = checkpoint.build_model(ckpt)
+    c, res, _ = ckpt.data_shape
+    test = data.load_images(ds.test, resolution=res, channels=c, split=ds.test_split,
+                            root=args.data_root)  # fmt: skip
+    pick = torch.randperm(test.images.shape[0], generator=torch.Generator().manual_seed(0))
+    x = test.images[pick[: args.final_n]].float().div(255)
+    with torch.no_grad():
+        recon = torch.cat([model.reconstruct(x[i : i + 256]) for i in range(0, len(x), 256)])
+    extractor = inception.load_extractor(None)
+    fake = extractor.features(to_uint8(recon), precision=args.precision).numpy()
+    real, _ = reference_features(
+        extractor, ds.train, split="train", resolution=res, channels=c, n=args.ref_n,
+        root=str(args.data_root), batch_size=64, precision=args.precision,
+    )  # fmt: skip
+    fid = metrics.frechet_distance(*metrics.gaussian_stats(fake), *metrics.gaussian_stats(real))
+    return {
+        "recon_fid": fid,
+        "recon_mse": float((recon - x).pow(2).mean()),
+        "eval_s": round(time.perf_counter() - started, 1),
+    }
+
+
+def bits_per_dim(ckpt_path: Path, ds: Dataset, args: Any) -> dict[str, Any]:
+    """A VAE's negative ELBO on the held-out images, as `imagegen eval --metrics bpd`."""
+    request = EvalRequest(
+        source=ckpt_path,
+        metrics=("bpd",),
+        test_data=None if ds.test == ds.train else ds.test,
+        data_root=str(args.data_root),
+        log_to_run=False,
+    )
+    return evaluate(request).metrics
+
+
 def run_one(ds: Dataset, name: str, results: Results, args: Any) -> None:
     """Train one recipe on one dataset, then measure its curve and its final figure."""
     recipe = RECIPES[name]
@@ -217,6 +260,11 @@ def run_one(ds: Dataset, name: str, results: Results, args: Any) -> None:
         log(f"{key}: final FID ({args.final_n} generated vs {args.ref_n} training images)")
         latest = run_dir / "checkpoints" / runs.LATEST
         row = measure(latest, ds, args.final_n, args, ("fid", "kid", "pr"))
+        model_cls = checkpoint.build_model(checkpoint.read_checkpoint(latest)).__class__
+        if model_cls.can_reconstruct:
+            row |= reconstructions(latest, ds, args)
+        if model_cls.has_likelihood:
+            row |= bits_per_dim(latest, ds, args)
         results.put(f"{key}/final", row)
     grid(run_dir / "checkpoints" / runs.LATEST, args.docs / "quality" / f"{ds.key}-{name}.png")
 
@@ -325,15 +373,46 @@ def table(results: Results, dss: list[Dataset], names: list[str]) -> list[str]:
     return lines
 
 
+def autoencoder_table(results: Results, dss: list[Dataset], names: list[str]) -> list[str]:
+    """Reconstructions (and a VAE's bits/dim) of the models that have an encoder."""
+    lines = [
+        "| dataset | recipe | prior-sample FID | reconstruction FID | reconstruction MSE "
+        "| test bits/dim |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for ds in dss:
+        for name in names:
+            fin = results.get(f"{ds.key}/{name}/final")
+            if not fin or "recon_fid" not in fin:
+                continue
+            bpd = f"{fin['test_bpd']:.3f}" if "test_bpd" in fin else "–"
+            lines.append(
+                f"| {ds.label} | {RECIPES[name].label} | {fin['fid']:.2f} | "
+                f"{fin['recon_fid']:.2f} | {fin['recon_mse']:.4f} | {bpd} |"
+            )
+    return lines if len(lines) > 2 else []
+
+
 def ratios(results: Results, dss: list[Dataset]) -> list[str]:
-    """The default recipe's final FID as a fraction of the classic recipe's (the target)."""
+    """The comparisons the targets are about, as ratios of final FIDs."""
+    pairs = [
+        ("dcgan", "dcgan-classic", "DCGAN default / classic FID"),
+        ("vaegan", "vae", "VAE-GAN / VAE prior-sample FID"),
+    ]
     out = []
     for ds in dss:
-        a, b = results.get(f"{ds.key}/dcgan/final"), results.get(f"{ds.key}/dcgan-classic/final")
-        if a and b:
+        for a_name, b_name, what in pairs:
+            a, b = results.get(f"{ds.key}/{a_name}/final"), results.get(f"{ds.key}/{b_name}/final")
+            if a and b:
+                out.append(
+                    f"- {ds.label}: {what} = {a['fid']:.2f} / {b['fid']:.2f} = "
+                    f"**{a['fid'] / b['fid']:.2f}**"
+                )
+        a, b = results.get(f"{ds.key}/vaegan/final"), results.get(f"{ds.key}/vae/final")
+        if a and b and "recon_fid" in a and "recon_fid" in b:
             out.append(
-                f"- {ds.label}: default / classic FID = {a['fid']:.2f} / {b['fid']:.2f} = "
-                f"**{a['fid'] / b['fid']:.2f}**"
+                f"- {ds.label}: VAE-GAN / VAE reconstruction FID = {a['recon_fid']:.2f} / "
+                f"{b['recon_fid']:.2f} = **{a['recon_fid'] / b['recon_fid']:.2f}**"
             )
     return out
 
@@ -375,6 +454,8 @@ def report(results: Results, dss: list[Dataset], names: list[str], args: Any) ->
             "other and with the floor below, never with published CIFAR-10 FIDs.",
             "",
             *table(results, dss, names),
+            "",
+            *autoencoder_table(results, dss, names),
             "",
             *ratios(results, dss),
             "",

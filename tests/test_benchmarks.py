@@ -90,7 +90,7 @@ def test_bench_quality(tmp_path: Path) -> None:
         inception.find_weights()
     except UserError:
         pytest.skip("no Inception weights installed")
-    args = ["--datasets", "synthetic", "--recipes", "dcgan-classic,dcgan", "--images", "256"]
+    args = ["--datasets", "synthetic", "--recipes", "dcgan-classic,dcgan,vae", "--images", "256"]
     args += ["--points", "2", "--curve-n", "8", "--final-n", "16", "--ref-n", "16"]
     args += ["--work", str(tmp_path / "work"), "--docs", str(tmp_path / "docs")]
     result = run("bench_quality.py", *args)
@@ -99,6 +99,8 @@ def test_bench_quality(tmp_path: Path) -> None:
     assert {"synthetic/dcgan/curve/2", "synthetic/dcgan/curve/4"} <= keys
     report = (tmp_path / "docs" / "quality.md").read_text()
     assert "default / classic FID" in report and "| synthetic blobs |" in report
+    vae = next(r for r in result["rows"] if r["key"] == "synthetic/vae/final")
+    assert vae["recon_fid"] > 0 and vae["test_bpd"] > 0 and "reconstruction FID" in report
     assert (tmp_path / "docs" / "quality" / "fid-curves.png").stat().st_size > 1000
     assert (tmp_path / "docs" / "quality" / "synthetic-dcgan.png").is_file()
     # Resumable: a second call finds everything done and only rewrites the report.

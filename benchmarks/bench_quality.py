@@ -34,6 +34,7 @@ from imagegen import checkpoint, data, locations, runs
 from imagegen.evaluate import EvalRequest, evaluate
 from imagegen.generation import generate_uint8, latents
 from imagegen.images import make_grid, write_png
+from imagegen.registry import MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 64
@@ -48,19 +49,35 @@ class Recipe:
     label: str
 
 
-RECIPES = {
-    "dcgan-classic": Recipe(
-        "dcgan", ("--preset", "classic"), "DCGAN, classic recipe (pytorch/examples)"
-    ),
-    "dcgan-classic-ema": Recipe(
-        "dcgan",
-        ("--preset", "classic", "--ema-decay", "0.999"),
-        "DCGAN, classic recipe + EMA generator",
-    ),
-    "dcgan": Recipe("dcgan", (), "DCGAN, imagegen's default recipe"),
-    "vae": Recipe("vae", (), "VAE, imagegen's default"),
-    "vaegan": Recipe("vaegan", (), "VAE-GAN, imagegen's default"),
-}
+def _recipes() -> dict[str, Recipe]:
+    """Every preset of every model, named MODEL-PRESET; the default ones say so."""
+    out = {}
+    for spec in MODELS.values():
+        for name in spec.presets:
+            default = " (the default)" if name == spec.default_preset else ""
+            out[f"{spec.name}-{name}"] = Recipe(
+                spec.name, ("--preset", name), f"{spec.name} {name}{default}"
+            )
+    return out
+
+
+RECIPES = _recipes()
+
+
+def recipe(name: str) -> Recipe:
+    """A recipe by name; `NAME@bf16` trains NAME under bf16 autocast (the precision check)."""
+    base, _, precision = name.partition("@")
+    if base not in RECIPES or precision not in ("", "bf16", "fp32"):
+        valid = ", ".join(RECIPES)
+        raise SystemExit(f"unknown recipe {name} (valid: {valid}, each optionally @bf16)")
+    r = RECIPES[base]
+    if not precision:
+        return r
+    return Recipe(r.model, (*r.args, "--precision", precision), f"{r.label}, {precision}")
+
+
+def default_recipe(model: str) -> str:
+    return f"{model}-{MODELS[model].default_preset}"
 
 
 @dataclass(frozen=True)
@@ -136,7 +153,7 @@ def train(run_dir: Path, ds: Dataset, recipe: Recipe, steps: int, every: int, ar
 
 
 def measure(
-    source: Path, ds: Dataset, n: int, args: Any, metrics: tuple[str, ...], test: bool = False
+    source: Path, ds: Dataset, n: int, args: Any, metrics: tuple[str, ...], precision: str = ""
 ) -> dict[str, Any]:
     """FID and KID of a checkpoint (or, with `test`, of the test images) against the
     reference: `args.ref_n` training images."""
@@ -147,7 +164,7 @@ def measure(
         n=n,
         n_ref=args.ref_n,
         metrics=metrics,
-        precision=args.precision,
+        precision=precision or args.precision,
         data_root=str(args.data_root),
         log_to_run=False,
         kid_subset_size=min(1000, n // 2),
@@ -228,7 +245,7 @@ def bits_per_dim(ckpt_path: Path, ds: Dataset, args: Any) -> dict[str, Any]:
 
 def run_one(ds: Dataset, name: str, results: Results, args: Any) -> None:
     """Train one recipe on one dataset, then measure its curve and its final figure."""
-    recipe = RECIPES[name]
+    spec = recipe(name)
     images = args.images_for.get(ds.key, args.images)
     steps = images // BATCH
     every = max(1, steps // args.points)
@@ -236,7 +253,7 @@ def run_one(ds: Dataset, name: str, results: Results, args: Any) -> None:
     key = f"{ds.key}/{name}"
     if results.get(f"{key}/train") is None:
         log(f"{key}: training {steps} steps ({images:,} images), run folder {run_dir}")
-        out = train(run_dir, ds, recipe, steps, every, args)
+        out = train(run_dir, ds, spec, steps, every, args)
         config = json.loads((run_dir / "config.json").read_text())
         results.put(
             f"{key}/train",
@@ -254,7 +271,7 @@ def run_one(ds: Dataset, name: str, results: Results, args: Any) -> None:
     for step, path in runs.step_checkpoints(run_dir):
         if results.get(f"{key}/curve/{step}") is None:
             log(f"{key}: FID at step {step} ({args.curve_n} generated)")
-            row = measure(path, ds, args.curve_n, args, ("fid", "kid"))
+            row = measure(path, ds, args.curve_n, args, ("fid", "kid"), args.curve_precision)
             results.put(f"{key}/curve/{step}", {"step": step, "images": step * BATCH, **row})
     if results.get(f"{key}/final") is None:
         log(f"{key}: final FID ({args.final_n} generated vs {args.ref_n} training images)")
@@ -299,7 +316,7 @@ def machine() -> str:
     )
 
 
-def plot(results: Results, dss: list[Dataset], names: list[str], out: Path) -> None:
+def plot(results: Results, dss: list[Dataset], names: list[str], out: Path, args: Any) -> None:
     """FID against training images, one panel per dataset, one line per recipe."""
     import matplotlib
 
@@ -315,13 +332,13 @@ def plot(results: Results, dss: list[Dataset], names: list[str], out: Path) -> N
             )
             if rows:
                 xs = [r["images"] / 1000 for r in rows]
-                ax.plot(xs, [r["fid"] for r in rows], marker="o", label=RECIPES[name].label)
+                ax.plot(xs, [r["fid"] for r in rows], marker="o", label=recipe(name).label)
         fl = results.get(f"{ds.key}/floor")
         if fl:
             ax.axhline(fl["fid"], color="gray", linestyle=":", label="test images (floor, 5k)")
         ax.set_title(ds.label)
         ax.set_xlabel("training images (thousands)")
-        ax.set_ylabel("FID (2,000 generated vs 10,000 train)")
+        ax.set_ylabel(f"FID ({args.curve_n:,} generated vs {args.ref_n:,} train)")
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
@@ -357,7 +374,7 @@ def table(results: Results, dss: list[Dataset], names: list[str]) -> list[str]:
                 continue
             best = min(curve, key=lambda r: r["fid"])
             lines.append(
-                f"| {ds.label} | {RECIPES[name].label} | {tr['images']:,} | {fin['fid']:.2f} "
+                f"| {ds.label} | {recipe(name).label} | {tr['images']:,} | {fin['fid']:.2f} "
                 f"| {fin['kid_mean'] * 1000:.1f} ± {fin['kid_std'] * 1000:.1f} "
                 f"| {fin['precision']:.3f} | {fin['recall']:.3f} "
                 f"| {best['fid']:.2f} ({best['images']:,}) | {curve[-1]['fid'] / best['fid']:.2f} "
@@ -387,7 +404,7 @@ def autoencoder_table(results: Results, dss: list[Dataset], names: list[str]) ->
                 continue
             bpd = f"{fin['test_bpd']:.3f}" if "test_bpd" in fin else "–"
             lines.append(
-                f"| {ds.label} | {RECIPES[name].label} | {fin['fid']:.2f} | "
+                f"| {ds.label} | {recipe(name).label} | {fin['fid']:.2f} | "
                 f"{fin['recon_fid']:.2f} | {fin['recon_mse']:.4f} | {bpd} |"
             )
     return lines if len(lines) > 2 else []
@@ -395,9 +412,10 @@ def autoencoder_table(results: Results, dss: list[Dataset], names: list[str]) ->
 
 def ratios(results: Results, dss: list[Dataset]) -> list[str]:
     """The comparisons the targets are about, as ratios of final FIDs."""
+    dcgan, vae, vaegan = (default_recipe(m) for m in ("dcgan", "vae", "vaegan"))
     pairs = [
-        ("dcgan", "dcgan-classic", "DCGAN default / classic FID"),
-        ("vaegan", "vae", "VAE-GAN / VAE prior-sample FID"),
+        (dcgan, "dcgan-classic", "DCGAN default / classic FID"),
+        (vaegan, vae, "VAE-GAN / VAE prior-sample FID (default presets)"),
     ]
     out = []
     for ds in dss:
@@ -408,7 +426,7 @@ def ratios(results: Results, dss: list[Dataset]) -> list[str]:
                     f"- {ds.label}: {what} = {a['fid']:.2f} / {b['fid']:.2f} = "
                     f"**{a['fid'] / b['fid']:.2f}**"
                 )
-        a, b = results.get(f"{ds.key}/vaegan/final"), results.get(f"{ds.key}/vae/final")
+        a, b = results.get(f"{ds.key}/{vaegan}/final"), results.get(f"{ds.key}/{vae}/final")
         if a and b and "recon_fid" in a and "recon_fid" in b:
             out.append(
                 f"- {ds.label}: VAE-GAN / VAE reconstruction FID = {a['recon_fid']:.2f} / "
@@ -419,9 +437,9 @@ def ratios(results: Results, dss: list[Dataset]) -> list[str]:
 
 def report(results: Results, dss: list[Dataset], names: list[str], args: Any) -> Path:
     """Write docs/quality.md from what is measured so far."""
-    plot(results, dss, names, args.docs / "quality" / "fid-curves.png")
+    plot(results, dss, names, args.docs / "quality" / "fid-curves.png", args)
     grids = [
-        f"| {ds.label} | {RECIPES[n].label} | ![{ds.key} {n}](quality/{ds.key}-{n}.png) |"
+        f"| {ds.label} | {recipe(n).label} | ![{ds.key} {n}](quality/{ds.key}-{n}.png) |"
         for ds in dss
         for n in names
         if (args.docs / "quality" / f"{ds.key}-{n}.png").is_file()
@@ -442,7 +460,8 @@ def report(results: Results, dss: list[Dataset], names: list[str], args: Any) ->
             f"Machine: {machine()}.",
             "",
             "Protocol: TF-Inception (2015-12-05) pool3 features, pytorch-fid's resize (bilinear "
-            f"to 299 px), extractor precision {args.precision}. Generated images are sampled "
+            f"to 299 px), extractor precision {args.precision} for the final figures and "
+            f"{args.curve_precision} for the curve points. Generated images are sampled "
             "from the EMA weights where the recipe keeps an EMA (the classic recipe samples its "
             "raw generator, as pytorch/examples does), quantised to uint8 as a PNG holds them. "
             f"Reference: {args.ref_n:,} training images (a fixed random subset). Final figures: "
@@ -482,14 +501,19 @@ def main() -> None:
     parser.add_argument("--docs", type=Path, default=ROOT / "docs")
     parser.add_argument("--data-root", type=Path, default=locations.data_root())
     parser.add_argument("--datasets", default="cifar10-jpeg,mnist")
-    parser.add_argument("--recipes", default="dcgan-classic,dcgan-classic-ema,dcgan,vae,vaegan")
+    parser.add_argument(
+        "--recipes", default=",".join(RECIPES), help="MODEL-PRESET, comma-separated [all]"
+    )
     parser.add_argument("--images", type=int, default=384_000, help="training images per run")
     parser.add_argument("--mnist-images", type=int, default=None, help="[default: --images]")
-    parser.add_argument("--points", type=int, default=6, help="curve points per run")
+    parser.add_argument("--points", type=int, default=3, help="curve points per run")
     parser.add_argument("--curve-n", type=int, default=2000)
     parser.add_argument("--final-n", type=int, default=5000)
     parser.add_argument("--ref-n", type=int, default=10_000)
-    parser.add_argument("--precision", default="fp32", help="extractor precision: fp32 or bf16")
+    parser.add_argument("--precision", default="fp32", help="extractor precision, final figures")
+    parser.add_argument(
+        "--curve-precision", default="bf16", help="extractor precision of the curve points"
+    )
     parser.add_argument("--train-precision", default="auto", help="auto, bf16 or fp32")
     parser.add_argument("--report-only", action="store_true", help="write the report and stop")
     parser.add_argument("--json", action="store_true", help="print the results as JSON at the end")
@@ -499,9 +523,8 @@ def main() -> None:
     known = datasets(args.data_root)
     dss = [known[k] for k in args.datasets.split(",")]
     names = args.recipes.split(",")
-    unknown = [n for n in names if n not in RECIPES]
-    if unknown:
-        raise SystemExit(f"unknown recipe {', '.join(unknown)} (valid: {', '.join(RECIPES)})")
+    for name in names:
+        recipe(name)  # unknown names stop here, before anything runs
     results = Results(args.work / "results.jsonl")
     log(f"machine: {machine()}; work folder {args.work} (resumable)")
     if not args.report_only:

@@ -70,12 +70,20 @@ MODELS: dict[str, ModelSpec] = {
                 "(0.5, 0.999), samples from the raw generator (no EMA)",
                 train={"ema_decay": 0.0},
             ),
-            "sn-hinge": Preset(
-                summary="spectral normalisation in D, hinge loss, EMA generator",
-                model={"d_norm": "spectral", "loss": "hinge"},
+            "classic-ema": Preset(
+                summary="the classic recipe, sampled from an EMA of the generator (0.999)",
+            ),
+            "bn-hinge": Preset(
+                summary="the classic recipe with the hinge loss, EMA generator",
+                model={"loss": "hinge"},
+            ),
+            "bn-aug": Preset(
+                summary="the classic recipe with DiffAugment (colour, translation, cutout) of "
+                "everything D sees, EMA generator",
+                model={"augment": "color,translation,cutout"},
             ),
         },
-        default_preset="sn-hinge",
+        default_preset="classic-ema",
     ),
     "vae": ModelSpec(
         name="vae",
@@ -84,6 +92,16 @@ MODELS: dict[str, ModelSpec] = {
         config_name="VAEConfig",
         model_name="VAE",
         train_defaults={"lr": 1e-3, "beta1": 0.9},
+        presets={
+            "bernoulli": Preset(
+                summary="Bernoulli likelihood on gray levels (as VAE papers report on MNIST)",
+            ),
+            "sigma": Preset(
+                summary="Gaussian likelihood with the optimal shared sigma (the sigma-VAE)",
+                model={"likelihood": "gaussian-optimal"},
+            ),
+        },
+        default_preset="bernoulli",
     ),
     "vaegan": ModelSpec(
         name="vaegan",
@@ -91,6 +109,18 @@ MODELS: dict[str, ModelSpec] = {
         module="imagegen.models.vaegan",
         config_name="VAEGANConfig",
         model_name="VAEGAN",
+        presets={
+            "paper": Preset(
+                summary="Algorithm 1 of the paper: three losses at the same parameters, D sees "
+                "reconstructions and prior samples, no balancing",
+            ),
+            "balanced": Preset(
+                summary="the authors' code: the equilibrium rule skips D's or the decoder's "
+                "step, D sees real images and prior samples",
+                model={"balance": True, "d_on_reconstructions": False},
+            ),
+        },
+        default_preset="paper",
     ),
 }
 

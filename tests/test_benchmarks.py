@@ -85,24 +85,31 @@ def test_bench_ddp() -> None:
 def test_bench_quality(tmp_path: Path) -> None:
     from imagegen import inception
     from imagegen.errors import UserError
+    from imagegen.registry import MODELS
 
     try:
         inception.find_weights()
     except UserError:
         pytest.skip("no Inception weights installed")
-    args = ["--datasets", "synthetic", "--recipes", "dcgan-classic,dcgan,vae", "--images", "256"]
+    dcgan = f"dcgan-{MODELS['dcgan'].default_preset}"
+    recipes = f"dcgan-classic,{dcgan},vae-{MODELS['vae'].default_preset}"
+    args = ["--datasets", "synthetic", "--recipes", recipes, "--images", "256"]
     args += ["--points", "2", "--curve-n", "8", "--final-n", "16", "--ref-n", "16"]
     args += ["--work", str(tmp_path / "work"), "--docs", str(tmp_path / "docs")]
     result = run("bench_quality.py", *args)
     keys = {r["key"] for r in result["rows"]}
-    assert {"synthetic/floor", "synthetic/dcgan/final", "synthetic/dcgan-classic/final"} <= keys
-    assert {"synthetic/dcgan/curve/2", "synthetic/dcgan/curve/4"} <= keys
+    assert {"synthetic/floor", f"synthetic/{dcgan}/final", "synthetic/dcgan-classic/final"} <= keys
+    assert {f"synthetic/{dcgan}/curve/2", f"synthetic/{dcgan}/curve/4"} <= keys
     report = (tmp_path / "docs" / "quality.md").read_text()
     assert "default / classic FID" in report and "| synthetic blobs |" in report
-    vae = next(r for r in result["rows"] if r["key"] == "synthetic/vae/final")
+    vae = next(
+        r
+        for r in result["rows"]
+        if r["key"] == f"synthetic/vae-{MODELS['vae'].default_preset}/final"
+    )
     assert vae["recon_fid"] > 0 and vae["test_bpd"] > 0 and "reconstruction FID" in report
     assert (tmp_path / "docs" / "quality" / "fid-curves.png").stat().st_size > 1000
-    assert (tmp_path / "docs" / "quality" / "synthetic-dcgan.png").is_file()
+    assert (tmp_path / "docs" / "quality" / f"synthetic-{dcgan}.png").is_file()
     # Resumable: a second call finds everything done and only rewrites the report.
     again = run("bench_quality.py", *args)
     assert len(again["rows"]) == len(result["rows"])

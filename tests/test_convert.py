@@ -149,7 +149,7 @@ def test_state_dict_round_trip(run_cli, isolated: Path) -> None:
 
 def test_state_dict_mismatch_is_named(run_cli, isolated: Path) -> None:
     run = isolated / "run"
-    train_tiny(run_cli, run)
+    train_tiny(run_cli, run, "--set", "d_norm=spectral")
     (isolated / "export").mkdir()
     assert (
         run_cli(
@@ -176,7 +176,7 @@ def test_state_dict_mismatch_is_named(run_cli, isolated: Path) -> None:
         "16",
     )
     assert result.code == 1 and "shape mismatch" in result.err
-    # The default recipe's spectral normalisation is read from the keys themselves.
+    # Spectral normalisation is read from the keys themselves.
     assert "discriminator.main.0.bias (8,) vs (64,)" in result.err
     assert not (isolated / "x.safetensors").exists()
 

@@ -201,7 +201,7 @@ def grid(ckpt_path: Path, out: Path) -> None:
 
 
 def reconstructions(ckpt_path: Path, ds: Dataset, args: Any) -> dict[str, Any]:
-    """A VAE's or VAE-GAN's reconstructions of `final_n` test images: pixel MSE, and the FID
+    """A VAE's or VAE-GAN's reconstructions of `recon_n` test images: pixel MSE, and the FID
     of the reconstructions against the same reference as the samples (sharpness shows there)."""
     from imagegen import inception, metrics
     from imagegen.images import to_uint8
@@ -214,7 +214,7 @@ def reconstructions(ckpt_path: Path, ds: Dataset, args: Any) -> dict[str, Any]:
     test = data.load_images(ds.test, resolution=res, channels=c, split=ds.test_split,
                             root=args.data_root)  # fmt: skip
     pick = torch.randperm(test.images.shape[0], generator=torch.Generator().manual_seed(0))
-    x = test.images[pick[: args.final_n]].float().div(255)
+    x = test.images[pick[: args.recon_n]].float().div(255)
     with torch.no_grad():
         recon = torch.cat([model.reconstruct(x[i : i + 256]) for i in range(0, len(x), 256)])
     extractor = inception.load_extractor(None)
@@ -467,7 +467,8 @@ def report(results: Results, dss: list[Dataset], names: list[str], args: Any) ->
             f"Reference: {args.ref_n:,} training images (a fixed random subset). Final figures: "
             f"{args.final_n:,} generated images; curve points: {args.curve_n:,} (FID is biased "
             "upwards at small n: compare figures of the same n only). KID subsets of "
-            "min(1000, n/2). Precision and recall: k = 3. All runs: 32 px, batch 64, seed 0.",
+            "min(1000, n/2). Precision and recall: k = 3. Reconstructions: "
+            f"{args.recon_n:,} test images. All runs: 32 px, batch 64, seed 0.",
             "",
             "CIFAR-10-JPEG is CIFAR-10 re-encoded as JPEG: its FIDs are comparable with each "
             "other and with the floor below, never with published CIFAR-10 FIDs.",
@@ -506,11 +507,12 @@ def main() -> None:
     )
     parser.add_argument("--images", type=int, default=384_000, help="training images per run")
     parser.add_argument("--mnist-images", type=int, default=None, help="[default: --images]")
-    parser.add_argument("--points", type=int, default=3, help="curve points per run")
+    parser.add_argument("--points", type=int, default=2, help="curve points per run")
     parser.add_argument("--curve-n", type=int, default=2000)
     parser.add_argument("--final-n", type=int, default=5000)
     parser.add_argument("--ref-n", type=int, default=10_000)
-    parser.add_argument("--precision", default="fp32", help="extractor precision, final figures")
+    parser.add_argument("--recon-n", type=int, default=2000, help="test images reconstructed")
+    parser.add_argument("--precision", default="bf16", help="extractor precision, final figures")
     parser.add_argument(
         "--curve-precision", default="bf16", help="extractor precision of the curve points"
     )

@@ -94,7 +94,18 @@ def test_bench_quality(tmp_path: Path) -> None:
     dcgan = f"dcgan-{MODELS['dcgan'].default_preset}"
     recipes = f"dcgan-classic,{dcgan},vae-{MODELS['vae'].default_preset}"
     args = ["--datasets", "synthetic", "--recipes", recipes, "--images", "256"]
-    args += ["--points", "2", "--curve-n", "8", "--final-n", "16", "--ref-n", "16"]
+    args += [
+        "--points",
+        "2",
+        "--curve-n",
+        "8",
+        "--final-n",
+        "16",
+        "--ref-n",
+        "16",
+        "--recon-n",
+        "16",
+    ]
     args += ["--work", str(tmp_path / "work"), "--docs", str(tmp_path / "docs")]
     result = run("bench_quality.py", *args)
     keys = {r["key"] for r in result["rows"]}

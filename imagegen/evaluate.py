@@ -7,7 +7,6 @@ checked is checked before the slow work (generating, decoding, feature extractio
 """
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from imagegen.devices import resolve_device
 from imagegen.errors import UsageError, UserError
 from imagegen.files import check_output_file
 from imagegen.generation import generate_uint8, latents
+from imagegen.progress import Emit, ProgressEvent, counter
 from imagegen.reference import load_npz_stats, reference_features, save_npz_stats
 from imagegen.registry import get_spec
 
@@ -54,16 +54,6 @@ class EvalRequest:
     use_ema: bool = True  # checkpoints: sample the moving average (False: the raw weights)
     protocol: str = "pytorch-fid"  # the resize chain to the network's input (fid_protocols)
     test_data: str | None = None  # bits/dim: held-out images [default: the run's test split]
-
-
-@dataclass(frozen=True)
-class EvalEvent:
-    """Progress reported to the caller: a stage begins, or `done` of `total` images."""
-
-    kind: str  # "stage" | "progress"
-    message: str = ""
-    done: int = 0
-    total: int = 0
 
 
 @dataclass(frozen=True)
@@ -211,9 +201,6 @@ def _check_bpd(plan: _Plan, request: EvalRequest) -> None:
         )
 
 
-Emit = Callable[[EvalEvent], None]
-
-
 def evaluate(request: EvalRequest, on_event: Emit | None = None) -> EvalResult:
     """Compute the requested metrics; append them to the run's metrics.jsonl for runs."""
     emit = on_event or (lambda event: None)
@@ -237,19 +224,19 @@ def evaluate(request: EvalRequest, on_event: Emit | None = None) -> EvalResult:
     results: dict[str, float] = {}
     warnings = list(plan.warnings)
     if extractor is not None:
-        emit(EvalEvent("stage", f"Inception features of the {len(images)} images evaluated"))
+        emit(ProgressEvent("stage", f"Inception features of the {len(images)} images evaluated"))
         fake = extractor.features(
             images,
             request.batch_size,
             request.precision,
             request.protocol,
-            _counter(emit, len(images)),
+            counter(emit, len(images)),
         )
         if plan.wants_is:
             results["is_mean"], results["is_std"] = metrics.inception_score(extractor.logits(fake))
         results |= _feature_metrics(plan, request, extractor, fake, n_ref, emit, protocol, warnings)
     if "bpd" in request.metrics:
-        emit(EvalEvent("stage", "negative ELBO and bits/dim on held-out images"))
+        emit(ProgressEvent("stage", "negative ELBO and bits/dim on held-out images"))
         results |= _test_elbo(model, plan, request, device)
     protocol["seconds"] = round(time.perf_counter() - started, 2)
     files = [str(request.save_stats)] if request.save_stats else []
@@ -261,27 +248,16 @@ def evaluate(request: EvalRequest, on_event: Emit | None = None) -> EvalResult:
     return EvalResult(results, protocol, warnings, files)
 
 
-def _counter(emit: Emit, total: int) -> Callable[[int], None]:
-    """An on_batch callback that reports progress events."""
-    done = [0]
-
-    def on_batch(k: int) -> None:
-        done[0] += k
-        emit(EvalEvent("progress", done=done[0], total=total))
-
-    return on_batch
-
-
 def _input_images(
     plan: _Plan, request: EvalRequest, device: torch.device, emit: Emit
 ) -> tuple[torch.Tensor, Any, dict[str, Any]]:
     """The images to evaluate (uint8, N x C x H x W): generated, or read from the folder."""
     if plan.ckpt is None:
-        emit(EvalEvent("stage", f"reading {plan.source} at {plan.resolution} px"))
+        emit(ProgressEvent("stage", f"reading {plan.source} at {plan.resolution} px"))
         folder = data.load_images(
             str(plan.source),
             resolution=plan.resolution,
-            on_progress=lambda done, total: emit(EvalEvent("progress", done=done, total=total)),
+            on_progress=lambda done, total: emit(ProgressEvent("progress", done=done, total=total)),
         )
         if folder.skipped:
             more = ", ..." if folder.skipped > len(folder.skipped_examples) else ""
@@ -305,9 +281,9 @@ def _input_images(
     ckpt = plan.ckpt
     use_ema = request.use_ema and ckpt.has_ema
     model = checkpoint.build_model(ckpt, use_ema=use_ema).to(device)
-    emit(EvalEvent("stage", f"generating {request.n} images from {ckpt.path}"))
+    emit(ProgressEvent("stage", f"generating {request.n} images from {ckpt.path}"))
     z = latents(request.n, model.latent_dim, request.seed, None)
-    images = generate_uint8(model, z, device, on_batch=_counter(emit, request.n))
+    images = generate_uint8(model, z, device, on_batch=counter(emit, request.n))
     about = {
         "checkpoint": str(ckpt.path),
         "model": ckpt.model_name,
@@ -379,8 +355,8 @@ def _feature_metrics(
 
         def progress(stage: str, done: int, total: int) -> None:
             if done == 0 or (stage == "decode" and done == 1024):
-                emit(EvalEvent("stage", _stage_text(stage, plan.reference, total)))
-            emit(EvalEvent("progress", done=done, total=total))
+                emit(ProgressEvent("stage", _stage_text(stage, plan.reference, total)))
+            emit(ProgressEvent("progress", done=done, total=total))
 
         real, available = reference_features(
             extractor,
@@ -404,7 +380,7 @@ def _feature_metrics(
             "resolution": ref_res,
             "resolution_chosen": how,
         }
-    emit(EvalEvent("stage", f"computing {', '.join(wanted)}"))
+    emit(ProgressEvent("stage", f"computing {', '.join(wanted)}"))
     if "fid" in wanted:
         if fake.shape[0] < metrics.FID_FULL_RANK:
             warnings.append(

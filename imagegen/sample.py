@@ -1,7 +1,6 @@
 """Sampling a checkpoint to PNG: a grid, one file per image, or latent interpolations."""
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from imagegen.files import (
 )
 from imagegen.generation import BATCH, generate_uint8, latents
 from imagegen.images import make_grid, png_bytes, to_uint8, write_png
+from imagegen.progress import Emit, ProgressEvent, counter
 from imagegen.registry import MODELS
 from imagegen.runs import find_checkpoint, newest_run, recorded_data_root
 
@@ -108,19 +108,7 @@ def default_output(ckpt_path: Path, request: SampleRequest) -> Path:
     return folder / f"{name}.png"
 
 
-@dataclass(frozen=True)
-class SampleEvent:
-    """Progress: a stage begins, or `done` of `total` images are made or written."""
-
-    kind: str  # "stage" | "progress"
-    message: str = ""
-    done: int = 0
-    total: int = 0
-
-
-def sample(
-    request: SampleRequest, on_event: Callable[[SampleEvent], None] | None = None
-) -> SampleResult:
+def sample(request: SampleRequest, on_event: Emit | None = None) -> SampleResult:
     """Generate images from a checkpoint and write them as PNG files.
 
     Progress is reported (to `on_event`) for long work only: many images, or one file each.
@@ -158,14 +146,8 @@ def sample(
         nrow = request.nrow or 8
     else:
         z = latents(request.n, model.latent_dim, request.seed, request.interpolate)
-        emit(SampleEvent("stage", f"generating {len(z)} images"))
-        done = [0]
-
-        def on_batch(k: int) -> None:
-            done[0] += k
-            emit(SampleEvent("progress", done=done[0], total=len(z)))
-
-        images = generate_uint8(model, z, device, on_batch=on_batch)  # (N, C, H, W) uint8
+        emit(ProgressEvent("stage", f"generating {len(z)} images"))
+        images = generate_uint8(model, z, device, on_batch=counter(emit, len(z)))  # uint8 NCHW
         nrow = request.interpolate or request.nrow
     elapsed = time.perf_counter() - start
 
@@ -175,12 +157,12 @@ def sample(
         files.append(str(out_file))
     else:
         out_dir.mkdir(exist_ok=True)
-        emit(SampleEvent("stage", f"writing {len(images)} PNG files to {out_dir}"))
+        emit(ProgressEvent("stage", f"writing {len(images)} PNG files to {out_dir}"))
         for i, image in enumerate(images):
             target = out_dir / f"{i:06d}.png"
             atomic_write_bytes(target, png_bytes(image))
             files.append(str(target))
-            emit(SampleEvent("progress", done=i + 1, total=len(images)))
+            emit(ProgressEvent("progress", done=i + 1, total=len(images)))
     return SampleResult(
         checkpoint=path,
         model=ckpt.model_name,

@@ -153,7 +153,13 @@ def train(run_dir: Path, ds: Dataset, recipe: Recipe, steps: int, every: int, ar
 
 
 def measure(
-    source: Path, ds: Dataset, n: int, args: Any, metrics: tuple[str, ...], precision: str = ""
+    source: Path,
+    ds: Dataset,
+    n: int,
+    args: Any,
+    metrics: tuple[str, ...],
+    precision: str = "",
+    fid_at: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """FID and KID of a checkpoint (or, with `test`, of the test images) against the
     reference: `args.ref_n` training images."""
@@ -169,6 +175,7 @@ def measure(
         log_to_run=False,
         kid_subset_size=min(1000, n // 2),
         resolution=32,
+        fid_at=fid_at,
     )
     started = time.perf_counter()
     result = evaluate(request)
@@ -268,21 +275,26 @@ def run_one(ds: Dataset, name: str, results: Results, args: Any) -> None:
                 "warnings": out.get("warnings", []),
             },
         )
+    latest = run_dir / "checkpoints" / runs.LATEST
+    last = checkpoint.read_checkpoint(latest, load_tensors=False).step
     for step, path in runs.step_checkpoints(run_dir):
-        if results.get(f"{key}/curve/{step}") is None:
+        if results.get(f"{key}/curve/{step}") is None and step != last:
             log(f"{key}: FID at step {step} ({args.curve_n} generated)")
             row = measure(path, ds, args.curve_n, args, ("fid", "kid"), args.curve_precision)
             results.put(f"{key}/curve/{step}", {"step": step, "images": step * BATCH, **row})
     if results.get(f"{key}/final") is None:
         log(f"{key}: final FID ({args.final_n} generated vs {args.ref_n} training images)")
-        latest = run_dir / "checkpoints" / runs.LATEST
-        row = measure(latest, ds, args.final_n, args, ("fid", "kid", "pr"))
+        # The curve's last point is the FID of the final figure's first curve_n images (the
+        # same latents a curve_n-image evaluation would draw): no second generation.
+        row = measure(latest, ds, args.final_n, args, ("fid", "kid", "pr"), fid_at=(args.curve_n,))
         model_cls = checkpoint.build_model(checkpoint.read_checkpoint(latest)).__class__
         if model_cls.can_reconstruct:
             row |= reconstructions(latest, ds, args)
         if model_cls.has_likelihood:
             row |= bits_per_dim(latest, ds, args)
         results.put(f"{key}/final", row)
+        fid = row.get(f"fid_at_{args.curve_n}", row["fid"])
+        results.put(f"{key}/curve/{last}", {"step": last, "images": last * BATCH, "fid": fid})
     grid(run_dir / "checkpoints" / runs.LATEST, args.docs / "quality" / f"{ds.key}-{name}.png")
 
 

@@ -54,6 +54,7 @@ class EvalRequest:
     use_ema: bool = True  # checkpoints: sample the moving average (False: the raw weights)
     protocol: str = "pytorch-fid"  # the resize chain to the network's input (fid_protocols)
     test_data: str | None = None  # bits/dim: held-out images [default: the run's test split]
+    fid_at: tuple[int, ...] = ()  # also the FID of the first k images evaluated, for each k
 
 
 @dataclass(frozen=True)
@@ -388,6 +389,10 @@ def _feature_metrics(
                 "and the value is biased upwards; compare only figures with the same n"
             )
         results["fid"] = metrics.frechet_distance(mu_f, sigma_f, mu_r, sigma_r)
+        for k in request.fid_at:  # the same latents' first k images: the FID at a smaller n
+            if 2 <= k < fake.shape[0]:
+                stats = metrics.gaussian_stats(fake[:k].numpy())
+                results[f"fid_at_{k}"] = metrics.frechet_distance(*stats, mu_r, sigma_r)
     if "kid" in wanted:
         smallest = min(fake.shape[0], real.shape[0])
         size = request.kid_subset_size or min(1000, smallest // 2)

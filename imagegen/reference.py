@@ -42,6 +42,11 @@ def reference_features(
     ("reference", done, total) while features are computed.
     """
     report = on_progress or (lambda stage, done, total: None)
+    if channels is None:  # one cache entry per dataset, whether its channels were named or not
+        channels = (
+            data.native_channels(dataset)
+            or data.load_images(dataset, resolution=resolution, split=split, root=root).shape[0]
+        )
     images = data.load_images(
         dataset,
         resolution=resolution,

@@ -77,11 +77,6 @@ MODELS: dict[str, ModelSpec] = {
                 summary="the classic recipe with the hinge loss, EMA generator",
                 model={"loss": "hinge"},
             ),
-            "bn-aug": Preset(
-                summary="the classic recipe with DiffAugment (colour, translation, cutout) of "
-                "everything D sees, EMA generator",
-                model={"augment": "color,translation,cutout"},
-            ),
         },
         default_preset="classic-ema",
     ),
@@ -116,8 +111,9 @@ MODELS: dict[str, ModelSpec] = {
             ),
             "balanced": Preset(
                 summary="the authors' code: the equilibrium rule skips D's or the decoder's "
-                "step, D sees real images and prior samples",
-                model={"balance": True, "d_on_reconstructions": False},
+                "step, D sees real images and prior samples; KL weight 4, so the posterior "
+                "stays near the prior that samples come from",
+                model={"balance": True, "d_on_reconstructions": False, "beta": 4.0},
             ),
         },
         default_preset="paper",

@@ -254,6 +254,8 @@ def run_one(ds: Dataset, name: str, results: Results, args: Any) -> None:
     """Train one recipe on one dataset, then measure its curve and its final figure."""
     spec = recipe(name)
     images = args.images_for.get(ds.key, args.images)
+    if spec.model != "dcgan" and args.ae_images:  # the VAE and VAE-GAN at their own budget
+        images = args.ae_images
     steps = images // BATCH
     every = max(1, steps // args.points)
     run_dir = args.work / ds.key / name
@@ -519,6 +521,9 @@ def main() -> None:
     )
     parser.add_argument("--images", type=int, default=384_000, help="training images per run")
     parser.add_argument("--mnist-images", type=int, default=None, help="[default: --images]")
+    parser.add_argument(
+        "--ae-images", type=int, default=192_000, help="training images of the VAE and VAE-GAN"
+    )
     parser.add_argument("--points", type=int, default=2, help="curve points per run")
     parser.add_argument("--curve-n", type=int, default=2000)
     parser.add_argument("--final-n", type=int, default=5000)

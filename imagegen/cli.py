@@ -82,6 +82,14 @@ class _TrainView:
     def __call__(self, event: Any) -> None:
         if self.err.quiet:
             return
+        if event.kind == "decode":  # the first use of a dataset: once, then it is cached
+            if event.step == min(1024, event.total):
+                self.err.print(
+                    f"decoding {event.total:,} images of {event.message} (the first time only; "
+                    "cached afterwards) ...",
+                    highlight=False,
+                )
+            return
         if event.kind == "start":
             self.err.print(f"Run folder: {event.path}\n{event.message}", highlight=False)
             if self.err.is_terminal:

@@ -37,7 +37,7 @@ from imagegen.train_plan import TrainPlan
 class TrainEvent:
     """Progress reported to the caller; the library itself never prints."""
 
-    kind: str  # "start" | "step" | "log" | "sample" | "checkpoint" | "fid" | "warning"
+    kind: str  # "decode" | "start" | "step" | "log" | "sample" | "checkpoint" | "fid" | "warning"
     step: int
     total: int
     losses: dict[str, float] = field(default_factory=dict)
@@ -153,8 +153,13 @@ class _Session:
         return real.contiguous(memory_format=torch.channels_last)
 
 
-def _setup(plan: TrainPlan, context: distributed.Context) -> _Session:
-    """Load the data, build the model, optimizers and EMA, and restore a checkpoint."""
+def _setup(
+    plan: TrainPlan, context: distributed.Context, emit: Callable[[TrainEvent], None]
+) -> _Session:
+    """Load the data, build the model, optimizers and EMA, and restore a checkpoint.
+
+    The first use of a dataset decodes it (then it is cached): `emit` hears "decode" events
+    with the images done of the total."""
     spec, train = get_spec(plan.model), plan.train
     device = distributed.local_device(resolve_device(plan.device), context)
     if train.sync_bn and context.enabled:
@@ -167,6 +172,9 @@ def _setup(plan: TrainPlan, context: distributed.Context) -> _Session:
             resolution=plan.model_config["resolution"],
             channels=channels,
             root=plan.data_root,
+            on_progress=lambda done, total: emit(
+                TrainEvent("decode", done, total, message=plan.dataset)
+            ),
         )
     config = build_dataclass(
         spec.config_cls, {**plan.model_config, "channels": channels or images.shape[0]}, plan.model
@@ -595,7 +603,7 @@ def _train(
     position: _Position,
 ) -> TrainResult:
     emit = on_event or (lambda event: None)
-    s = _setup(plan, context)
+    s = _setup(plan, context, emit)
     train, total, main = s.train, s.total, context.is_main
     if s.start_step > total:
         raise UserError(

@@ -147,3 +147,17 @@ def test_interrupt_says_so(run_cli, monkeypatch) -> None:
     monkeypatch.setattr(cli, "app", boom)
     result = run_cli("eval", "x")
     assert result.code == 130 and result.err.strip() == "imagegen: interrupted"
+
+
+def test_first_use_of_a_dataset_says_it_decodes(run_cli, isolated: Path) -> None:
+    folder = isolated / "photos"
+    folder.mkdir()
+    for i in range(1100):
+        Image.new("RGB", (40, 40), (i % 255, 0, 0)).save(folder / f"{i}.png")
+    args = ("train", "dcgan", "-d", folder, "--resolution", "32", "--steps", "1")
+    args += ("--batch-size", "8", "--set", "g_width=8", "--set", "d_width=8")
+    first = run_cli(*args, "--run-dir", isolated / "a")
+    assert first.code == 0, first
+    assert first.err.count("decoding 1,100 images of folder") == 1
+    second = run_cli(*args, "--run-dir", isolated / "b")
+    assert second.code == 0 and "decoding" not in second.err  # cached

@@ -82,8 +82,8 @@ class _TrainView:
     def __call__(self, event: Any) -> None:
         if self.err.quiet:
             return
-        if event.kind == "decode":  # the first use of a dataset: once, then it is cached
-            if event.step == min(1024, event.total):
+        if event.kind == "decode":  # the first use of a large dataset: once, then cached
+            if event.step == 1024:
                 self.err.print(
                     f"decoding {event.total:,} images of {event.message} (the first time only; "
                     "cached afterwards) ...",

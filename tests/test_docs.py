@@ -67,6 +67,7 @@ def shape(line: str) -> str:
     line = re.sub(r"\d+:\d\d:\d\d", "T", line)  # durations
     line = re.sub(r"[-+]?\d[\d,]*(\.\d+)?(e[-+]?\d+)?%?", "N", line)  # numbers
     line = re.sub(r"[│┃|]", "|", line)
+    line = re.sub(r"[━─═]+", "-", line)  # table rules: their length follows the values
     return " ".join(line.split())
 
 

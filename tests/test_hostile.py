@@ -6,7 +6,6 @@ import io
 import json
 import os
 import pickle
-import resource
 import struct
 import subprocess
 import sys
@@ -148,19 +147,28 @@ def test_hostile_checkpoints(case: str, run_cli, isolated: Path, good_run: Path)
 # --- zip archives, image folders: in a fresh process, its memory and time measured -------
 
 
+_CHILD = """
+import resource, sys
+from imagegen import cli
+code = cli.run(sys.argv[2:])
+with open(sys.argv[1], "w") as f:
+    f.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+sys.exit(code)
+"""
+
+
 def _peak_run(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, float]:
-    """Run imagegen in a child process; return it and the child's peak memory in MB."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Run imagegen in a child process; return it and that process's own peak memory in MB."""
+    report = cwd / "peak-rss-kb"
     proc = subprocess.run(
-        [sys.executable, "-m", "imagegen", *args],
+        [sys.executable, "-c", _CHILD, str(report), *args],
         capture_output=True,
         text=True,
         timeout=300,
         cwd=cwd,
         env=os.environ | {"OMP_NUM_THREADS": "1"},
     )
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return proc, max(peak, before) / 1024
+    return proc, int(report.read_text()) / 1024
 
 
 def _zip(path: Path, members: dict[str, bytes]) -> None:

@@ -154,12 +154,24 @@ def file_sha256(path: Path) -> str:
     return digest
 
 
+_LOADED: dict[tuple[str, int, int, str], Extractor] = {}
+
+
 def load_extractor(
     option: str | Path | None = None, device: str | torch.device = "cpu"
 ) -> Extractor:
-    """Load the extractor. TorchScript only: it is an archive of code and tensors, no pickle."""
+    """Load the extractor (once per process, file and device: loading and freezing the
+    network takes seconds). TorchScript only: an archive of code and tensors, no pickle."""
     path = find_weights(option)
     device = torch.device(device)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, str(device))
+    if key not in _LOADED:
+        _LOADED[key] = _load(path, device)
+    return _LOADED[key]
+
+
+def _load(path: Path, device: torch.device) -> Extractor:
     if path.suffix == ".pth":
         from imagegen import inception_pytorch_fid
 

@@ -147,12 +147,15 @@ def test_hostile_checkpoints(case: str, run_cli, isolated: Path, good_run: Path)
 # --- zip archives, image folders: in a fresh process, its memory and time measured -------
 
 
+# VmHWM is the peak of this program's own address space. getrusage's ru_maxrss is not: Linux
+# carries it across fork and exec, so a child of a large pytest process reports the parent's peak.
 _CHILD = """
-import resource, sys
+import re, sys
 from imagegen import cli
 code = cli.run(sys.argv[2:])
+status = open("/proc/self/status").read()
 with open(sys.argv[1], "w") as f:
-    f.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+    f.write(re.search(r"VmHWM:\\s*(\\d+) kB", status).group(1))
 sys.exit(code)
 """
 

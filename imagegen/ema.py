@@ -1,9 +1,13 @@
 """Exponential moving average of a module's weights, used for sampling."""
 
 import copy
+from collections.abc import Callable
 
 import torch
 from torch import nn
+
+STANDING_BATCHES = 32  # batches of 64 latents: statistics from 2,048 samples
+STANDING_SEED = 0
 
 
 class EMA:
@@ -17,6 +21,7 @@ class EMA:
         self.module = copy.deepcopy(module).eval().requires_grad_(False)
         self.decay = decay
         self.updates = 0
+        self.standing_at = -1  # the update count the BatchNorm statistics were estimated at
 
     @torch.no_grad()
     def update(self, source: nn.Module) -> None:
@@ -27,3 +32,46 @@ class EMA:
         for b_ema, b_src in zip(self.module.buffers(), source.buffers(), strict=True):
             b_ema.copy_(b_src)
         self.updates += 1
+
+    @torch.no_grad()
+    def standing_statistics(
+        self,
+        generate: Callable[[torch.Tensor, nn.Module], torch.Tensor],
+        latent_dim: int,
+        device: torch.device,
+    ) -> None:
+        """Re-estimate the BatchNorm statistics for the averaged weights (Brock et al. 2019).
+
+        The statistics copied from the trained module belong to its weights, not to their
+        average: sampling the average with them gave CIFAR-10-JPEG FID 87.7 where the same
+        average with its own statistics gave 81.8. Each BatchNorm layer that generation passes
+        through is reset and set to the plain mean over STANDING_BATCHES batches of N(0, I)
+        latents from a fixed seed of their own (the training noise stream is untouched, so
+        resume stays exact). Done once per update count.
+        """
+        if self.standing_at == self.updates:
+            return
+        norms = [m for m in self.module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in norms]
+        seen: set[nn.Module] = set()
+
+        def reset_once(module: nn.Module, _args: object) -> None:
+            if module not in seen:
+                seen.add(module)
+                module.reset_running_stats()
+
+        hooks = [m.register_forward_pre_hook(reset_once) for m in norms]
+        for m in norms:
+            m.momentum = None  # a cumulative mean over the batches
+        self.module.train()
+        try:
+            g = torch.Generator().manual_seed(STANDING_SEED)
+            for _ in range(STANDING_BATCHES):
+                generate(torch.randn(64, latent_dim, generator=g).to(device), self.module)
+        finally:
+            for hook in hooks:
+                hook.remove()
+            for m, momentum in zip(norms, momenta, strict=True):
+                m.momentum = momentum
+            self.module.eval()
+        self.standing_at = self.updates

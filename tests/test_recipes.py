@@ -287,3 +287,41 @@ def test_sigma_vae_tracks_the_optimal_sigma_and_uses_it_for_bits_per_dim() -> No
     assert math.isfinite(out["bpd"]) and out["bpd"] > 0
     old = VAE(VAEConfig(channels=1, width=4, latent_dim=4))  # other likelihoods: no buffer
     assert "autoencoder.sigma" not in old.state_dict()
+
+
+def test_standing_statistics_belong_to_the_averaged_weights() -> None:
+    """The EMA generator's BatchNorm statistics are re-estimated for its own weights, from
+    latents of a seed of their own; the trained generator is left alone."""
+    from imagegen.ema import EMA, STANDING_BATCHES
+
+    model = DCGAN(DCGANConfig(resolution=32, channels=1, g_width=8, d_width=8, latent_dim=8))
+    ema = EMA(model.generator, decay=0.9)
+    with torch.no_grad():  # averaged weights that differ from the trained ones
+        for p in ema.module.parameters():
+            p.mul_(1.5)
+    live = [b.clone() for b in model.generator.buffers()]
+    ema.standing_statistics(model.generate, 8, torch.device("cpu"))
+    first_bn = next(m for m in ema.module.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert not ema.module.training and first_bn.momentum == 0.1
+    standing = first_bn.running_mean.clone()
+    inputs = []
+    hook = first_bn.register_forward_hook(lambda m, args, out: inputs.append(args[0]))
+    g = torch.Generator().manual_seed(0)
+    z = torch.cat([torch.randn(64, 8, generator=g) for _ in range(STANDING_BATCHES)])
+    with torch.no_grad():
+        ema.module(z)
+    hook.remove()
+    assert torch.allclose(standing, inputs[0].mean(dim=(0, 2, 3)), atol=1e-5)
+    assert all(torch.equal(a, b) for a, b in zip(live, model.generator.buffers(), strict=True))
+
+
+def test_saved_ema_statistics_are_standing_only_for_an_average(run_cli, isolated: Path) -> None:
+    """With an EMA the saved BatchNorm statistics are re-estimated (they differ from the
+    trained generator's); without one (decay 0) they are the generator's own."""
+    for decay, same in (("0.999", False), ("0", True)):
+        run = isolated / f"ema-{decay}"
+        train_tiny(run_cli, run, "--ema-decay", decay)
+        tensors = load_file(str(run / "checkpoints/latest.safetensors"))
+        key = next(k for k in tensors if k.startswith("ema/") and k.endswith("running_mean"))
+        live = tensors[key.replace("ema/", "model/generator.", 1)]
+        assert torch.equal(tensors[key], live) is same, (decay, key)

@@ -17,6 +17,8 @@ Capabilities some models add, declared (not probed):
 
     can_reconstruct      reconstruct(x, net=None): images -> reconstructions, in [0, 1]
     has_likelihood       evaluate(x, noise, net=None): negative ELBO and bits/dim per image
+    standing_statistics  the sampled network's BatchNorm statistics are re-estimated for the
+                         averaged weights before it samples or is saved (see ema.py)
 """
 
 from abc import ABC, abstractmethod
@@ -40,6 +42,7 @@ class GenerativeModel(nn.Module, ABC):
     normalisation: ClassVar[str]
     can_reconstruct: ClassVar[bool] = False
     has_likelihood: ClassVar[bool] = False
+    standing_statistics: ClassVar[bool] = False
     config: Any
 
     def __init__(self) -> None:

@@ -102,6 +102,7 @@ class DCGAN(GenerativeModel):
 
     ema_module = "generator"  # the module whose moving average is used for sampling
     normalisation = "pixels in [0, 1] mapped to [-1, 1]; tanh output"
+    standing_statistics = True  # the generator's BatchNorm, under averaged weights
 
     def __init__(self, config: DCGANConfig) -> None:
         super().__init__()

@@ -402,9 +402,10 @@ def _show_train_result(
         table.add_row("run", str(result.run_dir))
         table.add_row("checkpoint", str(result.checkpoint))
         table.add_row("step", f"{result.step}/{result.total_steps}")
-        table.add_row("losses", _fmt_losses(result.losses))
-        table.add_row("images/s", f"{result.images_per_s:,.1f}")
-        table.add_row("data wait", f"{result.data_wait:.1%} of step time")
+        if not result.already_complete:  # nothing was trained: no losses or speed to show
+            table.add_row("losses", _fmt_losses(result.losses))
+            table.add_row("images/s", f"{result.images_per_s:,.1f}")
+            table.add_row("data wait", f"{result.data_wait:.1%} of step time")
         for warning in result.warnings:
             table.add_row("warning", warning)
         out.print(table)

@@ -219,6 +219,8 @@ def evaluate(request: EvalRequest, on_event: Emit | None = None) -> EvalResult:
         protocol["extractor"] = extractor.describe(request.protocol)
         if plan.wants_is and not extractor.has_logits:
             extractor.logits(torch.zeros(0, 2048))  # raises: why the score is unavailable
+    if plan.ckpt is not None:  # a checkpoint gives exactly --n images: check before generating
+        _check_sizes(plan, request, request.n, request.n_ref or request.n)
     images, model, protocol["input"] = _input_images(plan, request, device, emit)
     n_ref = request.n_ref or int(images.shape[0])
     _check_sizes(plan, request, int(images.shape[0]), n_ref)

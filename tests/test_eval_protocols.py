@@ -192,6 +192,7 @@ def test_refusals_come_before_the_slow_work(run_cli, run: Path) -> None:
     result = run_cli("eval", run, "-n", "10", "--kid-subset-size", "50", "--metrics", "kid")
     assert result.code == 2 and "larger than the 10 images" in result.err
     assert "Inception features" not in result.err  # refused before features were computed
+    assert "generating" not in result.err  # and, for a checkpoint, before generating
     result = run_cli("eval", run, "-n", "3", "--metrics", "pr")
     assert result.code == 2 and "more than k=3 images" in result.err
 

@@ -121,6 +121,8 @@ def test_resume_past_the_end_is_refused_and_leaves_the_run(run_cli, isolated: Pa
     result = run_cli("train", "dcgan", "--resume", run, "--json")
     assert result.code == 0 and "already complete at step 6/6" in result.err
     assert json.loads(result.out)["already_complete"] is True
+    result = run_cli("train", "dcgan", "--resume", run)
+    assert result.code == 0 and "images/s" not in result.out  # nothing trained: no speed shown
     assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 

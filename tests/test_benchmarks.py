@@ -93,7 +93,16 @@ def test_bench_quality(tmp_path: Path) -> None:
         pytest.skip("no Inception weights installed")
     dcgan = f"dcgan-{MODELS['dcgan'].default_preset}"
     recipes = f"dcgan-classic,{dcgan},vae-{MODELS['vae'].default_preset}"
-    args = ["--datasets", "synthetic", "--recipes", recipes, "--images", "256"]
+    args = [
+        "--datasets",
+        "synthetic",
+        "--recipes",
+        recipes,
+        "--images",
+        "256",
+        "--ae-images",
+        "256",
+    ]
     args += [
         "--points",
         "2",

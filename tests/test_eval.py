@@ -150,6 +150,7 @@ def write_pngs(folder: Path, images: torch.Tensor) -> None:
         Image.fromarray(im[0].numpy()).save(folder / f"{i:05d}.png")
 
 
+@pytest.mark.slow  # about 40 s on 2 cores (Inception on 600 images at fp32)
 def test_fid_tells_mnist_from_fashion(
     run_cli, mnist_root: Path, isolated: Path, weights: Path
 ) -> None:

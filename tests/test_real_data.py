@@ -143,6 +143,7 @@ def test_vae_test_loss_falls_clearly_in_a_few_hundred_steps(
     assert after < 0.5 * before, (before, after)  # e.g. 712 -> 180 nats per image
 
 
+@pytest.mark.slow  # about 40 s on 2 cores; the contract test covers the same path on tiny sizes
 def test_vaegan_gives_finite_losses_samples_and_reconstructions(
     run_cli, mnist_root: Path, isolated: Path
 ) -> None:

@@ -222,11 +222,11 @@ def evaluate(request: EvalRequest, on_event: Emit | None = None) -> EvalResult:
     if plan.ckpt is not None:  # a checkpoint gives exactly --n images: check before generating
         _check_sizes(plan, request, request.n, request.n_ref or request.n)
     images, model, protocol["input"] = _input_images(plan, request, device, emit)
-    n_ref = request.n_ref or int(images.shape[0])
-    _check_sizes(plan, request, int(images.shape[0]), n_ref)
     results: dict[str, float] = {}
     warnings = list(plan.warnings)
     if extractor is not None:
+        n_ref = request.n_ref or int(images.shape[0])
+        _check_sizes(plan, request, int(images.shape[0]), n_ref)
         emit(ProgressEvent("stage", f"Inception features of the {len(images)} images evaluated"))
         fake = extractor.features(
             images,
@@ -253,8 +253,9 @@ def evaluate(request: EvalRequest, on_event: Emit | None = None) -> EvalResult:
 
 def _input_images(
     plan: _Plan, request: EvalRequest, device: torch.device, emit: Emit
-) -> tuple[torch.Tensor, Any, dict[str, Any]]:
-    """The images to evaluate (uint8, N x C x H x W): generated, or read from the folder."""
+) -> tuple[torch.Tensor | None, Any, dict[str, Any]]:
+    """The images to evaluate (uint8, N x C x H x W): generated, or read from the folder;
+    none when no metric needs them (bits/dim alone)."""
     if plan.ckpt is None:
         emit(ProgressEvent("stage", f"reading {plan.source} at {plan.resolution} px"))
         folder = data.load_images(
@@ -284,13 +285,13 @@ def _input_images(
     ckpt = plan.ckpt
     use_ema = request.use_ema and ckpt.has_ema
     model = checkpoint.build_model(ckpt, use_ema=use_ema).to(device)
+    about = {"checkpoint": str(ckpt.path), "model": ckpt.model_name, "step": ckpt.step}
+    if not plan.needs_features:  # bits/dim alone: nothing to generate
+        return None, model, about | {"ema": use_ema}
     emit(ProgressEvent("stage", f"generating {request.n} images from {ckpt.path}"))
     z = latents(request.n, model.latent_dim, request.seed, None)
     images = generate_uint8(model, z, device, on_batch=counter(emit, request.n))
-    about = {
-        "checkpoint": str(ckpt.path),
-        "model": ckpt.model_name,
-        "step": ckpt.step,
+    about |= {
         "generated": int(images.shape[0]),
         "ema": use_ema,
         "quantised": "uint8, as a saved PNG",

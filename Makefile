@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DATA ?= $(firstword $(wildcard ../shared/datasets) $(IMAGEGEN_DATA))
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow lint format bench bench-quality clean
+.PHONY: install demo test test-slow lint format bench bench-quality docs clean
 
 install: $(STAMP)
 
@@ -35,12 +35,12 @@ test-slow: install
 	$(if $(DATA),IMAGEGEN_DATA=$(abspath $(DATA))) $(PY) -m pytest -q -m slow
 
 lint: install
-	$(VENV)/bin/ruff check imagegen tests benchmarks
-	$(VENV)/bin/ruff format --check imagegen tests benchmarks
+	$(VENV)/bin/ruff check imagegen tests benchmarks docs
+	$(VENV)/bin/ruff format --check imagegen tests benchmarks docs
 
 format: install
-	$(VENV)/bin/ruff format imagegen tests benchmarks
-	$(VENV)/bin/ruff check --fix imagegen tests benchmarks
+	$(VENV)/bin/ruff format imagegen tests benchmarks docs
+	$(VENV)/bin/ruff check --fix imagegen tests benchmarks docs
 
 bench: install
 	$(if $(DATA),IMAGEGEN_DATA=$(abspath $(DATA))) $(PY) benchmarks/bench_train.py
@@ -55,6 +55,10 @@ bench: install
 bench-quality: install
 	$(PY) -m pip install -q "matplotlib>=3.7"
 	$(if $(DATA),IMAGEGEN_DATA=$(abspath $(DATA))) $(PY) benchmarks/bench_quality.py
+
+# Run the console examples of README.md and docs/*.md and write their real output into them.
+docs: install
+	$(if $(DATA),IMAGEGEN_DATA=$(abspath $(DATA))) $(PY) docs/render_examples.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

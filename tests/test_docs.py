@@ -22,7 +22,10 @@ from imagegen.registry import MODELS
 ROOT = Path(__file__).resolve().parents[1]
 FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHRINK = {"g_width": 8, "d_width": 8, "width": 8, "latent_dim": 8}
-IGNORED = (re.compile(r"^warning: FID from \d+ images"),)
+IGNORED = (  # lines that depend on the machine's state, not on the command
+    re.compile(r"^warning: FID from \d+ images"),
+    re.compile(r"^decoding [\d,]+ images of "),  # only where the decoded cache is not yet made
+)
 
 
 @dataclasses.dataclass
@@ -148,3 +151,21 @@ def test_shape_masks_what_changes() -> None:
     assert matches(["a N", "...", "c"], ["a 5", "b", "b", "c"])
     assert not matches(["a", "c"], ["a", "b", "c"])
     assert matches(['{"x": 1, ...}'], [json.dumps({"x": 2, "y": 3})])
+
+
+def preset_table() -> str:
+    """The table of presets docs/models.md shows, rendered from the registry."""
+    rows = ["| model | preset | what | options |", "| --- | --- | --- | --- |"]
+    for spec in MODELS.values():
+        for name, p in spec.presets.items():
+            options = ", ".join(f"`{k}={v}`" for k, v in {**p.model, **p.train}.items())
+            default = " (default)" if name == spec.default_preset else ""
+            rows.append(
+                f"| `{spec.name}` | `{name}`{default} | {p.summary} | "
+                f"{options or 'the config defaults'} |"
+            )
+    return "\n".join(rows)
+
+
+def test_the_preset_table_is_the_registry() -> None:
+    assert preset_table() in (ROOT / "docs" / "models.md").read_text()

@@ -161,3 +161,11 @@ def test_first_use_of_a_dataset_says_it_decodes(run_cli, isolated: Path) -> None
     assert first.err.count("decoding 1,100 images of folder") == 1
     second = run_cli(*args, "--run-dir", isolated / "b")
     assert second.code == 0 and "decoding" not in second.err  # cached
+
+
+def test_convert_into_a_missing_folder_names_it_and_creates_nothing(
+    run_cli, run: Path, isolated: Path
+) -> None:
+    result = run_cli("convert", run, isolated / "export" / "model.pt")
+    assert "output folder does not exist:" in one_line_error(result) and "export" in result.err
+    assert not (isolated / "export").exists()

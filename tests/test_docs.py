@@ -25,6 +25,7 @@ SHRINK = {"g_width": 8, "d_width": 8, "width": 8, "latent_dim": 8}
 IGNORED = (  # lines that depend on the machine's state, not on the command
     re.compile(r"^warning: FID from \d+ images"),
     re.compile(r"^decoding [\d,]+ images of "),  # only where the decoded cache is not yet made
+    re.compile(r"^Inception features of [\d,]+ reference images"),  # only where not yet cached
 )
 
 

@@ -226,7 +226,8 @@ def evaluate(request: EvalRequest, on_event: Emit | None = None) -> EvalResult:
     warnings = list(plan.warnings)
     if extractor is not None:
         n_ref = request.n_ref or int(images.shape[0])
-        _check_sizes(plan, request, int(images.shape[0]), n_ref)
+        if plan.ckpt is None:  # a folder's count is known only now (checkpoints: above)
+            _check_sizes(plan, request, int(images.shape[0]), n_ref)
         emit(ProgressEvent("stage", f"Inception features of the {len(images)} images evaluated"))
         fake = extractor.features(
             images,

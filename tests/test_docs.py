@@ -67,6 +67,8 @@ def _examples(body: list[str]) -> list[Example]:
 
 def shape(line: str) -> str:
     """A line with what changes from run to run masked."""
+    # what `--precision auto` chose depends on the CPU (bf16 units or none), not on the command
+    line = re.sub(r"precision \w+ \(auto: [^)]*\)", "precision A", line)
     line = re.sub(r"\S*/\S*", "P", line)  # paths (and anything with a slash in it)
     line = re.sub(r"\d+:\d\d:\d\d", "T", line)  # durations
     line = re.sub(r"[-+]?\d[\d,]*(\.\d+)?(e[-+]?\d+)?%?", "N", line)  # numbers

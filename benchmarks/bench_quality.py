@@ -138,8 +138,8 @@ class Results:
 def train(run_dir: Path, ds: Dataset, recipe: Recipe, steps: int, every: int, args: Any) -> dict:
     """Train (or resume) one run as a user would, through the command line."""
     cmd = [sys.executable, "-m", "imagegen", "train", recipe.model, "--json"]
-    if (run_dir / "checkpoints" / runs.LATEST).is_file():
-        cmd += ["--resume", str(run_dir)]
+    if (run_dir / "checkpoints" / runs.LATEST).is_file():  # on, to `steps` (a longer budget)
+        cmd += ["--resume", str(run_dir), "--steps", str(steps)]
     else:
         cmd += ["--dataset", ds.train, "--resolution", "32", "--batch-size", str(BATCH)]
         cmd += ["--steps", str(steps), "--checkpoint-every", str(every), "--keep", "1000"]
@@ -260,6 +260,7 @@ def run_one(ds: Dataset, name: str, results: Results, args: Any) -> None:
     every = max(1, steps // args.points)
     run_dir = args.work / ds.key / name
     key = f"{ds.key}/{name}"
+    _extend(results, key, images)
     if results.get(f"{key}/train") is None:
         log(f"{key}: training {steps} steps ({images:,} images), run folder {run_dir}")
         out = train(run_dir, ds, spec, steps, every, args)
@@ -273,6 +274,7 @@ def run_one(ds: Dataset, name: str, results: Results, args: Any) -> None:
                 "images": out["step"] * BATCH,
                 "train_config": config["train_config"],
                 "model_config": config["model_config"],
+                "trained_in": config["precision"],
                 "elapsed_s": _elapsed(run_dir),
                 "warnings": out.get("warnings", []),
             },
@@ -284,7 +286,8 @@ def run_one(ds: Dataset, name: str, results: Results, args: Any) -> None:
             log(f"{key}: FID at step {step} ({args.curve_n} generated)")
             row = measure(path, ds, args.curve_n, args, ("fid", "kid"), args.curve_precision)
             results.put(f"{key}/curve/{step}", {"step": step, "images": step * BATCH, **row})
-    if results.get(f"{key}/final") is None:
+    final = results.get(f"{key}/final")
+    if final is None or final.get("step", last) != last:
         log(f"{key}: final FID ({args.final_n} generated vs {args.ref_n} training images)")
         # The curve's last point is the FID of the final figure's first curve_n images (the
         # same latents a curve_n-image evaluation would draw): no second generation.
@@ -294,10 +297,23 @@ def run_one(ds: Dataset, name: str, results: Results, args: Any) -> None:
             row |= reconstructions(latest, ds, args)
         if model_cls.has_likelihood:
             row |= bits_per_dim(latest, ds, args)
-        results.put(f"{key}/final", row)
+        results.put(f"{key}/final", {"step": last, **row})
         fid = row.get(f"fid_at_{args.curve_n}", row["fid"])
         results.put(f"{key}/curve/{last}", {"step": last, "images": last * BATCH, "fid": fid})
     grid(run_dir / "checkpoints" / runs.LATEST, args.docs / "quality" / f"{ds.key}-{name}.png")
+
+
+def _extend(results: Results, key: str, images: int) -> None:
+    """A run trained for fewer images than asked goes on from its last checkpoint: its train
+    record is dropped (its curve points stay true) and its final figure is marked with the
+    step it belongs to, so that it is measured again at the new last step."""
+    done = results.get(f"{key}/train")
+    if done is None or done["images"] >= images:
+        return
+    final = results.get(f"{key}/final")
+    if final is not None and "step" not in final:  # written before final rows had a step
+        results.put(f"{key}/final", {**final, "step": done["steps"]})
+    results.rows.pop(f"{key}/train")
 
 
 def _elapsed(run_dir: Path) -> float:
@@ -369,12 +385,20 @@ def _curve(results: Results, key: str) -> list[dict[str, Any]]:
     )
 
 
-def table(results: Results, dss: list[Dataset], names: list[str]) -> list[str]:
+def _trained_in(tr: dict[str, Any], work: Path) -> str:
+    """The precision a run trained at (what `auto` chose), from its record or its folder."""
+    if "trained_in" in tr:
+        return tr["trained_in"]
+    config = work / tr["dataset"] / tr["recipe"] / "config.json"
+    return json.loads(config.read_text()).get("precision", "?") if config.is_file() else "?"
+
+
+def table(results: Results, dss: list[Dataset], names: list[str], work: Path) -> list[str]:
     """The report's table: one row per dataset and recipe, the floor per dataset."""
     lines = [
-        "| dataset | recipe | images seen | FID | KID × 1000 | precision | recall "
+        "| dataset | recipe | trained in | images seen | FID | KID × 1000 | precision | recall "
         "| best curve FID (at images) | last / best | train time | img/s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for ds in dss:
         for name in names:
@@ -388,7 +412,8 @@ def table(results: Results, dss: list[Dataset], names: list[str]) -> list[str]:
                 continue
             best = min(curve, key=lambda r: r["fid"])
             lines.append(
-                f"| {ds.label} | {recipe(name).label} | {tr['images']:,} | {fin['fid']:.2f} "
+                f"| {ds.label} | {recipe(name).label} | {_trained_in(tr, work)} "
+                f"| {tr['images']:,} | {fin['fid']:.2f} "
                 f"| {fin['kid_mean'] * 1000:.1f} ± {fin['kid_std'] * 1000:.1f} "
                 f"| {fin['precision']:.3f} | {fin['recall']:.3f} "
                 f"| {best['fid']:.2f} ({best['images']:,}) | {curve[-1]['fid'] / best['fid']:.2f} "
@@ -397,7 +422,7 @@ def table(results: Results, dss: list[Dataset], names: list[str]) -> list[str]:
         fl = results.get(f"{ds.key}/floor")
         if fl:
             lines.append(
-                f"| {ds.label} | test images (the floor) | – | {fl['fid']:.2f} "
+                f"| {ds.label} | test images (the floor) | – | – | {fl['fid']:.2f} "
                 f"| {fl['kid_mean'] * 1000:.1f} ± {fl['kid_std'] * 1000:.1f} "
                 f"| {fl['precision']:.3f} | {fl['recall']:.3f} | – | – | – | – |"
             )
@@ -434,19 +459,31 @@ def ratios(results: Results, dss: list[Dataset]) -> list[str]:
     out = []
     for ds in dss:
         for a_name, b_name, what in pairs:
-            a, b = results.get(f"{ds.key}/{a_name}/final"), results.get(f"{ds.key}/{b_name}/final")
+            a, b = _pair(results, ds, a_name, b_name)
             if a and b:
                 out.append(
-                    f"- {ds.label}: {what} = {a['fid']:.2f} / {b['fid']:.2f} = "
-                    f"**{a['fid'] / b['fid']:.2f}**"
+                    f"- {ds.label}, {a['images']:,} images each: {what} = {a['fid']:.2f} / "
+                    f"{b['fid']:.2f} = **{a['fid'] / b['fid']:.2f}**"
                 )
-        a, b = results.get(f"{ds.key}/{vaegan}/final"), results.get(f"{ds.key}/{vae}/final")
+        a, b = _pair(results, ds, vaegan, vae)
         if a and b and "recon_fid" in a and "recon_fid" in b:
             out.append(
-                f"- {ds.label}: VAE-GAN / VAE reconstruction FID = {a['recon_fid']:.2f} / "
-                f"{b['recon_fid']:.2f} = **{a['recon_fid'] / b['recon_fid']:.2f}**"
+                f"- {ds.label}, {a['images']:,} images each: VAE-GAN / VAE reconstruction FID = "
+                f"{a['recon_fid']:.2f} / {b['recon_fid']:.2f} = "
+                f"**{a['recon_fid'] / b['recon_fid']:.2f}**"
             )
     return out
+
+
+def _pair(results: Results, ds: Dataset, a: str, b: str) -> tuple[dict | None, dict | None]:
+    """Two recipes' final figures with their images seen, where both trained equally long."""
+    rows = []
+    for name in (a, b):
+        final, done = results.get(f"{ds.key}/{name}/final"), results.get(f"{ds.key}/{name}/train")
+        rows.append({**final, "images": done["images"]} if final and done else None)
+    if rows[0] and rows[1] and rows[0]["images"] == rows[1]["images"]:
+        return rows[0], rows[1]
+    return None, None
 
 
 def report(results: Results, dss: list[Dataset], names: list[str], args: Any) -> Path:
@@ -482,12 +519,15 @@ def report(results: Results, dss: list[Dataset], names: list[str], args: Any) ->
             f"{args.final_n:,} generated images; curve points: {args.curve_n:,} (FID is biased "
             "upwards at small n: compare figures of the same n only). KID subsets of "
             "min(1000, n/2). Precision and recall: k = 3. Reconstructions: "
-            f"{args.recon_n:,} test images. All runs: 32 px, batch 64, seed 0.",
+            f"{args.recon_n:,} test images. All runs: 32 px, batch 64, seed 0. Trained in: "
+            "the training precision (what `--precision auto` chose on this machine, or the "
+            "recipe's @bf16). Train time and img/s are as measured, with other runs sometimes "
+            "sharing the machine: speed comparisons are in benchmarks.md.",
             "",
             "CIFAR-10-JPEG is CIFAR-10 re-encoded as JPEG: its FIDs are comparable with each "
             "other and with the floor below, never with published CIFAR-10 FIDs.",
             "",
-            *table(results, dss, names),
+            *table(results, dss, names, args.work),
             "",
             *autoencoder_table(results, dss, names),
             "",

@@ -133,6 +133,16 @@ def test_bench_quality(tmp_path: Path) -> None:
     # Resumable: a second call finds everything done and only rewrites the report.
     again = run("bench_quality.py", *args)
     assert len(again["rows"]) == len(result["rows"])
+    # A longer budget: the run goes on from its last checkpoint, its final figure is measured
+    # again at the new last step, and the ratio compares only runs of equal length.
+    longer = [*args]
+    longer[longer.index("--images") + 1] = "512"
+    longer[longer.index("--recipes") + 1] = "dcgan-classic"
+    rows = {r["key"]: r for r in run("bench_quality.py", *longer)["rows"]}
+    assert rows["synthetic/dcgan-classic/train"]["steps"] == 8
+    assert rows["synthetic/dcgan-classic/final"]["step"] == 8
+    assert "synthetic/dcgan-classic/curve/4" in rows and "synthetic/dcgan-classic/curve/6" in rows
+    assert "default / classic FID" not in (tmp_path / "docs" / "quality.md").read_text()
 
 
 def test_bench_eval_memory() -> None:

@@ -37,6 +37,9 @@ class ModelSpec:
     train_defaults: dict[str, Any] = field(default_factory=dict)  # over TrainConfig's
     presets: dict[str, Preset] = field(default_factory=dict)
     default_preset: str = ""
+    # `--precision auto` trains in bf16 on CPUs with native bf16 units (docs/quality.md: the
+    # benchmark measured the same FID in bf16 as in fp32 for this model)
+    cpu_bf16: bool = False
 
     @property
     def config_cls(self) -> type:
@@ -79,6 +82,7 @@ MODELS: dict[str, ModelSpec] = {
             ),
         },
         default_preset="classic-ema",
+        cpu_bf16=True,
     ),
     "vae": ModelSpec(
         name="vae",
@@ -116,7 +120,7 @@ MODELS: dict[str, ModelSpec] = {
                 model={"balance": True, "d_on_reconstructions": False, "beta": 4.0},
             ),
         },
-        default_preset="paper",
+        default_preset="balanced",
     ),
 }
 

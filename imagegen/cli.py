@@ -18,6 +18,7 @@ from imagegen.errors import PeerError, UsageError, UserError
 from imagegen.registry import MODELS
 
 MODEL_NAMES = ", ".join(MODELS)  # help texts list the registry, never a hand-written list
+CPU_BF16_MODELS = ", ".join(name for name, spec in MODELS.items() if spec.cpu_bf16) or "none"
 
 app = typer.Typer(
     name="imagegen",
@@ -271,7 +272,10 @@ def train(
     ),
     fid_n: int | None = typer.Option(None, help="Images for each --fid-every FID [default: 2048]."),
     precision: str | None = typer.Option(
-        None, help="auto, bf16 or fp32 [default: auto = bf16 autocast on CUDA, fp32 on the CPU]."
+        None,
+        help="auto, bf16 or fp32 [default: auto = bf16 on CUDA, and on CPUs with bf16 units for "
+        f"the models measured in bf16 ({CPU_BF16_MODELS}); else fp32; a resumed run keeps its "
+        "own].",
     ),
     compile_: bool | None = typer.Option(
         None, "--compile/--no-compile", help="torch.compile each network [default: off]."

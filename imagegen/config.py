@@ -39,7 +39,7 @@ class TrainConfig:
     num_samples: int = 64  # images in the fixed-noise progress grids
     fid_every: int = 0  # steps between FID evaluations of the EMA model; 0: never
     fid_n: int = 2048  # images generated (and reference images) for each FID
-    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on CUDA, else fp32
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: see devices.resolve_precision
     compile: bool = False  # torch.compile each network (in place: checkpoints keep their keys)
     flip: bool = False  # random horizontal flips, drawn on the device
     sync_bn: bool = False  # torchrun jobs: BatchNorm statistics over all ranks (SyncBatchNorm)

@@ -21,9 +21,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-# Whether `auto` trains in bf16 on CPUs with native bf16 instructions. The quality benchmark
-# decides (docs/quality.md): bf16 must give the same FID as fp32 there.
-CPU_AUTO_BF16 = False
 _BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
@@ -42,19 +39,25 @@ def cpu_native_bf16() -> str | None:
     return next((f for f in _BF16_FLAGS if f in flags), None)
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """`auto` is bf16 autocast on CUDA (no GradScaler needed); on a CPU bf16 where it has
-    native bf16 units and CPU_AUTO_BF16 holds, else fp32."""
+def resolve_precision(precision: str, device: torch.device, cpu_bf16: bool = False) -> str:
+    """`auto` is bf16 autocast on CUDA (no GradScaler needed); on a CPU, bf16 where the CPU
+    has native bf16 units and the model's `cpu_bf16` holds (the quality benchmark measured
+    the same FID in bf16 as in fp32 for it), else fp32."""
     if precision != "auto":
         return precision
     if device.type == "cuda":
         return "bf16"
-    return "bf16" if CPU_AUTO_BF16 and cpu_native_bf16() else "fp32"
+    return "bf16" if cpu_bf16 and cpu_native_bf16() else "fp32"
 
 
-def precision_reason(asked: str, device: torch.device) -> str:
-    """In words, why a run trains at the precision it does: `bf16 (auto: ...)`."""
-    chosen = resolve_precision(asked, device)
+def precision_reason(
+    asked: str, device: torch.device, cpu_bf16: bool = False, kept: str | None = None
+) -> str:
+    """In words, why a run trains at the precision it does: `bf16 (auto: ...)`. `kept`: the
+    precision a resumed run keeps from its checkpoint."""
+    if kept is not None:
+        return f"{kept} (kept from the checkpoint)"
+    chosen = resolve_precision(asked, device, cpu_bf16)
     if asked != "auto":
         return f"{chosen} (asked for)"
     if device.type == "cuda":
@@ -62,8 +65,8 @@ def precision_reason(asked: str, device: torch.device) -> str:
     native = cpu_native_bf16()
     if chosen == "bf16":
         return f"bf16 (auto: this CPU has {native})"
-    why = f"this CPU has {native}, but bf16 is not the CPU default" if native else "no bf16 units"
-    return f"fp32 (auto: {why})"
+    why = f"this CPU has {native}, but this model is not measured in bf16" if native else None
+    return f"fp32 (auto: {why or 'no bf16 units'})"
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

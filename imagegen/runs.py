@@ -61,11 +61,20 @@ def is_in_checkpoints_folder(path: Path) -> bool:
 
 def recorded_data_root(checkpoint: Path) -> str | None:
     """The data root a run was trained with, from its config.json (None if unknown)."""
+    return _recorded(checkpoint, "data_root")
+
+
+def recorded_precision(checkpoint: Path) -> str | None:
+    """The precision a run was trained at, from its config.json (None if unknown)."""
+    return _recorded(checkpoint, "precision")
+
+
+def _recorded(checkpoint: Path, key: str) -> Any:
     run = run_of(checkpoint)
     if run is None or not (run / CONFIG).is_file():
         return None
     try:
-        return json.loads((run / CONFIG).read_text()).get("data_root")
+        return json.loads((run / CONFIG).read_text()).get(key)
     except (OSError, ValueError, AttributeError):
         return None
 

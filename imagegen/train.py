@@ -128,6 +128,7 @@ class _Session:
     optimizers: dict[str, torch.optim.Optimizer]
     noise: torch.Generator
     precision: str
+    precision_why: str  # in words, for the run's first line
     total: int
     ckpt: checkpoint.Checkpoint | None
     start_step: int = 0
@@ -190,6 +191,14 @@ def _setup(
     # Each rank draws its own latents, posterior noise and flips; rank 0's stream is the
     # single-process one.
     noise_seed = distributed.noise_seed(train.seed, context.rank)
+    # A resumed run left to `auto` keeps the precision it was trained at (exact resume, also
+    # on a machine where auto would choose otherwise): the checkpoint records it; for older
+    # checkpoints, the run's config.json.
+    kept = None
+    if ckpt and train.precision == "auto":
+        kept = ckpt.counters.get("precision") or runs.recorded_precision(ckpt.path)
+        kept = kept if kept in ("bf16", "fp32") else None
+    precision = kept or resolve_precision(train.precision, device, spec.cpu_bf16)
     session = _Session(
         plan=plan,
         context=context,
@@ -201,7 +210,8 @@ def _setup(
         ema=EMA(model.sampling_network(), train.ema_decay),
         optimizers=model.configure_optimizers(train),
         noise=torch.Generator(device).manual_seed(noise_seed),
-        precision=resolve_precision(train.precision, device),
+        precision=precision,
+        precision_why=precision_reason(train.precision, device, spec.cpu_bf16, kept),
         total=train.steps or math.ceil(train.epochs * batches.batches_per_epoch),
         ckpt=ckpt,
     )
@@ -328,6 +338,7 @@ class _Checkpointer:
             "elapsed_s": s.elapsed_before + time.perf_counter() - s.started,
             "best_fid": s.best_fid if math.isfinite(s.best_fid) else None,
             "batches_per_epoch": s.batches.batches_per_epoch,
+            "precision": s.precision,  # what a resume left to `auto` keeps
         }
         try:
             self._write(path, step, rng, counters)
@@ -389,7 +400,7 @@ def _describe_start(s: _Session) -> str:
     ]
     if s.train.preset:
         parts.append(f"preset {s.train.preset}")
-    parts.append(f"precision {precision_reason(s.train.precision, s.device)}")
+    parts.append(f"precision {s.precision_why}")
     if context.enabled:
         backend = "nccl" if s.device.type == "cuda" else "gloo"
         bn = "synchronised (SyncBatchNorm)" if s.train.sync_bn else "per rank"

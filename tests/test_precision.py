@@ -8,15 +8,50 @@ import torch
 from conftest import train_tiny
 from safetensors.torch import load_file
 
+from imagegen import devices, runs
+from imagegen.checkpoint import read_checkpoint
 from imagegen.config import TrainConfig
-from imagegen.devices import resolve_precision
+from imagegen.devices import precision_reason, resolve_precision
 from imagegen.models.dcgan import DCGAN, DCGANConfig
+from imagegen.registry import MODELS
 
 
-def test_auto_precision_is_bf16_on_cuda_only() -> None:
-    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
-    assert resolve_precision("auto", torch.device("cuda")) == "bf16"
-    assert resolve_precision("fp32", torch.device("cuda")) == "fp32"
+def test_auto_precision(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bf16 on CUDA; on a CPU only where it has bf16 units and the model was measured."""
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_precision("auto", cuda) == "bf16"
+    assert resolve_precision("fp32", cuda) == "fp32"
+    for units, measured, expected in [
+        ("avx512_bf16", True, "bf16"),
+        ("avx512_bf16", False, "fp32"),
+        (None, True, "fp32"),
+    ]:
+        monkeypatch.setattr(devices, "cpu_native_bf16", lambda units=units: units)
+        assert resolve_precision("auto", cpu, measured) == expected
+        assert precision_reason("auto", cpu, measured).startswith(f"{expected} (auto: ")
+    assert MODELS["dcgan"].cpu_bf16 and not MODELS["vae"].cpu_bf16
+    assert not MODELS["vaegan"].cpu_bf16
+
+
+def test_resume_keeps_the_precision_auto_chose(
+    run_cli, isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that auto put in bf16 stays in bf16 when resumed where auto would say fp32."""
+    monkeypatch.setattr(devices, "cpu_native_bf16", lambda: "avx512_bf16")
+    train_tiny(run_cli, isolated / "run", steps=4)
+    assert json.loads((isolated / "run" / "config.json").read_text())["precision"] == "bf16"
+    monkeypatch.setattr(devices, "cpu_native_bf16", lambda: None)
+    result = run_cli("train", "dcgan", "--resume", isolated / "run", "--steps", "6")
+    assert result.code == 0, result.err
+    assert "precision bf16 (kept from the checkpoint)" in result.out + result.err
+    latest = read_checkpoint(isolated / "run" / "checkpoints" / "latest.safetensors")
+    assert latest.counters["precision"] == "bf16"
+    assert runs.recorded_precision(latest.path) == "bf16"  # what older checkpoints fall back on
+    # Asked for explicitly, the precision changes (as --help says it may on resume).
+    result = run_cli(
+        "train", "dcgan", "--resume", isolated / "run", "--steps", "8", "--precision", "fp32"
+    )
+    assert result.code == 0 and "precision fp32 (asked for)" in result.out + result.err
 
 
 def mean_losses(run: Path) -> dict[str, float]:

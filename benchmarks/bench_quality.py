@@ -455,6 +455,7 @@ def ratios(results: Results, dss: list[Dataset]) -> list[str]:
     pairs = [
         (dcgan, "dcgan-classic", "DCGAN default / classic FID"),
         (vaegan, vae, "VAE-GAN / VAE prior-sample FID (default presets)"),
+        ("dcgan-classic@bf16", "dcgan-classic", "DCGAN classic recipe trained in bf16 / in fp32"),
     ]
     out = []
     for ds in dss:

@@ -144,6 +144,7 @@ def imagegen_loop(folder: Path, cfg: DCGANConfig, batch: int, steps: int, warmup
                 sample_every=10**9,
                 checkpoint_every=10**9,
                 log_every=10**9,
+                precision="fp32",  # as the reference loop: auto would pick bf16 on some CPUs
             ),
             dataset=str(folder),
             run_dir=Path(runs) / "run",

@@ -506,8 +506,10 @@ def report(results: Results, dss: list[Dataset], names: list[str], args: Any) ->
         [
             "# Image quality per training image",
             "",
-            "Written by `make bench-quality` (`benchmarks/bench_quality.py`); every figure below "
-            "comes from one run of it, all recipes side by side.",
+            "Written by `make bench-quality` (`benchmarks/bench_quality.py`) from its resumable "
+            "work folder: every figure below was measured on the machine named here with the "
+            "protocol stated, runs resumed across sessions where they were interrupted or "
+            "extended.",
             "",
             f"Machine: {machine()}.",
             "",

@@ -389,8 +389,8 @@ def _trained_in(tr: dict[str, Any], work: Path) -> str:
     """The precision a run trained at (what `auto` chose), from its record or its folder."""
     if "trained_in" in tr:
         return tr["trained_in"]
-    config = work / tr["dataset"] / tr["recipe"] / "config.json"
-    return json.loads(config.read_text()).get("precision", "?") if config.is_file() else "?"
+    latest = work / tr["dataset"] / tr["recipe"] / "checkpoints" / runs.LATEST
+    return runs.recorded_precision(latest) or "?"
 
 
 def table(results: Results, dss: list[Dataset], names: list[str], work: Path) -> list[str]:

@@ -269,7 +269,8 @@ class _LossMeter:
 
     def add(self, losses: dict[str, torch.Tensor]) -> None:
         for k, v in losses.items():
-            self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
+            v = v.detach().float()  # a bf16 sum stops growing at 256: sum in fp32
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
         self.count += 1
 
     def read(self, stop_requested: bool) -> tuple[dict[str, float], bool]:

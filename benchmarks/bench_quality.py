@@ -454,6 +454,7 @@ def ratios(results: Results, dss: list[Dataset]) -> list[str]:
     dcgan, vae, vaegan = (default_recipe(m) for m in ("dcgan", "vae", "vaegan"))
     pairs = [
         (dcgan, "dcgan-classic", "DCGAN default / classic FID"),
+        (dcgan, "dcgan-classic@bf16", "DCGAN default / classic FID, the classic trained in bf16"),
         (vaegan, vae, "VAE-GAN / VAE prior-sample FID (default presets)"),
         ("dcgan-classic@bf16", "dcgan-classic", "DCGAN classic recipe trained in bf16 / in fp32"),
     ]

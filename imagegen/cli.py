@@ -240,7 +240,9 @@ def train(
     epochs: float | None = typer.Option(
         None, help="Epochs, when --steps is not given [default: 25]."
     ),
-    lr: float | None = typer.Option(None, help="Adam learning rate [default: 2e-4]."),
+    lr: float | None = typer.Option(
+        None, help="Adam learning rate [default: the preset's, else 2e-4; the VAE 1e-3]."
+    ),
     lr_d: float | None = typer.Option(
         None, help="The discriminator's learning rate (GANs) [default: --lr]."
     ),

@@ -80,8 +80,13 @@ MODELS: dict[str, ModelSpec] = {
                 summary="the classic recipe with the hinge loss, EMA generator",
                 model={"loss": "hinge"},
             ),
+            "high-lr": Preset(
+                summary="the classic networks and loss at twice the learning rate (Adam 4e-4 "
+                "for G and D), EMA generator",
+                train={"lr": 4e-4},
+            ),
         },
-        default_preset="classic-ema",
+        default_preset="high-lr",
         cpu_bf16=True,
     ),
     "vae": ModelSpec(

@@ -276,7 +276,7 @@ class _LossMeter:
     def read(self, stop_requested: bool) -> tuple[dict[str, float], bool]:
         """Mean losses since the last read, and whether any rank asked to stop."""
         flag = torch.tensor([float(stop_requested)], device=self.device)
-        totals = torch.cat([torch.stack(list(self.sums.values())).float(), flag])
+        totals = torch.cat([torch.stack(list(self.sums.values())), flag])
         values = distributed.sum_across(totals, self.context).cpu().tolist()  # one host sync
         stop = values.pop() > 0
         n = self.count * self.context.world_size

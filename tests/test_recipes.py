@@ -172,7 +172,7 @@ def test_linear_lr_decay_and_exact_resume_mid_schedule(run_cli, isolated: Path) 
         optim = json.loads(f.metadata()["optim"])
     g = optim["generator"]["param_groups"][0]
     d = optim["discriminator"]["param_groups"][0]
-    lr = MODELS["dcgan"].presets[MODELS["dcgan"].default_preset].train.get("lr", 2e-4)
+    lr = MODELS["dcgan"].preset(None)[1].train.get("lr", 2e-4)  # the default preset's
     assert g["initial_lr"] == lr and d["initial_lr"] == 3e-4
     assert g["lr"] == pytest.approx(lr * (1 - 9 / 10))  # the last step ran at step 9 of 10
     assert d["lr"] == pytest.approx(3e-4 * (1 - 9 / 10))

@@ -340,6 +340,7 @@ class _Checkpointer:
             "best_fid": s.best_fid if math.isfinite(s.best_fid) else None,
             "batches_per_epoch": s.batches.batches_per_epoch,
             "precision": s.precision,  # what a resume left to `auto` keeps
+            "total_steps": s.total,  # where a linear lr decay was planned to end
         }
         try:
             self._write(path, step, rng, counters)
@@ -418,6 +419,13 @@ def _describe_start(s: _Session) -> str:
             parts.append(
                 f"it was trained by {trained_with} process(es), now {context.world_size}: it "
                 "continues with the new global batch, not bit-exactly"
+            )
+        planned = ckpt.counters.get("total_steps")
+        if s.train.lr_decay == "linear" and planned and int(planned) != s.total:
+            parts.append(
+                f"the linear lr decay planned to end at step {planned} now ends at step "
+                f"{s.total}: the lr goes on at {1 - ckpt.step / s.total:.0%} of its initial "
+                f"value, not {max(0.0, 1 - ckpt.step / int(planned)):.0%}"
             )
     if images.skipped:
         more = ", ..." if images.skipped > len(images.skipped_examples) else ""

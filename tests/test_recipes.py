@@ -178,6 +178,20 @@ def test_linear_lr_decay_and_exact_resume_mid_schedule(run_cli, isolated: Path) 
     assert d["lr"] == pytest.approx(3e-4 * (1 - 9 / 10))
 
 
+def test_extending_a_decayed_run_says_the_schedule_changed(run_cli, isolated: Path) -> None:
+    """A decay that reached 0 at step 4 restarts from 50% when the run goes on to step 8."""
+    train_tiny(run_cli, isolated / "run", "--lr-decay", "linear", steps=4)
+    result = run_cli("train", "dcgan", "--resume", isolated / "run", "--steps", "8")
+    assert result.code == 0, result.err
+    said = " ".join((result.out + result.err).split())
+    assert (
+        "the linear lr decay planned to end at step 4 now ends at step 8: the lr goes on at "
+        "50% of its initial value, not 0%" in said
+    )
+    again = run_cli("train", "dcgan", "--resume", isolated / "run", "--steps", "8")
+    assert "lr decay" not in again.out + again.err  # complete: nothing changed
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -31,13 +31,14 @@ from typing import Any
 import torch
 
 from imagegen import checkpoint, data, locations, runs
+from imagegen.config import TrainConfig
 from imagegen.evaluate import EvalRequest, evaluate
 from imagegen.generation import generate_uint8, latents
 from imagegen.images import make_grid, write_png
 from imagegen.registry import MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
-BATCH = 64
+BATCH = TrainConfig.batch_size  # where a recipe's preset does not set its own
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class Recipe:
     model: str
     args: tuple[str, ...]
     label: str
+    batch: int  # images per step: the preset's, else TrainConfig's
 
 
 def _recipes() -> dict[str, Recipe]:
@@ -55,8 +57,12 @@ def _recipes() -> dict[str, Recipe]:
     for spec in MODELS.values():
         for name in spec.presets:
             default = " (the default)" if name == spec.default_preset else ""
+            train = spec.train_defaults | spec.presets[name].train
             out[f"{spec.name}-{name}"] = Recipe(
-                spec.name, ("--preset", name), f"{spec.name} {name}{default}"
+                spec.name,
+                ("--preset", name),
+                f"{spec.name} {name}{default}",
+                train.get("batch_size", BATCH),
             )
     return out
 
@@ -73,7 +79,7 @@ def recipe(name: str) -> Recipe:
     r = RECIPES[base]
     if not precision:
         return r
-    return Recipe(r.model, (*r.args, "--precision", precision), f"{r.label}, {precision}")
+    return Recipe(r.model, (*r.args, "--precision", precision), f"{r.label}, {precision}", r.batch)
 
 
 def default_recipe(model: str) -> str:
@@ -141,7 +147,7 @@ def train(run_dir: Path, ds: Dataset, recipe: Recipe, steps: int, every: int, ar
     if (run_dir / "checkpoints" / runs.LATEST).is_file():  # on, to `steps` (a longer budget)
         cmd += ["--resume", str(run_dir), "--steps", str(steps)]
     else:
-        cmd += ["--dataset", ds.train, "--resolution", "32", "--batch-size", str(BATCH)]
+        cmd += ["--dataset", ds.train, "--resolution", "32", "--batch-size", str(recipe.batch)]
         cmd += ["--steps", str(steps), "--checkpoint-every", str(every), "--keep", "1000"]
         cmd += ["--sample-every", str(every), "--log-every", "100", "--run-dir", str(run_dir)]
         cmd += ["--data-root", str(args.data_root), "--precision", args.train_precision]
@@ -256,7 +262,7 @@ def run_one(ds: Dataset, name: str, results: Results, args: Any) -> None:
     images = args.images_for.get(ds.key, args.images)
     if spec.model != "dcgan" and args.ae_images:  # the VAE and VAE-GAN at their own budget
         images = args.ae_images
-    steps = images // BATCH
+    steps = images // spec.batch
     every = max(1, steps // args.points)
     run_dir = args.work / ds.key / name
     key = f"{ds.key}/{name}"
@@ -271,7 +277,7 @@ def run_one(ds: Dataset, name: str, results: Results, args: Any) -> None:
                 "dataset": ds.key,
                 "recipe": name,
                 "steps": out["step"],
-                "images": out["step"] * BATCH,
+                "images": out["step"] * spec.batch,
                 "train_config": config["train_config"],
                 "model_config": config["model_config"],
                 "trained_in": config["precision"],
@@ -285,7 +291,7 @@ def run_one(ds: Dataset, name: str, results: Results, args: Any) -> None:
         if results.get(f"{key}/curve/{step}") is None and step != last:
             log(f"{key}: FID at step {step} ({args.curve_n} generated)")
             row = measure(path, ds, args.curve_n, args, ("fid", "kid"), args.curve_precision)
-            results.put(f"{key}/curve/{step}", {"step": step, "images": step * BATCH, **row})
+            results.put(f"{key}/curve/{step}", {"step": step, "images": step * spec.batch, **row})
     final = results.get(f"{key}/final")
     if final is None or final.get("step", last) != last:
         log(f"{key}: final FID ({args.final_n} generated vs {args.ref_n} training images)")
@@ -299,7 +305,7 @@ def run_one(ds: Dataset, name: str, results: Results, args: Any) -> None:
             row |= bits_per_dim(latest, ds, args)
         results.put(f"{key}/final", {"step": last, **row})
         fid = row.get(f"fid_at_{args.curve_n}", row["fid"])
-        results.put(f"{key}/curve/{last}", {"step": last, "images": last * BATCH, "fid": fid})
+        results.put(f"{key}/curve/{last}", {"step": last, "images": last * spec.batch, "fid": fid})
     grid(run_dir / "checkpoints" / runs.LATEST, args.docs / "quality" / f"{ds.key}-{name}.png")
 
 
@@ -396,8 +402,8 @@ def _trained_in(tr: dict[str, Any], work: Path) -> str:
 def table(results: Results, dss: list[Dataset], names: list[str], work: Path) -> list[str]:
     """The report's table: one row per dataset and recipe, the floor per dataset."""
     lines = [
-        "| dataset | recipe | trained in | images seen | FID | KID × 1000 | precision | recall "
-        "| best curve FID (at images) | last / best | train time | img/s |",
+        "| dataset | recipe | trained in | images seen (batch) | FID | KID × 1000 | precision "
+        "| recall | best curve FID (at images) | last / best | train time | img/s |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for ds in dss:
@@ -413,7 +419,7 @@ def table(results: Results, dss: list[Dataset], names: list[str], work: Path) ->
             best = min(curve, key=lambda r: r["fid"])
             lines.append(
                 f"| {ds.label} | {recipe(name).label} | {_trained_in(tr, work)} "
-                f"| {tr['images']:,} | {fin['fid']:.2f} "
+                f"| {tr['images']:,} ({tr['train_config']['batch_size']}) | {fin['fid']:.2f} "
                 f"| {fin['kid_mean'] * 1000:.1f} ± {fin['kid_std'] * 1000:.1f} "
                 f"| {fin['precision']:.3f} | {fin['recall']:.3f} "
                 f"| {best['fid']:.2f} ({best['images']:,}) | {curve[-1]['fid'] / best['fid']:.2f} "
@@ -523,7 +529,8 @@ def report(results: Results, dss: list[Dataset], names: list[str], args: Any) ->
             f"{args.final_n:,} generated images; curve points: {args.curve_n:,} (FID is biased "
             "upwards at small n: compare figures of the same n only). KID subsets of "
             "min(1000, n/2). Precision and recall: k = 3. Reconstructions: "
-            f"{args.recon_n:,} test images. All runs: 32 px, batch 64, seed 0. Trained in: "
+            f"{args.recon_n:,} test images. All runs: 32 px, seed 0, the batch size "
+            f"{BATCH} unless the recipe's preset sets another (the table gives it). Trained in: "
             "the training precision (what `--precision auto` chose on this machine, or the "
             "recipe's @bf16). Train time and img/s are as measured, with other runs sometimes "
             "sharing the machine: speed comparisons are in benchmarks.md.",

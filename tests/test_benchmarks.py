@@ -119,7 +119,13 @@ def test_bench_quality(tmp_path: Path) -> None:
     result = run("bench_quality.py", *args)
     keys = {r["key"] for r in result["rows"]}
     assert {"synthetic/floor", f"synthetic/{dcgan}/final", "synthetic/dcgan-classic/final"} <= keys
-    assert {f"synthetic/{dcgan}/curve/2", f"synthetic/{dcgan}/curve/4"} <= keys
+    # Each recipe trains at its preset's batch size for the same images: steps differ.
+    batch = MODELS["dcgan"].preset(None)[1].train.get("batch_size", 64)
+    steps = 256 // batch
+    assert {f"synthetic/{dcgan}/curve/{steps // 2}", f"synthetic/{dcgan}/curve/{steps}"} <= keys
+    trained = [r for r in result["rows"] if r["key"].endswith("/train")]
+    assert len(trained) == 3 and all(r["images"] == 256 for r in trained)
+    assert next(r for r in trained if r["recipe"] == dcgan)["steps"] == steps
     report = (tmp_path / "docs" / "quality.md").read_text()
     assert "default / classic FID" in report and "| synthetic blobs |" in report
     vae = next(

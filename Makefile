@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 # write a 64-image grid.
 demo: install
 	$(VENV)/bin/imagegen train dcgan --dataset mnist $(if $(DATA),--data-root $(DATA)) \
-		--resolution 32 --steps 1500 --batch-size 64 --sample-every 500 --checkpoint-every 500 \
+		--resolution 32 --steps 6000 --sample-every 2000 --checkpoint-every 2000 \
 		--run-dir checkpoints/demo-dcgan-mnist --force
 	$(VENV)/bin/imagegen sample checkpoints/demo-dcgan-mnist --n 64 --seed 0 \
 		--out checkpoints/demo-dcgan-mnist/demo-grid.png --force

@@ -235,7 +235,9 @@ def train(
     ),
     resolution: int | None = typer.Option(None, help="Image size: 32 or 64 [default: 64]."),
     channels: int | None = typer.Option(None, help="1 or 3 [default: the dataset's own]."),
-    batch_size: int | None = typer.Option(None, help="Images per step [default: 64]."),
+    batch_size: int | None = typer.Option(
+        None, help="Images per step [default: the preset's, else 64]."
+    ),
     steps: int | None = typer.Option(None, help="Optimisation steps to train in total."),
     epochs: float | None = typer.Option(
         None, help="Epochs, when --steps is not given [default: 25]."

@@ -80,7 +80,7 @@ def test_resume_finds_the_data_root_again(run_cli, mnist_root: Path, isolated: P
 def test_demo_length_run_gives_digit_like_samples(
     run_cli, mnist_root: Path, isolated: Path
 ) -> None:
-    """The demo's budget (1,500 steps at 32 px, full width): samples look like MNIST digits."""
+    """The demo's budget (6,000 steps at 32 px, the default preset): samples look like digits."""
     result = run_cli(
         "train",
         "dcgan",
@@ -91,7 +91,7 @@ def test_demo_length_run_gives_digit_like_samples(
         "--resolution",
         "32",
         "--steps",
-        "1500",
+        "6000",
         "--run-dir",
         isolated / "demo",
         "--json",

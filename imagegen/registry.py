@@ -136,7 +136,7 @@ MODELS: dict[str, ModelSpec] = {
                 train={"lr": 4e-4},
             ),
         },
-        default_preset="balanced-high-lr",
+        default_preset="balanced",
     ),
 }
 

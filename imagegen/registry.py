@@ -60,6 +60,9 @@ class ModelSpec:
         return name, self.presets[name]
 
 
+# The VAE-GAN options of the authors' code (the `balanced` presets).
+_AUTHORS_CODE = {"balance": True, "d_on_reconstructions": False, "beta": 4.0}
+
 MODELS: dict[str, ModelSpec] = {
     "dcgan": ModelSpec(
         name="dcgan",
@@ -127,12 +130,12 @@ MODELS: dict[str, ModelSpec] = {
                 summary="the authors' code: the equilibrium rule skips D's or the decoder's "
                 "step, D sees real images and prior samples; KL weight 4, so the posterior "
                 "stays near the prior that samples come from",
-                model={"balance": True, "d_on_reconstructions": False, "beta": 4.0},
+                model=_AUTHORS_CODE,
             ),
             "balanced-high-lr": Preset(
                 summary="balanced at twice the learning rate: Adam 4e-4 for the encoder, "
                 "decoder and discriminator (the authors' RMSProp ran at 3e-4)",
-                model={"balance": True, "d_on_reconstructions": False, "beta": 4.0},
+                model=_AUTHORS_CODE,
                 train={"lr": 4e-4},
             ),
         },

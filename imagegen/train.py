@@ -251,6 +251,11 @@ def _restore(session: _Session, ckpt: checkpoint.Checkpoint, noise_seed: int) ->
     session.best_fid = float(ckpt.counters.get("best_fid") or math.inf)
 
 
+def linear_decay(step: int, total: int) -> float:
+    """The lr scale of a linear decay at `step` of `total`: 1 at the start, 0 at the end."""
+    return max(0.0, 1.0 - step / total)
+
+
 def set_lr_scale(optimizers: dict[str, torch.optim.Optimizer], scale: float) -> None:
     """Set every parameter group's lr to `scale` times its initial lr."""
     for opt in optimizers.values():
@@ -420,12 +425,12 @@ def _describe_start(s: _Session) -> str:
                 f"it was trained by {trained_with} process(es), now {context.world_size}: it "
                 "continues with the new global batch, not bit-exactly"
             )
-        planned = ckpt.counters.get("total_steps")
-        if s.train.lr_decay == "linear" and planned and int(planned) != s.total:
+        planned = int(ckpt.counters.get("total_steps") or s.total)
+        if s.train.lr_decay == "linear" and planned != s.total:
             parts.append(
                 f"the linear lr decay planned to end at step {planned} now ends at step "
-                f"{s.total}: the lr goes on at {1 - ckpt.step / s.total:.0%} of its initial "
-                f"value, not {max(0.0, 1 - ckpt.step / int(planned)):.0%}"
+                f"{s.total}: the lr goes on at {linear_decay(ckpt.step, s.total):.0%} of its "
+                f"initial value, not {linear_decay(ckpt.step, planned):.0%}"
             )
     if images.skipped:
         more = ", ..." if images.skipped > len(images.skipped_examples) else ""
@@ -661,7 +666,7 @@ def _train(
             t0 = time.perf_counter()
             real = s.batch(step)  # (B, C, R, R) in [0, 1]
             if train.lr_decay == "linear":
-                set_lr_scale(s.optimizers, 1.0 - step / total)
+                set_lr_scale(s.optimizers, linear_decay(step, total))
             t1 = time.perf_counter()
             with autocast(s.device, s.precision):
                 losses = s.model.training_step(real, s.optimizers, s.noise)

@@ -138,8 +138,14 @@ MODELS: dict[str, ModelSpec] = {
                 model=_AUTHORS_CODE,
                 train={"lr": 4e-4},
             ),
+            "balanced-decay": Preset(
+                summary="balanced-high-lr with the learning rate decayed linearly to 0 at the "
+                "run's last step (the authors decayed theirs over training)",
+                model=_AUTHORS_CODE,
+                train={"lr": 4e-4, "lr_decay": "linear"},
+            ),
         },
-        default_preset="balanced",
+        default_preset="balanced-decay",
     ),
 }
 

@@ -249,7 +249,7 @@ def train(
         None, help="The discriminator's learning rate (GANs) [default: --lr]."
     ),
     lr_decay: str | None = typer.Option(
-        None, help="none, or linear (to 0 at the last step) [default: none]."
+        None, help="none, or linear (to 0 at the last step) [default: the preset's, else none]."
     ),
     beta1: float | None = typer.Option(None, help="Adam beta1 [default: 0.5; vae: 0.9]."),
     beta2: float | None = typer.Option(None, help="Adam beta2 [default: 0.999]."),

@@ -5,7 +5,9 @@ same number of training images, measures FID and KID at several points of the ru
 and once more at the end with more images (the final figure), and writes docs/quality.md with
 one table, a plot of the curves and a sample grid per run. Everything is resumable: runs resume
 from their checkpoints and finished measurements are kept in WORK/results.jsonl, so the
-script can be stopped and started again at any moment.
+script can be stopped and started again at any moment. A larger --images goes on from a run's
+last checkpoint, except for a run whose lr decayed to 0 at its end: that one is set aside (its
+folder and rows renamed NAME.IMAGES-images) and trained anew.
 
 Protocol (printed, and written into the report): TF-Inception pool3 features (the FID
 network of pytorch-fid, clean-fid and stylegan), pytorch-fid's resize, generated images
@@ -30,7 +32,7 @@ from typing import Any
 
 import torch
 
-from imagegen import checkpoint, data, locations, runs
+from imagegen import checkpoint, data, files, locations, runs
 from imagegen.config import TrainConfig
 from imagegen.evaluate import EvalRequest, evaluate
 from imagegen.generation import generate_uint8, latents
@@ -139,6 +141,18 @@ class Results:
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
         return row
+
+    def rename(self, prefix: str, new_prefix: str) -> None:
+        """Every row under `prefix/` moves to `new_prefix/`; the file is rewritten atomically."""
+        old = f"{prefix}/"
+        self.rows = {
+            (f"{new_prefix}/{k[len(old) :]}" if k.startswith(old) else k): r
+            for k, r in self.rows.items()
+        }
+        for k, r in self.rows.items():
+            r["key"] = k
+        text = "".join(json.dumps(r) + "\n" for r in self.rows.values())
+        files.atomic_write_bytes(self.path, text.encode())
 
 
 def train(run_dir: Path, ds: Dataset, recipe: Recipe, steps: int, every: int, args: Any) -> dict:
@@ -266,7 +280,7 @@ def run_one(ds: Dataset, name: str, results: Results, args: Any) -> None:
     every = max(1, steps // args.points)
     run_dir = args.work / ds.key / name
     key = f"{ds.key}/{name}"
-    _extend(results, key, images)
+    _extend(results, key, images, run_dir)
     if results.get(f"{key}/train") is None:
         log(f"{key}: training {steps} steps ({images:,} images), run folder {run_dir}")
         out = train(run_dir, ds, spec, steps, every, args)
@@ -309,17 +323,32 @@ def run_one(ds: Dataset, name: str, results: Results, args: Any) -> None:
     grid(run_dir / "checkpoints" / runs.LATEST, args.docs / "quality" / f"{ds.key}-{name}.png")
 
 
-def _extend(results: Results, key: str, images: int) -> None:
+def _extend(results: Results, key: str, images: int, run_dir: Path) -> None:
     """A run trained for fewer images than asked goes on from its last checkpoint: its train
     record is dropped (its curve points stay true) and its final figure is marked with the
     step it belongs to, so that it is measured again at the new last step."""
     done = results.get(f"{key}/train")
     if done is None or done["images"] >= images:
         return
+    if done.get("train_config", {}).get("lr_decay", "none") != "none":
+        _set_aside(results, key, run_dir, done["images"])
+        return
     final = results.get(f"{key}/final")
     if final is not None and "step" not in final:  # written before final rows had a step
         results.put(f"{key}/final", {**final, "step": done["steps"]})
     results.rows.pop(f"{key}/train")
+
+
+def _set_aside(results: Results, key: str, run_dir: Path, images: int) -> None:
+    """A run whose lr decayed to 0 at its last step is not the start of a longer run (going
+    on would raise the lr again): its folder and rows move aside under a name that carries
+    its budget, nothing deleted, and the recipe trains anew for the longer budget."""
+    aside = run_dir.with_name(f"{run_dir.name}.{images}-images")
+    if aside.exists():
+        raise SystemExit(f"cannot set {run_dir} aside: {aside} exists (move one of them)")
+    log(f"{key}: its lr decayed over {images:,} images; kept as {aside.name}, training anew")
+    run_dir.rename(aside)
+    results.rename(key, f"{key}.{images}-images")
 
 
 def _elapsed(run_dir: Path) -> float:
@@ -359,16 +388,20 @@ def plot(results: Results, dss: list[Dataset], names: list[str], out: Path, args
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(dss), figsize=(6 * len(dss), 4.2), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(dss), figsize=(6 * len(dss), 4.2), squeeze=False, layout="constrained"
+    )
+    colours = plt.get_cmap("tab20")  # one colour per recipe, the same in every panel
     for ax, ds in zip(axes[0], dss, strict=True):
-        for name in names:
+        for i, name in enumerate(names):
             rows = sorted(
                 (r for k, r in results.rows.items() if k.startswith(f"{ds.key}/{name}/curve/")),
                 key=lambda r: r["step"],
             )
             if rows:
                 xs = [r["images"] / 1000 for r in rows]
-                ax.plot(xs, [r["fid"] for r in rows], marker="o", label=recipe(name).label)
+                fids = [r["fid"] for r in rows]
+                ax.plot(xs, fids, marker="o", color=colours(i % 20), label=recipe(name).label)
         fl = results.get(f"{ds.key}/floor")
         if fl:
             ax.axhline(fl["fid"], color="gray", linestyle=":", label="test images (floor, 5k)")
@@ -377,8 +410,12 @@ def plot(results: Results, dss: list[Dataset], names: list[str], out: Path, args
         ax.set_ylabel(f"FID ({args.curve_n:,} generated vs {args.ref_n:,} train)")
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+    handles = {}  # one legend for all panels, below them, where it covers no curve
+    for ax in axes[0]:
+        lines, labels = ax.get_legend_handles_labels()
+        handles |= dict(zip(labels, lines, strict=True))
+    fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=3, fontsize=8)
+    fig.set_figheight(4.2 + 0.2 * -(-len(handles) // 3))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)

@@ -1,5 +1,6 @@
 """The benchmark scripts still run (tiny arguments): `make bench` must not rot."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -149,6 +150,50 @@ def test_bench_quality(tmp_path: Path) -> None:
     assert rows["synthetic/dcgan-classic/final"]["step"] == 8
     assert "synthetic/dcgan-classic/curve/4" in rows and "synthetic/dcgan-classic/curve/6" in rows
     assert "default / classic FID" not in (tmp_path / "docs" / "quality.md").read_text()
+
+
+def _bench_quality_module():
+    spec = importlib.util.spec_from_file_location(
+        "bench_quality", ROOT / "benchmarks" / "bench_quality.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_quality_longer_budget_of_a_decayed_run(tmp_path: Path) -> None:
+    """A run whose lr decayed to 0 is set aside (folder and rows renamed, nothing deleted) and
+    trains anew; an undecayed run goes on from its checkpoint (its train row is dropped)."""
+    bq = _bench_quality_module()
+    results = bq.Results(tmp_path / "results.jsonl")
+    decayed, plain = "mnist/vaegan-balanced-decay", "mnist/vaegan-balanced"
+    for key, decay in ((decayed, "linear"), (plain, "none")):
+        (tmp_path / key / "checkpoints").mkdir(parents=True)
+        results.put(f"{key}/train", {"images": 64, "steps": 1, "train_config": {"lr_decay": decay}})
+        results.put(f"{key}/curve/1", {"step": 1, "fid": 9.0})
+    bq._extend(results, decayed, 64, tmp_path / decayed)  # budget met: nothing moves
+    assert (tmp_path / decayed).is_dir() and results.get(f"{decayed}/train") is not None
+    for key in (decayed, plain):
+        bq._extend(results, key, 128, tmp_path / key)
+    aside = f"{decayed}.64-images"
+    assert not (tmp_path / decayed).exists() and (tmp_path / aside / "checkpoints").is_dir()
+    on_disk = bq.Results(tmp_path / "results.jsonl").rows
+    assert set(on_disk) == {
+        f"{aside}/train",
+        f"{aside}/curve/1",
+        f"{plain}/train",
+        f"{plain}/curve/1",
+    }
+    assert on_disk[f"{aside}/curve/1"] == {"key": f"{aside}/curve/1", "step": 1, "fid": 9.0}
+    assert results.get(f"{decayed}/train") is None and results.get(f"{plain}/train") is None
+    assert (tmp_path / plain).is_dir()  # goes on from its checkpoint
+    # A second set-aside of the same budget would overwrite the first: refused.
+    (tmp_path / decayed).mkdir()
+    results.put(
+        f"{decayed}/train", {"images": 64, "steps": 1, "train_config": {"lr_decay": "linear"}}
+    )
+    with pytest.raises(SystemExit, match="exists"):
+        bq._extend(results, decayed, 128, tmp_path / decayed)
 
 
 def test_bench_eval_memory() -> None:

@@ -2,6 +2,7 @@
 blocked nearest-neighbour metrics, weights-only checkpoints."""
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +106,9 @@ def test_features_under_each_protocol_match_the_tools(weights: Path) -> None:
     from imagegen import inception
 
     extractor = inception.load_extractor(weights)
-    net = torch.jit.load(str(weights)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, not gone
+        net = torch.jit.load(str(weights)).eval()
     x = random_images(3, 32, seed=3)
     with torch.no_grad():
         fn = make_resizer("PIL", False, "bicubic", (299, 299))

@@ -347,7 +347,8 @@ def _set_aside(results: Results, key: str, run_dir: Path, images: int) -> None:
     if aside.exists():
         raise SystemExit(f"cannot set {run_dir} aside: {aside} exists (move one of them)")
     log(f"{key}: its lr decayed over {images:,} images; kept as {aside.name}, training anew")
-    run_dir.rename(aside)
+    if run_dir.exists():  # its rows may outlive a folder the user removed
+        run_dir.rename(aside)
     results.rename(key, f"{key}.{images}-images")
 
 

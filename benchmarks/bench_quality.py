@@ -145,12 +145,10 @@ class Results:
     def rename(self, prefix: str, new_prefix: str) -> None:
         """Every row under `prefix/` moves to `new_prefix/`; the file is rewritten atomically."""
         old = f"{prefix}/"
-        self.rows = {
-            (f"{new_prefix}/{k[len(old) :]}" if k.startswith(old) else k): r
-            for k, r in self.rows.items()
+        renamed = {
+            k: f"{new_prefix}/{k[len(old) :]}" if k.startswith(old) else k for k in self.rows
         }
-        for k, r in self.rows.items():
-            r["key"] = k
+        self.rows = {renamed[k]: {**r, "key": renamed[k]} for k, r in self.rows.items()}
         text = "".join(json.dumps(r) + "\n" for r in self.rows.values())
         files.atomic_write_bytes(self.path, text.encode())
 

@@ -20,6 +20,11 @@ EARLY_LINES = 5  # the log lines that set a loss's early level
 # exploded even when they did so from the first line (a BCE loss of 1000 is D = e^-1000).
 ADVERSARIAL = {"d_loss": 1000.0, "g_loss": 1000.0}
 FID_RISE = 1.2  # an FID 20% above the best so far
+# What to try when D wins: options both GAN models take (a test checks them against --help).
+WINS_ADVICE = (
+    "Keep the best checkpoint with --fid-every (checkpoints/best.safetensors), or try a lower "
+    "--lr-d than --lr"
+)
 
 
 @dataclass
@@ -58,8 +63,7 @@ class HealthMonitor:
             f"the discriminator wins outright since step {self._wins_since} (d_loss "
             f"{losses['d_loss']:.3g}, d_real {losses.get('d_real', float('nan')):.3f}, d_fake "
             f"{losses.get('d_fake', float('nan')):.3f}): the generator gets no useful gradient "
-            "and its samples stop improving. Try --preset sn-hinge (spectral normalisation and "
-            "the hinge loss), a lower --lr-d, or --set augment=color,translation,cutout",
+            f"and its samples stop improving. {WINS_ADVICE}",
         )
 
     def _explodes(self, step: int, losses: dict[str, float]) -> str | None:
@@ -93,6 +97,6 @@ class HealthMonitor:
             "fid-rises",
             f"FID {fid:.2f} at step {step} is {fid / best:.2f}x its best {best:.2f} (step "
             f"{at}): training may be collapsing. checkpoints/best.safetensors keeps the best "
-            "model; consider stopping, or --preset sn-hinge",
+            "model; consider stopping, or a lower --lr and --lr-d",
         )
         return [message] if message else []

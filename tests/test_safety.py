@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from safetensors.torch import load_file
 from imagegen import jsonl, runs
 from imagegen.files import atomic_write_bytes
 from imagegen.health import HealthMonitor
+from imagegen.registry import MODELS
 
 
 def strict_lines(path: Path) -> list[dict]:
@@ -85,6 +87,26 @@ def test_fid_rising_well_above_its_best_is_flagged() -> None:
     assert health.check_fid(3000, 70.0) == []  # within 20%
     warning = health.check_fid(4000, 90.0)
     assert len(warning) == 1 and "1.50x its best 60.00 (step 2000)" in warning[0]
+
+
+@pytest.mark.parametrize("model", ["dcgan", "vaegan"])
+def test_alarm_advice_names_only_options_the_gan_models_take(
+    run_cli, model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Advice a user can follow: every flag and preset it names exists (a dropped one did not)."""
+    wins = {"d_loss": 0.001, "g_loss": 9.0, "d_real": 0.999, "d_fake": 0.001}
+    health = HealthMonitor(window_steps=1)
+    advice = health.check(0, wins) + health.check(1, wins)
+    advice += health.check(2, {"d_loss": 1e9, "g_loss": 1e9}) + health.check_fid(3, 50.0)
+    advice += health.check_fid(4, 90.0)
+    assert len(advice) == 3, advice
+    monkeypatch.setenv("COLUMNS", "200")
+    result = run_cli("train", model, "--help")
+    assert result.code == 0
+    flags = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", " ".join(advice)))
+    assert flags and flags <= set(re.findall(r"--[a-z][a-z0-9-]*", result.out)), flags
+    for preset in re.findall(r"--preset (\S+)", " ".join(advice)):
+        assert preset.strip(",.()") in MODELS[model].presets
 
 
 def test_torn_log_line_and_later_metrics_are_dropped_on_resume(run_cli, isolated: Path) -> None:

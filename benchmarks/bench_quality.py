@@ -539,8 +539,8 @@ def report(results: Results, dss: list[Dataset], names: list[str], args: Any) ->
         for n in names
         if (args.docs / "quality" / f"{ds.key}-{n}.png").is_file()
     ]
-    warnings = [
-        f"- {r['dataset']} / {r['recipe']}: {w}"
+    warnings = [  # the alarm without its advice (the advice of the day is in the run's log)
+        f"- {r['dataset']} / {r['recipe']}: {w.split('. ', 1)[0]}."
         for r in results.rows.values()
         if r["key"].endswith("/train")
         for w in r.get("warnings", [])
@@ -587,6 +587,8 @@ def report(results: Results, dss: list[Dataset], names: list[str], args: Any) ->
             *grids,
             "",
             "## Alarms raised during these runs",
+            "",
+            "As `imagegen train` raised them (the run's log and `--json` result add advice).",
             "",
             *(warnings or ["None."]),
             "",

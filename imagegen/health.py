@@ -20,10 +20,13 @@ EARLY_LINES = 5  # the log lines that set a loss's early level
 # exploded even when they did so from the first line (a BCE loss of 1000 is D = e^-1000).
 ADVERSARIAL = {"d_loss": 1000.0, "g_loss": 1000.0}
 FID_RISE = 1.2  # an FID 20% above the best so far
-# What to try when D wins: options both GAN models take (a test checks them against --help).
+# What to try when D wins or the FID climbs: measured (docs/models.md: MNIST, the DCGAN's
+# default preset); a test checks every flag named against both GAN models' --help.
+AUGMENT_ADVICE = (
+    "for the DCGAN, DiffAugment (--set augment=translation,cutout) prevented it on MNIST"
+)
 WINS_ADVICE = (
-    "Keep the best checkpoint with --fid-every (checkpoints/best.safetensors), or try a lower "
-    "--lr-d than --lr"
+    "Keep the best checkpoint with --fid-every (checkpoints/best.safetensors); " + AUGMENT_ADVICE
 )
 
 
@@ -97,6 +100,6 @@ class HealthMonitor:
             "fid-rises",
             f"FID {fid:.2f} at step {step} is {fid / best:.2f}x its best {best:.2f} (step "
             f"{at}): training may be collapsing. checkpoints/best.safetensors keeps the best "
-            "model; consider stopping, or a lower --lr and --lr-d",
+            f"model; consider stopping; {AUGMENT_ADVICE}",
         )
         return [message] if message else []

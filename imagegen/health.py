@@ -25,9 +25,6 @@ FID_RISE = 1.2  # an FID 20% above the best so far
 AUGMENT_ADVICE = (
     "for the DCGAN, DiffAugment (--set augment=translation,cutout) prevented it on MNIST"
 )
-WINS_ADVICE = (
-    "Keep the best checkpoint with --fid-every (checkpoints/best.safetensors); " + AUGMENT_ADVICE
-)
 
 
 @dataclass
@@ -66,7 +63,8 @@ class HealthMonitor:
             f"the discriminator wins outright since step {self._wins_since} (d_loss "
             f"{losses['d_loss']:.3g}, d_real {losses.get('d_real', float('nan')):.3f}, d_fake "
             f"{losses.get('d_fake', float('nan')):.3f}): the generator gets no useful gradient "
-            f"and its samples stop improving. {WINS_ADVICE}",
+            "and its samples stop improving. Keep the best checkpoint with --fid-every "
+            f"(checkpoints/best.safetensors); {AUGMENT_ADVICE}",
         )
 
     def _explodes(self, step: int, losses: dict[str, float]) -> str | None:

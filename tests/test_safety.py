@@ -100,12 +100,13 @@ def test_alarm_advice_names_only_options_the_gan_models_take(
     advice += health.check(2, {"d_loss": 1e9, "g_loss": 1e9}) + health.check_fid(3, 50.0)
     advice += health.check_fid(4, 90.0)
     assert len(advice) == 3, advice
+    text = " ".join(advice)
     monkeypatch.setenv("COLUMNS", "200")
     result = run_cli("train", model, "--help")
     assert result.code == 0
-    flags = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", " ".join(advice)))
+    flags = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text))
     assert flags and flags <= set(re.findall(r"--[a-z][a-z0-9-]*", result.out)), flags
-    for preset in re.findall(r"--preset (\S+)", " ".join(advice)):
+    for preset in re.findall(r"--preset (\S+)", text):
         assert preset.strip(",.()") in MODELS[model].presets
 
 

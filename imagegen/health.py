@@ -1,13 +1,14 @@
 """Alarms for training that fails without stopping: a discriminator that wins outright,
 losses that explode, an FID that climbs well above its best.
 
-Each alarm is raised once per run (the first time its condition holds), as a one-line warning
-with advice; training goes on. Non-finite losses are not an alarm but an error (train.py).
+Each alarm is raised once per run (the first time its condition holds): what happened and, apart,
+what to try; shown as one line of both. Training goes on. Non-finite losses are not an alarm but
+an error (train.py).
 """
 
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 # The discriminator "wins outright" when, over a window of log lines covering at least
 # WINDOW_STEPS steps, it tells real from generated at these levels in every line.
@@ -27,9 +28,27 @@ AUGMENT_ADVICE = (
 )
 
 
+@dataclass(frozen=True)
+class Alarm:
+    """One alarm: its kind, the step it was raised at, what happened and what to try."""
+
+    kind: str  # discriminator-wins | losses-explode | fid-rises
+    step: int
+    message: str
+    advice: str
+
+    @property
+    def text(self) -> str:
+        """The one line the progress, the log's "warnings" and the result show."""
+        return f"{self.message}. {self.advice}"
+
+    def as_dict(self) -> dict[str, str | int]:
+        return asdict(self)  # kind, step, message, advice
+
+
 @dataclass
 class HealthMonitor:
-    """Watches the log lines (and FIDs) of one run; `check` returns new warnings."""
+    """Watches the log lines (and FIDs) of one run; `check` returns new alarms."""
 
     window_steps: int = WINDOW_STEPS
     raised: set[str] = field(default_factory=set)
@@ -37,17 +56,17 @@ class HealthMonitor:
     _early: dict[str, list[float]] = field(default_factory=dict)
     _best_fid: tuple[float, int] | None = None
 
-    def check(self, step: int, losses: dict[str, float]) -> list[str]:
-        """New warnings from one log line's mean losses at `step`."""
-        return [w for w in (self._wins(step, losses), self._explodes(step, losses)) if w]
+    def check(self, step: int, losses: dict[str, float]) -> list[Alarm]:
+        """New alarms from one log line's mean losses at `step`."""
+        return [a for a in (self._wins(step, losses), self._explodes(step, losses)) if a]
 
-    def _raise(self, kind: str, message: str) -> str | None:
+    def _raise(self, kind: str, step: int, message: str, advice: str) -> Alarm | None:
         if kind in self.raised:
             return None
         self.raised.add(kind)
-        return message
+        return Alarm(kind, step, message, advice)
 
-    def _wins(self, step: int, losses: dict[str, float]) -> str | None:
+    def _wins(self, step: int, losses: dict[str, float]) -> Alarm | None:
         if "d_loss" not in losses:
             return None
         by_output = losses.get("d_real", 0.0) > WINS_REAL and losses.get("d_fake", 1.0) < WINS_FAKE
@@ -60,14 +79,16 @@ class HealthMonitor:
             return None
         return self._raise(
             "discriminator-wins",
+            step,
             f"the discriminator wins outright since step {self._wins_since} (d_loss "
             f"{losses['d_loss']:.3g}, d_real {losses.get('d_real', float('nan')):.3f}, d_fake "
             f"{losses.get('d_fake', float('nan')):.3f}): the generator gets no useful gradient "
-            "and its samples stop improving. Keep the best checkpoint with --fid-every "
-            f"(checkpoints/best.safetensors); {AUGMENT_ADVICE}",
+            "and its samples stop improving",
+            "Keep the best checkpoint with --fid-every (checkpoints/best.safetensors); "
+            + AUGMENT_ADVICE,
         )
 
-    def _explodes(self, step: int, losses: dict[str, float]) -> str | None:
+    def _explodes(self, step: int, losses: dict[str, float]) -> Alarm | None:
         for name, value in losses.items():
             early = self._early.setdefault(name, [])
             if len(early) < EARLY_LINES:
@@ -81,23 +102,27 @@ class HealthMonitor:
                 continue
             return self._raise(
                 "losses-explode",
-                f"losses explode at step {step}: {name} {value:.3g}, {why}. The learning rate "
-                "is likely too high: resume an earlier checkpoint with a lower --lr (and --lr-d)",
+                step,
+                f"losses explode at step {step}: {name} {value:.3g}, {why}",
+                "The learning rate is likely too high: resume an earlier checkpoint with a "
+                "lower --lr (and --lr-d)",
             )
         return None
 
-    def check_fid(self, step: int, fid: float) -> list[str]:
-        """New warnings from an FID measured at `step` (with --fid-every)."""
+    def check_fid(self, step: int, fid: float) -> list[Alarm]:
+        """New alarms from an FID measured at `step` (with --fid-every)."""
         if self._best_fid is None or fid < self._best_fid[0]:
             self._best_fid = (fid, step)
             return []
         best, at = self._best_fid
         if fid <= FID_RISE * best:
             return []
-        message = self._raise(
+        alarm = self._raise(
             "fid-rises",
+            step,
             f"FID {fid:.2f} at step {step} is {fid / best:.2f}x its best {best:.2f} (step "
-            f"{at}): training may be collapsing. checkpoints/best.safetensors keeps the best "
-            f"model; consider stopping; {AUGMENT_ADVICE}",
+            f"{at}): training may be collapsing",
+            "checkpoints/best.safetensors keeps the best model; consider stopping; "
+            + AUGMENT_ADVICE,
         )
-        return [message] if message else []
+        return [alarm] if alarm else []

@@ -26,7 +26,7 @@ from imagegen.ema import EMA
 from imagegen.errors import PeerError, UserError
 from imagegen.fid_monitor import FIDMonitor
 from imagegen.files import atomic_link_or_copy, remove_stray_temp_files
-from imagegen.health import HealthMonitor
+from imagegen.health import Alarm, HealthMonitor
 from imagegen.images import make_grid, to_uint8, write_png
 from imagegen.registry import get_spec
 from imagegen.tensorboard_log import TensorBoardLog
@@ -63,7 +63,8 @@ class TrainResult:
     interrupted: bool = False
     resumed_from: int | None = None
     world_size: int = 1  # processes of a torchrun job; images_per_s counts all of them
-    warnings: list[str] = field(default_factory=list)  # alarms raised during the run
+    warnings: list[str] = field(default_factory=list)  # alarms raised, each as one line
+    alarms: list[dict[str, Any]] = field(default_factory=list)  # the same, kind/message/advice
     already_complete: bool = False  # resumed at its last step: nothing was trained or written
 
     def as_dict(self) -> dict[str, Any]:
@@ -81,6 +82,7 @@ class TrainResult:
             "resumed_from": self.resumed_from,
             "world_size": self.world_size,
             "warnings": self.warnings,
+            "alarms": self.alarms,
             "already_complete": self.already_complete,
         }
 
@@ -529,7 +531,7 @@ class _Reporter:
     ) -> None:
         self.s, self.emit, self.log, self.tb = s, emit, log, tb
         self.meter, self.health = _LossMeter(s.context, s.device), HealthMonitor()
-        self.warnings: list[str] = []
+        self.alarms: list[Alarm] = []
         self.losses: dict[str, float] = {}
         self.ips = 0.0
         self.window_images, self.window_start = 0, time.perf_counter()
@@ -544,13 +546,13 @@ class _Reporter:
     def progress(self, step: int) -> None:
         self.emit(TrainEvent("step", step, self.s.total, self.losses, self.ips))
 
-    def warn(self, step: int, messages: list[str]) -> list[str]:
-        for message in messages:
-            self.warnings.append(message)
-            self.emit(TrainEvent("warning", step, self.s.total, message=message))
+    def warn(self, step: int, alarms: list[Alarm]) -> list[Alarm]:
+        for alarm in alarms:
+            self.alarms.append(alarm)
+            self.emit(TrainEvent("warning", step, self.s.total, message=alarm.text))
             if self.tb is not None:
-                self.tb.text(step, "warnings", message)
-        return messages
+                self.tb.text(step, "warnings", alarm.text)
+        return alarms
 
     def log_line(self, step: int, stop_requested: bool, last_good: Any) -> bool:
         """Read the losses, write a log line, check them; return whether to stop now.
@@ -572,7 +574,10 @@ class _Reporter:
             "images_per_s": round(self.ips, 2),
             "data_wait": round(self.data_wait, 4),
             "elapsed_s": round(s.elapsed_before + now - s.started, 3),
-        } | ({"warnings": new} if new else {})
+        }
+        if new:
+            record["warnings"] = [a.text for a in new]
+            record["alarms"] = [a.as_dict() for a in new]
         if self.log is not None:
             jsonl.write_line(self.log, record)
         if self.tb is not None and not bad:
@@ -719,5 +724,6 @@ def _result(
         interrupted=interrupted,
         resumed_from=s.ckpt.step if s.ckpt is not None else None,
         world_size=s.context.world_size,
-        warnings=reporter.warnings,
+        warnings=[a.text for a in reporter.alarms],
+        alarms=[a.as_dict() for a in reporter.alarms],
     )

@@ -61,8 +61,12 @@ def test_exploding_losses_raise_an_alarm_in_log_progress_and_json(run_cli, isola
     )
     payload = json.loads(result.out)
     assert any("losses explode" in w for w in payload["warnings"]), payload
+    # The same alarm apart from its advice, for scripts: in the result and the log line.
+    alarm = next(a for a in payload["alarms"] if a["kind"] == "losses-explode")
+    assert alarm["message"].startswith("losses explode at step") and "--lr" in alarm["advice"]
+    assert f"{alarm['message']}. {alarm['advice']}" in payload["warnings"]
     log = strict_lines(run / "log.jsonl")
-    assert any("warnings" in r for r in log)
+    assert any(r.get("alarms") == [alarm] for r in log)
     result = run_cli("train", "dcgan", "--resume", run, "--steps", "25", "--log-every", "5")
     assert result.code == 0  # progress lines go to stderr, the summary to stdout
 
@@ -74,7 +78,9 @@ def test_discriminator_winning_outright_is_flagged_once() -> None:
     assert health.check(50, fair) == []
     assert health.check(100, wins) == [] and health.check(150, wins) == []
     warning = health.check(200, wins)
-    assert len(warning) == 1 and "wins outright since step 100" in warning[0]
+    assert len(warning) == 1 and "wins outright since step 100" in warning[0].message
+    assert warning[0].kind == "discriminator-wins" and warning[0].step == 200
+    assert warning[0].text == f"{warning[0].message}. {warning[0].advice}"
     assert health.check(300, wins) == []  # once
     hinge = HealthMonitor(window_steps=100)  # the hinge loss: 0 when every margin holds
     quiet = {"d_loss": 0.0, "g_loss": 3.0, "d_real": 0.8, "d_fake": 0.05}
@@ -86,7 +92,7 @@ def test_fid_rising_well_above_its_best_is_flagged() -> None:
     assert health.check_fid(1000, 80.0) == [] and health.check_fid(2000, 60.0) == []
     assert health.check_fid(3000, 70.0) == []  # within 20%
     warning = health.check_fid(4000, 90.0)
-    assert len(warning) == 1 and "1.50x its best 60.00 (step 2000)" in warning[0]
+    assert len(warning) == 1 and "1.50x its best 60.00 (step 2000)" in warning[0].message
 
 
 @pytest.mark.parametrize("model", ["dcgan", "vaegan"])
@@ -100,7 +106,7 @@ def test_alarm_advice_names_only_options_the_gan_models_take(
     advice += health.check(2, {"d_loss": 1e9, "g_loss": 1e9}) + health.check_fid(3, 50.0)
     advice += health.check_fid(4, 90.0)
     assert len(advice) == 3, advice
-    text = " ".join(advice)
+    text = " ".join(a.advice for a in advice)
     monkeypatch.setenv("COLUMNS", "200")
     result = run_cli("train", model, "--help")
     assert result.code == 0

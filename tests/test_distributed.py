@@ -107,6 +107,39 @@ def test_two_process_job_resumes_exactly_and_by_one_process(isolated: Path) -> N
     assert "trained by 1 process(es), now 2" in proc.stderr
 
 
+def _adapt_on_rank(rank: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    from imagegen.models import augment
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    logits = torch.full((8,), 1.0 if rank == 0 else -1.0)  # E[sign]: 1 on rank 0, -1 on rank 1
+    logits[:3] = -logits[:3]  # rank 0: 0.25, rank 1: -0.25; over both: 0
+    p = augment.adapt(torch.tensor(0.5), logits, -0.1)  # 0 > -0.1: up by 16 images' share
+    torch.save(p, f"{out}/{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_adaptive_augmentation_keeps_one_probability_across_ranks(isolated: Path) -> None:
+    """Each rank sees its own batch; the sign statistic is averaged over all, so every rank
+    moves p alike (here rank 1 alone would lower it), by the global batch's share."""
+    import torch.multiprocessing as mp
+
+    from imagegen.models import augment
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_adapt_on_rank, args=(port, str(isolated)), nprocs=2)
+    p = [float(torch.load(isolated / f"{r}.pt")) for r in (0, 1)]
+    assert p[0] == p[1] == pytest.approx(0.5 + 16 / augment.ADAPT_IMAGES)
+    # Through torchrun: the adaptive run trains, and its p is state in the checkpoint.
+    aug = ["--set", "augment=translation,cutout", "--set", "augment_target=0.1"]
+    run = isolated / "run"
+    _ok(torchrun(*TRAIN, *TINY, *aug, "--steps", "6", "--run-dir", run, "--json", "-q"))
+    assert float(_tensors(run)["model/augment_p"]) > 0
+
+
 @pytest.mark.parametrize("model", ["vae", "vaegan"])
 def test_autoencoders_train_in_sync(isolated: Path, model: str) -> None:
     tiny = ["--set", "width=8", "--set", "latent_dim=8"]

@@ -42,6 +42,58 @@ def test_augment_is_seeded_shaped_and_differentiable() -> None:
     assert torch.equal(augment.diff_augment(x, (), gen(1)), x)
 
 
+def test_augment_with_a_probability_transforms_that_share_of_images() -> None:
+    x = torch.rand(400, 1, 8, 8) * 2 - 1
+    policy = ("translation", "cutout")
+    everything = augment.diff_augment(x, policy, gen(3))
+    assert torch.equal(augment.diff_augment(x, policy, gen(3), torch.tensor(1.0)), everything)
+    assert torch.equal(augment.diff_augment(x, policy, gen(3), torch.tensor(0.0)), x)
+    some = augment.diff_augment(x, policy, gen(3), torch.tensor(0.25))
+    changed = ~(some == x).flatten(1).all(1)  # (B,)
+    assert 60 < int(changed.sum()) < 140  # about a quarter of 400
+    assert torch.equal(some[changed], everything[changed])
+
+
+def test_adaptive_probability_follows_the_sign_of_real_logits() -> None:
+    step = 16 / augment.ADAPT_IMAGES
+    p = torch.tensor(0.5)
+    sure = torch.full((16,), 3.0)  # D calls every real image real: E[sign] = 1 > 0.6
+    assert float(augment.adapt(p, sure, 0.6)) == pytest.approx(0.5 + step)
+    unsure = torch.tensor([1.0] * 10 + [-1.0] * 6)  # E[sign] = 0.25 < 0.6
+    assert float(augment.adapt(p, unsure, 0.6)) == pytest.approx(0.5 - step)
+    assert float(augment.adapt(torch.tensor(0.0), unsure, 0.6)) == 0.0  # within [0, 1]
+    assert float(augment.adapt(torch.tensor(1.0), sure, 0.6)) == 1.0
+
+
+def test_adaptive_augmentation_trains_resumes_exactly_and_is_checked(
+    run_cli, isolated: Path
+) -> None:
+    """p is state: saved in the checkpoint, logged, and a resumed run ends as a straight one."""
+    extra = (
+        "--set", "augment=translation,cutout", "--set", "augment_target=0.1",
+        "--checkpoint-every", "4", "--keep", "5", "--log-every", "2",
+    )  # fmt: skip
+    straight = isolated / "straight"
+    train_tiny(run_cli, straight, *extra, steps=8)
+    middle = straight / "checkpoints" / "step-0000004.safetensors"
+    result = run_cli("train", "dcgan", "--resume", middle, "--run-dir", isolated / "resumed", "-q")
+    assert result.code == 0, result
+    a = load_file(str(straight / "checkpoints/latest.safetensors"))
+    b = load_file(str(isolated / "resumed/checkpoints/latest.safetensors"))
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    p_end, p_mid = a["model/augment_p"], load_file(str(middle))["model/augment_p"]
+    assert float(p_end) > float(p_mid) > 0
+    log = [json.loads(line) for line in (straight / "log.jsonl").read_text().splitlines()]
+    assert [r["augment_p"] > 0 for r in log] == [True] * 4
+    result = run_cli(
+        "train", "dcgan", "-d", "synthetic", "--set", "augment_target=0.6", "--dry-run"
+    )
+    assert result.code == 2 and "augment_target needs an augmentation" in result.err, result
+    result = run_cli("train", "dcgan", "-d", "synthetic", "--set", "augment=cutout",
+                     "--set", "augment_target=1", "--dry-run")  # fmt: skip
+    assert result.code == 2 and "augment_target must be in [0, 1), got 1.0" in result.err
+
+
 def test_translation_shifts_whole_pixels_and_brings_in_zeros() -> None:
     x = torch.arange(1 * 1 * 8 * 8, dtype=torch.float32).reshape(1, 1, 8, 8) + 1
     for seed in range(20):

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from imagegen.config import TrainConfig
-from imagegen.models.augment import diff_augment, parse_policy
+from imagegen.errors import UsageError
+from imagegen.models.augment import adapt, diff_augment, parse_policy
 from imagegen.models.base import GenerativeModel
 from imagegen.models.blocks import (
     Discriminator,
@@ -42,11 +43,18 @@ class DCGANConfig:
     d_arch: Literal["dcgan", "cnn"] = "dcgan"  # cnn: the deeper standard CNN (Miyato et al.)
     loss: Literal["bce", "hinge"] = "bce"  # bce: the paper's loss, non-saturating for G
     augment: str = ""  # DiffAugment policy: color, translation, cutout (comma-separated)
+    # > 0: augment each image with a probability adapted to keep E[sign(D(x))] at this (ADA
+    # uses 0.6); 0: augment every image
+    augment_target: float = 0.0
 
     def __post_init__(self) -> None:
         check_shape("dcgan", self.resolution, self.channels)
         check_positive(self, "latent_dim", "g_width", "d_width")
         parse_policy(self.augment)
+        if not 0.0 <= self.augment_target < 1.0:
+            raise UsageError(f"augment_target must be in [0, 1), got {self.augment_target}")
+        if self.augment_target and not self.augment:
+            raise UsageError("augment_target needs an augmentation: set augment too")
 
 
 class Generator(nn.Module):
@@ -112,6 +120,9 @@ class DCGAN(GenerativeModel):
             config.channels, config.d_width, config.resolution, config.d_norm, config.d_arch
         )
         self.policy = parse_policy(config.augment)
+        if config.augment_target:  # the adaptive probability: state, saved with the weights
+            self.register_buffer("augment_p", torch.zeros(()))
+        self.augment_p: torch.Tensor | None = getattr(self, "augment_p", None)
 
     def networks(self) -> dict[str, nn.Module]:
         return {"generator": self.generator, "discriminator": self.discriminator}
@@ -140,7 +151,11 @@ class DCGAN(GenerativeModel):
         those of one kind of image, as in the paper); otherwise in one call.
         """
         if self.policy:
-            x, fake = diff_augment(x, self.policy, noise), diff_augment(fake, self.policy, noise)
+            p = self.augment_p
+            x, fake = (
+                diff_augment(x, self.policy, noise, p),
+                diff_augment(fake, self.policy, noise, p),
+            )
         if self.config.d_norm == "batch":
             return d(x), d(fake)
         logits = d(torch.cat([x, fake]))  # (2B,)
@@ -165,12 +180,15 @@ class DCGAN(GenerativeModel):
         d_loss = discriminator_loss(logits_real, logits_fake, self.config.loss)
         d_loss.backward()
         opt_d.step()
+        if self.augment_p is not None:
+            with torch.no_grad():
+                self.augment_p.copy_(adapt(self.augment_p, logits_real, self.config.augment_target))
 
         # Generator: maximise log D(G(z)) through the updated discriminator. D is frozen and
         # called unwrapped: under DDP only G's gradients are averaged in this backward.
         opt_g.zero_grad(set_to_none=True)
         self.discriminator.requires_grad_(False)
-        seen = diff_augment(fake, self.policy, noise) if self.policy else fake
+        seen = diff_augment(fake, self.policy, noise, self.augment_p) if self.policy else fake
         g_loss = generator_loss(self.discriminator(seen), self.config.loss)
         g_loss.backward()
         self.discriminator.requires_grad_(True)
@@ -181,7 +199,7 @@ class DCGAN(GenerativeModel):
             "g_loss": g_loss.detach(),
             "d_real": torch.sigmoid(logits_real).mean().detach(),
             "d_fake": torch.sigmoid(logits_fake).mean().detach(),
-        }
+        } | ({"augment_p": self.augment_p.clone()} if self.augment_p is not None else {})
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:

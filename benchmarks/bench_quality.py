@@ -4,10 +4,11 @@ For each dataset (CIFAR-10-JPEG and MNIST, 32 px) and each recipe, this trains a
 same number of training images, measures FID and KID at several points of the run (the curve)
 and once more at the end with more images (the final figure), and writes docs/quality.md with
 one table, a plot of the curves and a sample grid per run. Everything is resumable: runs resume
-from their checkpoints and finished measurements are kept in WORK/results.jsonl, so the
-script can be stopped and started again at any moment. A larger --images goes on from a run's
-last checkpoint, except for a run whose lr decayed to 0 at its end: that one is set aside (its
-folder and rows renamed NAME.IMAGES-images) and trained anew.
+from their checkpoints and finished measurements are kept in docs/quality/results.jsonl, so the
+script can be stopped and started again at any moment. That record is committed with the
+report, which can be written again from it (--report-only) without the run folders. A larger
+--images goes on from a run's last checkpoint, except for a run whose lr decayed to 0 at its
+end: that one is set aside (its folder and rows renamed NAME.IMAGES-images) and trained anew.
 
 Protocol (printed, and written into the report): TF-Inception pool3 features (the FID
 network of pytorch-fid, clean-fid and stylegan), pytorch-fid's resize, generated images
@@ -279,7 +280,11 @@ def run_one(ds: Dataset, name: str, results: Results, args: Any) -> None:
     run_dir = args.work / ds.key / name
     key = f"{ds.key}/{name}"
     _extend(results, key, images, run_dir)
-    if results.get(f"{key}/train") is None:
+    done = results.get(f"{key}/train")
+    if done is not None and "carried_from" in done:  # no run folder: its figures stand
+        log(f"{key}: carried over from {done['carried_from']}, nothing to measure")
+        return
+    if done is None:
         log(f"{key}: training {steps} steps ({images:,} images), run folder {run_dir}")
         out = train(run_dir, ds, spec, steps, every, args)
         config = json.loads((run_dir / "config.json").read_text())
@@ -294,7 +299,7 @@ def run_one(ds: Dataset, name: str, results: Results, args: Any) -> None:
                 "model_config": config["model_config"],
                 "trained_in": config["precision"],
                 "elapsed_s": _elapsed(run_dir),
-                "warnings": out.get("warnings", []),
+                "alarms": alarms(run_dir),
             },
         )
     latest = run_dir / "checkpoints" / runs.LATEST
@@ -348,6 +353,21 @@ def _set_aside(results: Results, key: str, run_dir: Path, images: int) -> None:
     if run_dir.exists():  # its rows may outlive a folder the user removed
         run_dir.rename(aside)
     results.rename(key, f"{key}.{images}-images")
+
+
+def alarms(run_dir: Path) -> list[dict[str, Any]]:
+    """The alarms a run raised in all its sessions, from its log (the JSON result of a resumed
+    run holds only those of its last session); a log line written before alarms had their own
+    field gives its warning as the message."""
+    out = []
+    for line in (run_dir / "log.jsonl").read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a line torn by a kill
+        old = [{"step": row.get("step"), "message": w} for w in row.get("warnings", [])]
+        out += row.get("alarms", old)
+    return out
 
 
 def _elapsed(run_dir: Path) -> float:
@@ -427,6 +447,21 @@ def _curve(results: Results, key: str) -> list[dict[str, Any]]:
     )
 
 
+def _best_and_last(results: Results, key: str, tr: dict[str, Any]) -> tuple[dict, float] | None:
+    """The curve's best point and its last FID over its best, from the curve points, or from
+    the summary that a row carried over from an earlier report holds instead of its points."""
+    curve = _curve(results, key)
+    if curve:
+        best = min(curve, key=lambda r: r["fid"])
+        return best, curve[-1]["fid"] / best["fid"]
+    summary = tr.get("curve_summary")
+    if summary:
+        return {"fid": summary["best_fid"], "images": summary["best_images"]}, summary[
+            "last_over_best"
+        ]
+    return None
+
+
 def _trained_in(tr: dict[str, Any], work: Path) -> str:
     """The precision a run trained at (what `auto` chose), from its record or its folder."""
     if "trained_in" in tr:
@@ -445,20 +480,17 @@ def table(results: Results, dss: list[Dataset], names: list[str], work: Path) ->
     for ds in dss:
         for name in names:
             key = f"{ds.key}/{name}"
-            tr, fin, curve = (
-                results.get(f"{key}/train"),
-                results.get(f"{key}/final"),
-                _curve(results, key),
-            )
-            if not (tr and fin and curve):
+            tr, fin = results.get(f"{key}/train"), results.get(f"{key}/final")
+            summary = _best_and_last(results, key, tr) if tr and fin else None
+            if summary is None:
                 continue
-            best = min(curve, key=lambda r: r["fid"])
+            (best, last_over_best), mark = summary, " \\*" if "carried_from" in tr else ""
             lines.append(
-                f"| {ds.label} | {recipe(name).label} | {_trained_in(tr, work)} "
+                f"| {ds.label} | {recipe(name).label}{mark} | {_trained_in(tr, work)} "
                 f"| {tr['images']:,} ({tr['train_config']['batch_size']}) | {fin['fid']:.2f} "
                 f"| {fin['kid_mean'] * 1000:.1f} ± {fin['kid_std'] * 1000:.1f} "
                 f"| {fin['precision']:.3f} | {fin['recall']:.3f} "
-                f"| {best['fid']:.2f} ({best['images']:,}) | {curve[-1]['fid'] / best['fid']:.2f} "
+                f"| {best['fid']:.2f} ({best['images']:,}) | {last_over_best:.2f} "
                 f"| {tr['elapsed_s'] / 60:.1f} min | {tr['images'] / max(tr['elapsed_s'], 1):.0f} |"
             )
         fl = results.get(f"{ds.key}/floor")
@@ -530,6 +562,23 @@ def _pair(results: Results, ds: Dataset, a: str, b: str) -> tuple[dict | None, d
     return None, None
 
 
+def carried_note(results: Results) -> list[str]:
+    """What the rows marked * are: figures carried over from an earlier report, whose curve
+    points were not kept, with a link to the plot that report drew."""
+    rows = [r for k, r in results.rows.items() if k.endswith("/train") and "carried_from" in r]
+    if not rows:
+        return []
+    sources = ", ".join(sorted({r["carried_from"] for r in rows}))
+    plots = ", ".join(f"[{p}]({p})" for p in sorted({r["carried_plot"] for r in rows}))
+    return [
+        f"\\* Carried over from {sources}: measured by an earlier run of this benchmark (the "
+        "same protocol, on this machine) whose curve points were not kept, so these rows are "
+        f"not in the plot below; their figures are as that report printed them, their curves "
+        f"in the plot it drew ({plots}).",
+        "",
+    ]
+
+
 def report(results: Results, dss: list[Dataset], names: list[str], args: Any) -> Path:
     """Write docs/quality.md from what is measured so far."""
     plot(results, dss, names, args.docs / "quality" / "fid-curves.png", args)
@@ -539,20 +588,20 @@ def report(results: Results, dss: list[Dataset], names: list[str], args: Any) ->
         for n in names
         if (args.docs / "quality" / f"{ds.key}-{n}.png").is_file()
     ]
-    warnings = [  # the alarm without its advice (the advice of the day is in the run's log)
-        f"- {r['dataset']} / {r['recipe']}: {w.split('. ', 1)[0]}."
+    raised = [  # what happened; the advice of the day is in the run's log
+        f"- {r['dataset']} / {r['recipe']}: {a['message']}."
         for r in results.rows.values()
         if r["key"].endswith("/train")
-        for w in r.get("warnings", [])
+        for a in r.get("alarms", [])
     ]
     text = "\n".join(
         [
             "# Image quality per training image",
             "",
-            "Written by `make bench-quality` (`benchmarks/bench_quality.py`) from its resumable "
-            "work folder: every figure below was measured on the machine named here with the "
-            "protocol stated, runs resumed across sessions where they were interrupted or "
-            "extended.",
+            "Written by `make bench-quality` (`benchmarks/bench_quality.py`) from its record, "
+            "[quality/results.jsonl](quality/results.jsonl): every figure below was measured on "
+            "the machine named here with the protocol stated, runs resumed across sessions where "
+            "they were interrupted or extended.",
             "",
             f"Machine: {machine()}.",
             "",
@@ -576,6 +625,7 @@ def report(results: Results, dss: list[Dataset], names: list[str], args: Any) ->
             "",
             *table(results, dss, names, args.work),
             "",
+            *carried_note(results),
             *autoencoder_table(results, dss, names),
             "",
             *ratios(results, dss),
@@ -590,7 +640,7 @@ def report(results: Results, dss: list[Dataset], names: list[str], args: Any) ->
             "",
             "As `imagegen train` raised them (the run's log and `--json` result add advice).",
             "",
-            *(warnings or ["None."]),
+            *(raised or ["None."]),
             "",
         ]
     )
@@ -603,6 +653,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=ROOT / "checkpoints" / "bench-quality")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs")
+    parser.add_argument(
+        "--results", type=Path, default=None, help="the record [DOCS/quality/results.jsonl]"
+    )
     parser.add_argument("--data-root", type=Path, default=locations.data_root())
     parser.add_argument("--datasets", default="cifar10-jpeg,mnist")
     parser.add_argument(
@@ -633,8 +686,10 @@ def main() -> None:
     names = args.recipes.split(",")
     for name in names:
         recipe(name)  # unknown names stop here, before anything runs
-    results = Results(args.work / "results.jsonl")
-    log(f"machine: {machine()}; work folder {args.work} (resumable)")
+    args.results = args.results or args.docs / "quality" / "results.jsonl"
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    results = Results(args.results)
+    log(f"machine: {machine()}; work folder {args.work}, record {args.results} (resumable)")
     if not args.report_only:
         for ds in dss:
             floor(ds, results, args)

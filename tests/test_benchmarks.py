@@ -196,6 +196,50 @@ def test_bench_quality_longer_budget_of_a_decayed_run(tmp_path: Path) -> None:
         bq._extend(results, decayed, 128, tmp_path / decayed)
 
 
+def test_bench_quality_rows_carried_over_from_an_earlier_report(tmp_path: Path) -> None:
+    """A row whose record holds a curve summary instead of curve points (figures carried
+    over from an earlier report) is printed as it was, marked, explained, and not measured."""
+    from types import SimpleNamespace
+
+    bq = _bench_quality_module()
+    results = bq.Results(tmp_path / "results.jsonl")
+    src = "the report of commit abc1234"
+    train = {"dataset": "mnist", "recipe": "dcgan-classic", "steps": 6000, "images": 384_000}
+    train |= {"train_config": {"batch_size": 64}, "trained_in": "bf16", "elapsed_s": 1026.0}
+    summary = {"best_fid": 47.92, "best_images": 192_000, "last_over_best": 1.98}
+    train |= {"curve_summary": summary, "carried_from": src, "carried_plot": "quality/old.png"}
+    results.put("mnist/dcgan-classic/train", train)
+    final = {"step": 6000, "fid": 93.02, "kid_mean": 0.1034, "kid_std": 0.0019}
+    results.put("mnist/dcgan-classic/final", final | {"precision": 0.003, "recall": 0.042})
+    mnist = bq.datasets(tmp_path)["mnist"]
+    assert bq.table(results, [mnist], ["dcgan-classic"], tmp_path)[2] == (
+        "| MNIST (32 px) | dcgan classic \\* | bf16 | 384,000 (64) | 93.02 | 103.4 ± 1.9 "
+        "| 0.003 | 0.042 | 47.92 (192,000) | 1.98 | 17.1 min | 374 |"
+    )
+    note = " ".join(bq.carried_note(results))
+    assert src in note and "(quality/old.png)" in note
+    # There is no run folder to measure: run_one leaves the row as it is.
+    args = SimpleNamespace(images=384_000, images_for={}, ae_images=0, points=4, work=tmp_path)
+    bq.run_one(mnist, "dcgan-classic", results, args)
+    assert results.get("mnist/dcgan-classic/final")["fid"] == 93.02
+    assert not (tmp_path / "mnist").exists()
+
+
+def test_bench_quality_takes_the_alarms_of_every_session_from_the_log(tmp_path: Path) -> None:
+    """A resumed run's JSON result holds only its last session's alarms: the log has them all
+    (a line from before alarms had their own field gives its warning as the message)."""
+    bq = _bench_quality_module()
+    fid = {"kind": "fid-rises", "step": 300, "message": "FID rises", "advice": "stop"}
+    lines = [
+        json.dumps({"step": 100, "d_loss": 0.5}),
+        json.dumps({"step": 200, "warnings": ["D wins. Try this"]}),
+        '{"step": 250, "d_lo',  # torn by a kill
+        json.dumps({"step": 300, "warnings": ["FID rises. stop"], "alarms": [fid]}),
+    ]
+    (tmp_path / "log.jsonl").write_text("\n".join(lines) + "\n")
+    assert bq.alarms(tmp_path) == [{"step": 200, "message": "D wins. Try this"}, fid]
+
+
 def test_bench_eval_memory() -> None:
     result = run("bench_eval_memory.py", "--sizes", "200", "400")
     assert [r["n"] for r in result["rows"]] == [200, 400]

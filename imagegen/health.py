@@ -24,7 +24,8 @@ FID_RISE = 1.2  # an FID 20% above the best so far
 # What to try when D wins or the FID climbs: measured (docs/models.md: MNIST, the DCGAN's
 # default preset); a test checks every flag named against both GAN models' --help.
 AUGMENT_ADVICE = (
-    "for the DCGAN, DiffAugment (--set augment=translation,cutout) prevented it on MNIST"
+    "for the DCGAN, DiffAugment of what D sees (its preset augmented, or --set "
+    "augment=translation,cutout over another) prevented it on MNIST"
 )
 
 

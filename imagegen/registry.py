@@ -93,6 +93,19 @@ MODELS: dict[str, ModelSpec] = {
                 "over the same images (slower per image on a GPU), EMA generator",
                 train={"lr": 4e-4, "batch_size": 16},
             ),
+            "augmented": Preset(
+                summary="small-batch with DiffAugment (Zhao et al. 2020): translation and "
+                "cutout of every image D sees, real and generated, in D's and G's steps",
+                train={"lr": 4e-4, "batch_size": 16},
+                model={"augment": "translation,cutout"},
+            ),
+            "adaptive": Preset(
+                summary="augmented with ADA's adaptive strength (Karras et al. 2020): each image "
+                "is augmented with a probability that rises while D is sure of the real images "
+                "(E[sign D(x)] above 0.6) and falls otherwise",
+                train={"lr": 4e-4, "batch_size": 16},
+                model={"augment": "translation,cutout", "augment_target": 0.6},
+            ),
         },
         default_preset="small-batch",
         cpu_bf16=True,

@@ -21,6 +21,24 @@ def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def straight_and_resumed(
+    run_cli, isolated: Path, extra: tuple, steps: int
+) -> tuple[dict[str, torch.Tensor], Path]:
+    """Train `steps` straight, and again resumed from the half-way checkpoint (which the
+    options must write): the two last checkpoints are equal. Returns the straight run's
+    tensors and the half-way checkpoint."""
+    straight = isolated / "straight"
+    train_tiny(run_cli, straight, *extra, steps=steps)
+    middle = straight / "checkpoints" / f"step-{steps // 2:07d}.safetensors"
+    result = run_cli("train", "dcgan", "--resume", middle, "--run-dir", isolated / "resumed", "-q")
+    assert result.code == 0, result
+    a = load_file(str(straight / "checkpoints/latest.safetensors"))
+    b = load_file(str(isolated / "resumed/checkpoints/latest.safetensors"))
+    assert a.keys() == b.keys()
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    return a, middle
+
+
 def test_augment_policy_parsing() -> None:
     assert augment.parse_policy("") == ()
     assert augment.parse_policy(" color, cutout ,color") == ("color", "cutout")
@@ -73,14 +91,8 @@ def test_adaptive_augmentation_trains_resumes_exactly_and_is_checked(
         "--set", "augment=translation,cutout", "--set", "augment_target=0.1",
         "--checkpoint-every", "4", "--keep", "5", "--log-every", "2",
     )  # fmt: skip
+    a, middle = straight_and_resumed(run_cli, isolated, extra, steps=8)
     straight = isolated / "straight"
-    train_tiny(run_cli, straight, *extra, steps=8)
-    middle = straight / "checkpoints" / "step-0000004.safetensors"
-    result = run_cli("train", "dcgan", "--resume", middle, "--run-dir", isolated / "resumed", "-q")
-    assert result.code == 0, result
-    a = load_file(str(straight / "checkpoints/latest.safetensors"))
-    b = load_file(str(isolated / "resumed/checkpoints/latest.safetensors"))
-    assert [k for k in a if not torch.equal(a[k], b[k])] == []
     p_end, p_mid = a["model/augment_p"], load_file(str(middle))["model/augment_p"]
     assert float(p_end) > float(p_mid) > 0
     log = [json.loads(line) for line in (straight / "log.jsonl").read_text().splitlines()]
@@ -210,14 +222,7 @@ def test_linear_lr_decay_and_exact_resume_mid_schedule(run_cli, isolated: Path) 
         "--checkpoint-every", "5", "--keep", "5",
     )  # fmt: skip
     straight = isolated / "straight"
-    train_tiny(run_cli, straight, *extra, steps=10)
-    middle = straight / "checkpoints" / "step-0000005.safetensors"
-    result = run_cli("train", "dcgan", "--resume", middle, "--run-dir", isolated / "resumed", "-q")
-    assert result.code == 0, result
-    a = load_file(str(straight / "checkpoints/latest.safetensors"))
-    b = load_file(str(isolated / "resumed/checkpoints/latest.safetensors"))
-    assert a.keys() == b.keys()
-    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    straight_and_resumed(run_cli, isolated, extra, steps=10)
     from safetensors import safe_open
 
     with safe_open(str(straight / "checkpoints/latest.safetensors"), "pt") as f:

@@ -63,9 +63,13 @@ class TrainResult:
     interrupted: bool = False
     resumed_from: int | None = None
     world_size: int = 1  # processes of a torchrun job; images_per_s counts all of them
-    warnings: list[str] = field(default_factory=list)  # alarms raised, each as one line
-    alarms: list[dict[str, Any]] = field(default_factory=list)  # the same, kind/message/advice
+    alarms: list[Alarm] = field(default_factory=list)  # raised during the run
     already_complete: bool = False  # resumed at its last step: nothing was trained or written
+
+    @property
+    def warnings(self) -> list[str]:
+        """Each alarm as one line, with its advice."""
+        return [a.text for a in self.alarms]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -82,7 +86,7 @@ class TrainResult:
             "resumed_from": self.resumed_from,
             "world_size": self.world_size,
             "warnings": self.warnings,
-            "alarms": self.alarms,
+            "alarms": [a.as_dict() for a in self.alarms],
             "already_complete": self.already_complete,
         }
 
@@ -724,6 +728,5 @@ def _result(
         interrupted=interrupted,
         resumed_from=s.ckpt.step if s.ckpt is not None else None,
         world_size=s.context.world_size,
-        warnings=[a.text for a in reporter.alarms],
-        alarms=[a.as_dict() for a in reporter.alarms],
+        alarms=reporter.alarms,
     )

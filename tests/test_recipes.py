@@ -97,6 +97,7 @@ def test_adaptive_augmentation_trains_resumes_exactly_and_is_checked(
     assert float(p_end) > float(p_mid) > 0
     log = [json.loads(line) for line in (straight / "log.jsonl").read_text().splitlines()]
     assert [r["augment_p"] > 0 for r in log] == [True] * 4
+    assert all(-1 <= r["augment_rt"] <= 1 for r in log), log
     result = run_cli(
         "train", "dcgan", "-d", "synthetic", "--set", "augment_target=0.6", "--dry-run"
     )

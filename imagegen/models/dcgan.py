@@ -199,7 +199,13 @@ class DCGAN(GenerativeModel):
             "g_loss": g_loss.detach(),
             "d_real": torch.sigmoid(logits_real).mean().detach(),
             "d_fake": torch.sigmoid(logits_fake).mean().detach(),
-        } | ({"augment_p": self.augment_p.clone()} if self.augment_p is not None else {})
+        } | (self._adaptive_log(logits_real) if self.augment_p is not None else {})
+
+    def _adaptive_log(self, logits_real: torch.Tensor) -> dict[str, torch.Tensor]:
+        """ADA's state: p for the next step and r_t = E[sign D(x)] over this step's real
+        images (this process's), the quantity p is steered by."""
+        rate = torch.sign(logits_real.detach().float()).mean()
+        return {"augment_p": self.augment_p.clone(), "augment_rt": rate}
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:

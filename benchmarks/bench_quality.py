@@ -9,6 +9,8 @@ script can be stopped and started again at any moment. That record is committed 
 report, which can be written again from it (--report-only) without the run folders. A larger
 --images goes on from a run's last checkpoint, except for a run whose lr decayed to 0 at its
 end: that one is set aside (its folder and rows renamed NAME.IMAGES-images) and trained anew.
+So is a run whose recipe's preset was retuned after it was measured (NAME.config-HASH): the
+record's configs are compared with what the preset sets now.
 
 Protocol (printed, and written into the report): TF-Inception pool3 features (the FID
 network of pytorch-fid, clean-fid and stylegan), pytorch-fid's resize, generated images
@@ -21,6 +23,7 @@ cached once. The floor line compares the dataset's own test images with the same
 """
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -34,7 +37,7 @@ from typing import Any
 import torch
 
 from imagegen import checkpoint, data, files, locations, runs
-from imagegen.config import TrainConfig
+from imagegen.config import TrainConfig, build_dataclass, to_dict
 from imagegen.evaluate import EvalRequest, evaluate
 from imagegen.generation import generate_uint8, latents
 from imagegen.images import make_grid, write_png
@@ -279,6 +282,9 @@ def run_one(ds: Dataset, name: str, results: Results, args: Any) -> None:
     every = max(1, steps // args.points)
     run_dir = args.work / ds.key / name
     key = f"{ds.key}/{name}"
+    done = results.get(f"{key}/train")
+    if done is not None and (diff := retuned(done, name)):
+        _set_aside(results, key, run_dir, _config_tag(done), f"its preset changed ({diff})")
     _extend(results, key, images, run_dir)
     done = results.get(f"{key}/train")
     if done is not None and "carried_from" in done:  # no run folder: its figures stand
@@ -334,7 +340,8 @@ def _extend(results: Results, key: str, images: int, run_dir: Path) -> None:
     if done is None or done["images"] >= images:
         return
     if done.get("train_config", {}).get("lr_decay", "none") != "none":
-        _set_aside(results, key, run_dir, done["images"])
+        why = f"its lr decayed over {done['images']:,} images"
+        _set_aside(results, key, run_dir, f"{done['images']}-images", why)
         return
     final = results.get(f"{key}/final")
     if final is not None and "step" not in final:  # written before final rows had a step
@@ -342,17 +349,61 @@ def _extend(results: Results, key: str, images: int, run_dir: Path) -> None:
     results.rows.pop(f"{key}/train")
 
 
-def _set_aside(results: Results, key: str, run_dir: Path, images: int) -> None:
-    """A run whose lr decayed to 0 at its last step is not the start of a longer run (going
-    on would raise the lr again): its folder and rows move aside under a name that carries
-    its budget, nothing deleted, and the recipe trains anew for the longer budget."""
-    aside = run_dir.with_name(f"{run_dir.name}.{images}-images")
+def _set_aside(results: Results, key: str, run_dir: Path, tag: str, why: str) -> None:
+    """A run that cannot stand for its recipe at the asked budget (its lr decayed to 0 at its
+    last step, so going on would raise it again; or its preset was retuned since): its folder
+    and rows move aside under a name that carries `tag`, nothing deleted, and the recipe
+    trains anew."""
+    aside = run_dir.with_name(f"{run_dir.name}.{tag}")
     if aside.exists():
         raise SystemExit(f"cannot set {run_dir} aside: {aside} exists (move one of them)")
-    log(f"{key}: its lr decayed over {images:,} images; kept as {aside.name}, training anew")
+    log(f"{key}: {why}; kept as {aside.name}, training anew")
     if run_dir.exists():  # its rows may outlive a folder the user removed
         run_dir.rename(aside)
-    results.rename(key, f"{key}.{images}-images")
+    results.rename(key, f"{key}.{tag}")
+
+
+# The training options a recipe's preset may set (the rest say how long, where and how often).
+RECIPE_OPTIONS = ("batch_size", "lr", "lr_d", "lr_decay", "beta1", "beta2", "ema_decay", "flip")
+
+
+def retuned(done: dict[str, Any], name: str) -> str:
+    """How a recorded run's options differ from what its recipe's preset sets now ('' when
+    they agree, or when the record keeps no configs: carried over). An option the record
+    lacks (added since) counts as its default."""
+    if "model_config" not in done:
+        return ""
+    spec = recipe(name)
+    model = MODELS[spec.model]
+    preset = model.presets[spec.args[spec.args.index("--preset") + 1]]
+    want_model = _plain(build_dataclass(model.config_cls, dict(preset.model), spec.model))
+    want_train = _plain(
+        build_dataclass(TrainConfig, model.train_defaults | preset.train, "training")
+    )
+    defaults = _plain(build_dataclass(model.config_cls, {}, spec.model))
+    diffs = [
+        f"{k}: {done['model_config'].get(k, defaults[k])} -> {v}"
+        for k, v in want_model.items()
+        if k not in ("channels", "resolution") and done["model_config"].get(k, defaults[k]) != v
+    ]
+    train_defaults = _plain(TrainConfig())
+    diffs += [
+        f"{k}: {done['train_config'].get(k, train_defaults[k])} -> {want_train[k]}"
+        for k in RECIPE_OPTIONS
+        if done["train_config"].get(k, train_defaults[k]) != want_train[k]
+    ]
+    return ", ".join(diffs)
+
+
+def _plain(config: Any) -> dict[str, Any]:
+    """A config as its JSON record holds it (tuples as lists)."""
+    return json.loads(json.dumps(to_dict(config)))
+
+
+def _config_tag(done: dict[str, Any]) -> str:
+    """A short name for a recorded run's options, for the folder it is set aside as."""
+    configs = json.dumps([done["model_config"], done["train_config"]], sort_keys=True)
+    return "config-" + hashlib.sha256(configs.encode()).hexdigest()[:8]
 
 
 def alarms(run_dir: Path) -> list[dict[str, Any]]:

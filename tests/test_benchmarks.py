@@ -225,6 +225,49 @@ def test_bench_quality_rows_carried_over_from_an_earlier_report(tmp_path: Path) 
     assert not (tmp_path / "mnist").exists()
 
 
+def test_bench_quality_sets_aside_a_run_whose_preset_was_retuned(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Figures measured under a preset's old options are not the recipe's any more: the run
+    and its rows move aside (nothing deleted) and the recipe trains anew. A record that
+    lacks an option added since (its default) still stands."""
+    from types import SimpleNamespace
+
+    from imagegen.registry import MODELS
+
+    bq = _bench_quality_module()
+    target = MODELS["dcgan"].presets["adaptive"].model["augment_target"]
+    model = {"augment": "translation,cutout", "augment_target": target / 2}
+    train = {"batch_size": 16, "lr": 4e-4}
+    done = {"images": 64, "steps": 4, "model_config": model, "train_config": train}
+    assert bq.retuned(done, "dcgan-adaptive") == f"augment_target: {target / 2} -> {target}"
+    assert (
+        bq.retuned(done | {"model_config": model | {"augment_target": target}}, "dcgan-adaptive")
+        == ""
+    )
+    older = {"images": 64, "model_config": {"loss": "bce"}, "train_config": train}
+    assert bq.retuned(older, "dcgan-small-batch") == ""  # no augment_target yet: its default
+    assert bq.retuned(older | {"train_config": {"lr": 2e-4}}, "dcgan-small-batch") == (
+        "batch_size: 64 -> 16, lr: 0.0002 -> 0.0004"
+    )
+    results = bq.Results(tmp_path / "results.jsonl")
+    key = "synthetic/dcgan-adaptive"
+    (tmp_path / key / "checkpoints").mkdir(parents=True)
+    results.put(f"{key}/train", done)
+    results.put(f"{key}/final", {"step": 4, "fid": 9.0})
+
+    def trains_anew(*args: object) -> dict:
+        raise RuntimeError("trains anew")
+
+    monkeypatch.setattr(bq, "train", trains_anew)
+    args = SimpleNamespace(images=64, images_for={}, ae_images=0, points=1, work=tmp_path)
+    with pytest.raises(RuntimeError, match="trains anew"):
+        bq.run_one(bq.datasets(tmp_path)["synthetic"], "dcgan-adaptive", results, args)
+    aside = f"{key}.{bq._config_tag(done)}"
+    assert (tmp_path / aside / "checkpoints").is_dir() and not (tmp_path / key).exists()
+    assert set(bq.Results(tmp_path / "results.jsonl").rows) == {f"{aside}/train", f"{aside}/final"}
+
+
 def test_bench_quality_takes_the_alarms_of_every_session_from_the_log(tmp_path: Path) -> None:
     """A resumed run's JSON result holds only its last session's alarms: the log has them all
     (a line from before alarms had their own field gives its warning as the message)."""

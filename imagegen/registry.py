@@ -102,7 +102,7 @@ MODELS: dict[str, ModelSpec] = {
             "adaptive": Preset(
                 summary="augmented with ADA's adaptive strength (Karras et al. 2020): each image "
                 "is augmented with a probability p that rises on steps where D is sure of the "
-                "real images (more than 0.9 of their logits' signs positive: at batch 16, all) "
+                "real images (E[sign D(x)] above 0.9: at batch 16, all 16 logits positive) "
                 "and falls on the others",
                 train={"lr": 4e-4, "batch_size": 16},
                 model={"augment": "translation,cutout", "augment_target": 0.9},

@@ -148,6 +148,29 @@ def test_spectral_discriminator_has_no_batchnorm_and_unit_norm() -> None:
     assert abs(float(sigma.detach()) - 1.0) < 0.05
 
 
+def test_joint_batchnorm_lets_d_see_a_contrast_shared_by_the_batch() -> None:
+    """Separate BatchNorm batches make D blind to a batch's contrast: its first conv has no
+    bias and LeakyReLU scales with its input, so the next BatchNorm divides the scale out.
+    In one batch with the real images, the real images set the statistics."""
+    torch.manual_seed(0)
+    x, fake = torch.randn(8, 3, 32, 32) * 3, torch.randn(8, 3, 32, 32) * 10  # far above eps
+    shifts = {}
+    for d_batch in ("separate", "joint"):
+        model = DCGAN(DCGANConfig(**TINY_CFG | {"d_width": 16}, d_batch=d_batch))
+        d = model.discriminator.train().requires_grad_(False)
+        _, full = model._d_logits(d, x, fake, gen(0))
+        _, washed = model._d_logits(d, x, fake * 0.3, gen(0))  # the same images, less contrast
+        g_full, g_washed = model._g_logits(x, fake, gen(0)), model._g_logits(x, fake * 0.3, gen(0))
+        assert torch.allclose(g_full, full) and torch.allclose(g_washed, washed)  # G sees as D
+        shifts[d_batch] = float((full - washed).abs().max())
+    assert shifts["separate"] < 1e-3 < 0.1 < shifts["joint"], shifts
+
+
+def test_joint_batchnorm_needs_batchnorm() -> None:
+    with pytest.raises(UsageError, match=r"d_batch=joint .* needs d_norm=batch"):
+        DCGANConfig(**TINY_CFG, d_norm="spectral", d_batch="joint")
+
+
 def test_hinge_losses_by_hand() -> None:
     real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-2.0, 0.25])
     # relu(1 - real) = [0, 0.5] -> 0.25; relu(1 + fake) = [0, 1.25] -> 0.625
@@ -161,6 +184,7 @@ def test_hinge_losses_by_hand() -> None:
         {"d_norm": "spectral", "loss": "hinge", "augment": "color,translation,cutout"},
         {"d_norm": "none", "loss": "bce", "augment": "translation"},
         {"d_norm": "batch", "loss": "hinge", "augment": "cutout"},
+        {"d_norm": "batch", "d_batch": "joint", "augment": "translation", "augment_target": 0.6},
     ],
 )
 def test_training_step_with_each_recipe(options: dict) -> None:

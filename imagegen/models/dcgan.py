@@ -41,6 +41,10 @@ class DCGANConfig:
     d_width: int = 64  # discriminator channels at full resolution (ndf)
     d_norm: Literal["batch", "spectral", "none"] = "batch"  # normalisation in D
     d_arch: Literal["dcgan", "cnn"] = "dcgan"  # cnn: the deeper standard CNN (Miyato et al.)
+    # how D's BatchNorm batches real and generated images. separate: each kind its own batch
+    # (pytorch/examples), which normalises away a colour or contrast shift that a whole batch
+    # shares; joint: one batch of both kinds, in D's step and G's
+    d_batch: Literal["separate", "joint"] = "separate"
     loss: Literal["bce", "hinge"] = "bce"  # bce: the paper's loss, non-saturating for G
     augment: str = ""  # DiffAugment policy: color, translation, cutout (comma-separated)
     # > 0: augment each image with a probability adapted to keep E[sign(D(x))] at this (ADA
@@ -55,6 +59,8 @@ class DCGANConfig:
             raise UsageError(f"augment_target must be in [0, 1), got {self.augment_target}")
         if self.augment_target and not self.augment:
             raise UsageError("augment_target needs an augmentation: set augment too")
+        if self.d_batch == "joint" and self.d_norm != "batch":
+            raise UsageError("d_batch=joint is about BatchNorm in D: it needs d_norm=batch")
 
 
 class Generator(nn.Module):
@@ -147,8 +153,9 @@ class DCGAN(GenerativeModel):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """D's logits on real and generated images, each (B,), through the augmentation.
 
-        With BatchNorm in D the two batches go through separately (its batch statistics stay
-        those of one kind of image, as in the paper); otherwise in one call.
+        With BatchNorm in D and d_batch "separate" the two batches go through separately (its
+        batch statistics stay those of one kind of image, as in pytorch/examples); otherwise
+        in one call.
         """
         if self.policy:
             p = self.augment_p
@@ -156,7 +163,7 @@ class DCGAN(GenerativeModel):
                 diff_augment(x, self.policy, noise, p),
                 diff_augment(fake, self.policy, noise, p),
             )
-        if self.config.d_norm == "batch":
+        if self.config.d_norm == "batch" and self.config.d_batch == "separate":
             return d(x), d(fake)
         logits = d(torch.cat([x, fake]))  # (2B,)
         return logits[: x.shape[0]], logits[x.shape[0] :]
@@ -188,8 +195,7 @@ class DCGAN(GenerativeModel):
         # called unwrapped: under DDP only G's gradients are averaged in this backward.
         opt_g.zero_grad(set_to_none=True)
         self.discriminator.requires_grad_(False)
-        seen = diff_augment(fake, self.policy, noise, self.augment_p) if self.policy else fake
-        g_loss = generator_loss(self.discriminator(seen), self.config.loss)
+        g_loss = generator_loss(self._g_logits(x, fake, noise), self.config.loss)
         g_loss.backward()
         self.discriminator.requires_grad_(True)
         opt_g.step()
@@ -200,6 +206,19 @@ class DCGAN(GenerativeModel):
             "d_real": torch.sigmoid(logits_real).mean().detach(),
             "d_fake": torch.sigmoid(logits_fake).mean().detach(),
         } | (self._adaptive_log(logits_real) if self.augment_p is not None else {})
+
+    def _g_logits(
+        self, x: torch.Tensor, fake: torch.Tensor, noise: torch.Generator
+    ) -> torch.Tensor:
+        """D's logits (B,) on the generated images in G's step, through the augmentation. With
+        d_batch "joint" the real images go through with them, as in D's step: they set the
+        BatchNorm statistics the generated images are judged by."""
+        d, augment = self.discriminator, self.policy
+        seen = diff_augment(fake, augment, noise, self.augment_p) if augment else fake
+        if self.config.d_batch == "separate":
+            return d(seen)
+        anchor = diff_augment(x, augment, noise, self.augment_p) if augment else x
+        return d(torch.cat([anchor, seen]))[x.shape[0] :]  # (B,)
 
     def _adaptive_log(self, logits_real: torch.Tensor) -> dict[str, torch.Tensor]:
         """ADA's state: p for the next step and r_t = E[sign D(x)] over this step's real

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from imagegen.config import TrainConfig, check_range
+from imagegen.errors import UsageError
 from imagegen.models.base import GenerativeModel
 from imagegen.models.blocks import (
     AutoEncoder,
@@ -52,6 +53,9 @@ class VAEGANConfig:
     gamma: float = 0.01  # weight of the feature reconstruction in the decoder's loss
     beta: float = 1.0  # weight of the KL term in the encoder's loss
     d_norm: Literal["batch", "spectral", "none"] = "batch"  # normalisation in D
+    # how D's BatchNorm batches real images, reconstructions and prior samples: separate (each
+    # kind its own batch) or joint (one batch; see the DCGAN's d_batch)
+    d_batch: Literal["separate", "joint"] = "separate"
     loss: Literal["bce", "hinge"] = "bce"  # the GAN loss
     d_on_reconstructions: bool = True  # D sees Dec(Enc(x)) as fake, besides prior samples
     balance: bool = False  # the authors' rule: skip D's or the decoder's step (see above)
@@ -65,6 +69,8 @@ class VAEGANConfig:
         check_range(self, "beta", low=0.0)
         check_range(self, "equilibrium", low=0.0, low_open=True)
         check_range(self, "margin", low=0.0)
+        if self.d_batch == "joint" and self.d_norm != "batch":
+            raise UsageError("d_batch=joint is about BatchNorm in D: it needs d_norm=batch")
 
 
 def feature_nll(f_fake: torch.Tensor, f_real: torch.Tensor) -> torch.Tensor:
@@ -146,10 +152,10 @@ class VAEGAN(GenerativeModel):
         x_rec = torch.tanh(decoder(reparameterize(mean, logvar, noise)))  # x~
         z_p = torch.randn(mean.shape, generator=noise, device=x.device, dtype=mean.dtype)
         x_prior = torch.tanh(decoder(z_p))  # x_p
-        logit_real, f_real = dis(x, with_features=True)  # Dis(x), Dis_l(x)
-        logit_rec, f_rec = dis(x_rec, with_features=True)  # Dis(x~), Dis_l(x~)
-        logit_prior = dis(x_prior)
         c = self.config
+        (logit_real, f_real), (logit_rec, f_rec), (logit_prior, _) = self._dis(
+            dis, [x, x_rec, x_prior]
+        )  # Dis(x), Dis_l(x); Dis(x~), Dis_l(x~); Dis(x_p)
         prior = gaussian_kl(mean, logvar).mean()
         llike = feature_nll(f_rec, f_real.detach()).mean()
         fakes = [logit_rec, logit_prior] if c.d_on_reconstructions else [logit_prior]
@@ -165,6 +171,16 @@ class VAEGAN(GenerativeModel):
             "bce_real": F.softplus(-logit_real).mean(),
             "bce_prior": F.softplus(logit_prior).mean(),
         }
+
+    def _dis(
+        self, dis: nn.Module, batches: list[torch.Tensor]
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """D's logits (B,) and Dis_l features (B, top, 4, 4) of each batch: in one call with
+        d_batch "joint" (BatchNorm statistics over all of them), else one call each."""
+        if self.config.d_batch == "separate":
+            return [dis(b, with_features=True) for b in batches]
+        logits, features = dis(torch.cat(batches), with_features=True)
+        return list(zip(logits.chunk(len(batches)), features.chunk(len(batches)), strict=True))
 
     def training_step(
         self,

@@ -155,7 +155,7 @@ def test_joint_batchnorm_lets_d_see_a_contrast_shared_by_the_batch() -> None:
     torch.manual_seed(0)
     x, fake = torch.randn(8, 3, 32, 32) * 3, torch.randn(8, 3, 32, 32) * 10  # far above eps
     shifts = {}
-    for d_batch in ("separate", "joint"):
+    for d_batch in ("separate", "joint", "reference"):
         model = DCGAN(DCGANConfig(**TINY_CFG | {"d_width": 16}, d_batch=d_batch))
         d = model.discriminator.train().requires_grad_(False)
         _, full = model._d_logits(d, x, fake, gen(0))
@@ -163,7 +163,27 @@ def test_joint_batchnorm_lets_d_see_a_contrast_shared_by_the_batch() -> None:
         g_full, g_washed = model._g_logits(x, fake, gen(0)), model._g_logits(x, fake * 0.3, gen(0))
         assert torch.allclose(g_full, full) and torch.allclose(g_washed, washed)  # G sees as D
         shifts[d_batch] = float((full - washed).abs().max())
-    assert shifts["separate"] < 1e-3 < 0.1 < shifts["joint"], shifts
+    assert shifts["separate"] < 1e-3 < 0.1 < min(shifts["joint"], shifts["reference"]), shifts
+
+
+def test_reference_batchnorm_judges_each_generated_image_by_the_real_statistics() -> None:
+    """Under d_batch=reference a generated image's logit depends on itself and the real
+    batch only; over the real images alone it is BatchNorm2d, running statistics too."""
+    from imagegen.models.blocks import ReferenceBatchNorm2d, reference_batch
+
+    torch.manual_seed(0)
+    model = DCGAN(DCGANConfig(**TINY_CFG | {"d_width": 16}, d_batch="reference"))
+    d = model.discriminator.train().requires_grad_(False)
+    x, fake = torch.randn(8, 3, 32, 32), torch.randn(8, 3, 32, 32)
+    _, logits = model._d_logits(d, x, fake, gen(0))
+    _, alone = model._d_logits(d, x, fake[:1], gen(0))  # one generated image, the same reals
+    assert torch.allclose(logits[:1], alone, atol=1e-5)
+    ref, plain = ReferenceBatchNorm2d(4), torch.nn.BatchNorm2d(4)
+    h = torch.randn(6, 4, 5, 5) * 3 + 1
+    with reference_batch(ref, 6):
+        assert torch.allclose(ref(h), plain(h), atol=1e-5)
+    assert torch.allclose(ref.running_var, plain.running_var)
+    assert torch.allclose(ref.running_mean, plain.running_mean) and ref.reference == 0
 
 
 def test_joint_batchnorm_needs_batchnorm() -> None:
@@ -185,6 +205,7 @@ def test_hinge_losses_by_hand() -> None:
         {"d_norm": "none", "loss": "bce", "augment": "translation"},
         {"d_norm": "batch", "loss": "hinge", "augment": "cutout"},
         {"d_norm": "batch", "d_batch": "joint", "augment": "translation", "augment_target": 0.6},
+        {"d_batch": "reference", "augment": "translation,cutout", "augment_target": 0.6},
     ],
 )
 def test_training_step_with_each_recipe(options: dict) -> None:

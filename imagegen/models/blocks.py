@@ -4,8 +4,10 @@ The DCGAN discriminator (DCGAN, VAE-GAN), and the Gaussian-posterior encoder and
 (VAE, VAE-GAN): stacks of stride-2 4x4 convolutions between 4x4 and the image resolution.
 """
 
+import contextlib
 import itertools
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -50,6 +52,45 @@ def init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+class ReferenceBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d that, inside `reference_batch(net, n)`, normalises the whole batch with the
+    statistics of its first n images (a reference batch, Salimans et al. 2016: here the real
+    images of the step), so that the others are judged by the real images' statistics and
+    cannot move them. Elsewhere, and in its parameters and buffers, it is a BatchNorm2d."""
+
+    reference = 0  # images at the start of the batch whose statistics are used; 0: all
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.reference
+        if not (self.training and n):
+            return super().forward(x)
+        ref = x[:n].float()  # (n, C, H, W)
+        mean, var = ref.mean((0, 2, 3)), ref.var((0, 2, 3), unbiased=False)  # (C,) each
+        if self.track_running_stats:
+            with torch.no_grad():
+                count = ref.numel() / ref.shape[1]
+                self.running_mean.lerp_(mean, self.momentum)
+                self.running_var.lerp_(var * count / max(count - 1, 1), self.momentum)
+                self.num_batches_tracked += 1
+        scale = self.weight * torch.rsqrt(var + self.eps)  # (C,)
+        shift = self.bias - mean * scale
+        return (x.float() * scale[:, None, None] + shift[:, None, None]).to(x.dtype)
+
+
+@contextlib.contextmanager
+def reference_batch(net: nn.Module, n: int) -> Iterator[None]:
+    """Within the block, `net`'s ReferenceBatchNorm2d layers take their statistics from the
+    first n images of each batch."""
+    layers = [m for m in net.modules() if isinstance(m, ReferenceBatchNorm2d)]
+    for m in layers:
+        m.reference = n
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.reference = 0
+
+
 D_NORMS = ("batch", "spectral", "none")
 D_ARCHS = ("dcgan", "cnn")
 
@@ -67,16 +108,16 @@ def _cnn_stack(channels: int, width: int, resolution: int, norm: str) -> tuple[n
     for i, w in enumerate(widths):  # each halves H and W
         layers.append(nn.Conv2d(c_in, w, 3, 1, 1, bias=bias))  # (B, w_i, R_i, R_i)
         if norm == "batch" and i > 0:
-            layers.append(nn.BatchNorm2d(w))
+            layers.append(ReferenceBatchNorm2d(w))
         layers += [nn.LeakyReLU(0.1, inplace=True), nn.Conv2d(w, w, 4, 2, 1, bias=bias)]
         if norm == "batch":
-            layers.append(nn.BatchNorm2d(w))
+            layers.append(ReferenceBatchNorm2d(w))
         layers.append(nn.LeakyReLU(0.1, inplace=True))  # (B, w_i, R_i / 2, R_i / 2)
         c_in = w
     top = widths[-1] * 2
     layers.append(nn.Conv2d(c_in, top, 3, 1, 1, bias=bias))  # (B, 8w, 4, 4) at 32 px
     if norm == "batch":
-        layers.append(nn.BatchNorm2d(top))
+        layers.append(ReferenceBatchNorm2d(top))
     layers.append(nn.LeakyReLU(0.1, inplace=True))
     return nn.Sequential(*layers), top
 
@@ -98,7 +139,7 @@ def _down_stack(
     for c_in, c_out in itertools.pairwise(widths):  # each halves H and W
         layers.append(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=bias))
         if norm == "batch":
-            layers.append(nn.BatchNorm2d(c_out))
+            layers.append(ReferenceBatchNorm2d(c_out))
         layers.append(nn.LeakyReLU(0.2, inplace=True))
     return nn.Sequential(*layers), widths[-1]
 

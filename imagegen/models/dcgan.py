@@ -27,6 +27,7 @@ from imagegen.models.blocks import (
     check_shape,
     init_weights,
     num_stages,
+    reference_batch,
 )
 
 
@@ -43,8 +44,9 @@ class DCGANConfig:
     d_arch: Literal["dcgan", "cnn"] = "dcgan"  # cnn: the deeper standard CNN (Miyato et al.)
     # how D's BatchNorm batches real and generated images. separate: each kind its own batch
     # (pytorch/examples), which normalises away a colour or contrast shift that a whole batch
-    # shares; joint: one batch of both kinds, in D's step and G's
-    d_batch: Literal["separate", "joint"] = "separate"
+    # shares; joint: one batch of both kinds, in D's step and G's; reference: one batch,
+    # normalised with the real images' statistics alone
+    d_batch: Literal["separate", "joint", "reference"] = "separate"
     loss: Literal["bce", "hinge"] = "bce"  # bce: the paper's loss, non-saturating for G
     augment: str = ""  # DiffAugment policy: color, translation, cutout (comma-separated)
     # > 0: augment each image with a probability adapted to keep E[sign(D(x))] at this (ADA
@@ -59,8 +61,10 @@ class DCGANConfig:
             raise UsageError(f"augment_target must be in [0, 1), got {self.augment_target}")
         if self.augment_target and not self.augment:
             raise UsageError("augment_target needs an augmentation: set augment too")
-        if self.d_batch == "joint" and self.d_norm != "batch":
-            raise UsageError("d_batch=joint is about BatchNorm in D: it needs d_norm=batch")
+        if self.d_batch != "separate" and self.d_norm != "batch":
+            raise UsageError(
+                f"d_batch={self.d_batch} is about BatchNorm in D: it needs d_norm=batch"
+            )
 
 
 class Generator(nn.Module):
@@ -165,8 +169,16 @@ class DCGAN(GenerativeModel):
             )
         if self.config.d_norm == "batch" and self.config.d_batch == "separate":
             return d(x), d(fake)
-        logits = d(torch.cat([x, fake]))  # (2B,)
+        logits = self._together(d, x, fake)  # (2B,)
         return logits[: x.shape[0]], logits[x.shape[0] :]
+
+    def _together(self, d: nn.Module, x: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """D's logits (2B,) on real and generated images in one batch; with d_batch
+        "reference" its BatchNorm takes its statistics from the real ones alone."""
+        if self.config.d_batch != "reference":
+            return d(torch.cat([x, fake]))
+        with reference_batch(d, x.shape[0]):
+            return d(torch.cat([x, fake]))
 
     def training_step(
         self,
@@ -211,14 +223,14 @@ class DCGAN(GenerativeModel):
         self, x: torch.Tensor, fake: torch.Tensor, noise: torch.Generator
     ) -> torch.Tensor:
         """D's logits (B,) on the generated images in G's step, through the augmentation. With
-        d_batch "joint" the real images go through with them, as in D's step: they set the
-        BatchNorm statistics the generated images are judged by."""
+        d_batch "joint" or "reference" the real images go through with them, as in D's step:
+        they set the BatchNorm statistics the generated images are judged by."""
         d, augment = self.discriminator, self.policy
         seen = diff_augment(fake, augment, noise, self.augment_p) if augment else fake
         if self.config.d_batch == "separate":
             return d(seen)
         anchor = diff_augment(x, augment, noise, self.augment_p) if augment else x
-        return d(torch.cat([anchor, seen]))[x.shape[0] :]  # (B,)
+        return self._together(d, anchor, seen)[x.shape[0] :]  # (B,)
 
     def _adaptive_log(self, logits_real: torch.Tensor) -> dict[str, torch.Tensor]:
         """ADA's state: p for the next step and r_t = E[sign D(x)] over this step's real

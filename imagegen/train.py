@@ -23,7 +23,7 @@ from imagegen import __version__, checkpoint, data, distributed, jsonl, runs, te
 from imagegen.config import TrainConfig, build_dataclass, to_dict
 from imagegen.devices import autocast, precision_reason, resolve_device, resolve_precision
 from imagegen.ema import EMA
-from imagegen.errors import PeerError, UserError
+from imagegen.errors import PeerError, UsageError, UserError
 from imagegen.fid_monitor import FIDMonitor
 from imagegen.files import atomic_link_or_copy, remove_stray_temp_files
 from imagegen.health import Alarm, HealthMonitor
@@ -170,6 +170,8 @@ def _setup(
     spec, train = get_spec(plan.model), plan.train
     device = distributed.local_device(resolve_device(plan.device), context)
     if train.sync_bn and context.enabled:
+        if plan.model_config.get("d_batch") == "reference":  # SyncBatchNorm has no reference
+            raise UsageError("--sync-bn cannot keep d_batch=reference: use joint or separate")
         distributed.check_sync_batchnorm(device)  # before the data is loaded
     ckpt = checkpoint.read_checkpoint(plan.resume_from) if plan.resume_from else None
     channels = plan.model_config.get("channels")

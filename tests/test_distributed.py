@@ -293,6 +293,13 @@ def test_sync_bn_needs_cuda(isolated: Path) -> None:
     plan = plan_training(request)
     with pytest.raises(UsageError, match="--sync-bn needs CUDA"):
         run_training(plan, context=distributed.Context(rank=0, world_size=2))
+    request = TrainRequest(
+        "dcgan",
+        {"dataset": "synthetic", "steps": 1, "sync_bn": True},
+        {"resolution": 32, "d_batch": "reference"},
+    )
+    with pytest.raises(UsageError, match="--sync-bn cannot keep d_batch=reference"):
+        run_training(plan_training(request), context=distributed.Context(rank=0, world_size=2))
 
 
 def test_other_commands_refuse_to_run_under_torchrun(run_cli, monkeypatch) -> None:

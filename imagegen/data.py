@@ -27,7 +27,7 @@ from PIL import Image, UnidentifiedImageError
 
 from imagegen import locations
 from imagegen.errors import UsageError, UserError
-from imagegen.files import atomic_write_bytes
+from imagegen.files import atomic_write_bytes, file_sha256
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 NAMED_DATASETS = ("mnist", "fashion-mnist", "cifar10", "celeba", "synthetic")
@@ -222,9 +222,10 @@ def find_source(
     )
 
 
-def _stat_key(path: Path) -> list:
-    st = path.stat()
-    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+def _content_key(path: Path) -> list:
+    """A dataset file's identity for the caches: its size and content digest, so that a
+    copied, moved or re-provisioned file keeps its decoded images and reference features."""
+    return [path.stat().st_size, file_sha256(path)]
 
 
 def _first_existing(folder: Path, names: list[str]) -> Path | None:
@@ -272,7 +273,7 @@ def _mnist_like(folder_name: str, label: str, tv_name: str) -> Callable[[Path, s
             images = read_idx_images(path)  # (N, 28, 28)
             return _fit_arrays(images, resolution), [], 1
 
-        return _Source(f"{label} {split} ({path})", {"idx": _stat_key(path)}, decode)
+        return _Source(f"{label} {split} ({path})", {"idx": _content_key(path)}, decode)
 
     return find
 
@@ -348,7 +349,9 @@ def _cifar10(root: Path, split: str, download: bool) -> _Source:
         images = np.concatenate([read_cifar_batch(p) for p in paths])
         return _fit_arrays(images, resolution), [], 3
 
-    return _Source(f"CIFAR-10 {split} ({folder})", {"cifar": [_stat_key(p) for p in paths]}, decode)
+    return _Source(
+        f"CIFAR-10 {split} ({folder})", {"cifar": [_content_key(p) for p in paths]}, decode
+    )
 
 
 def _celeba(root: Path, split: str, download: bool) -> _Source:
@@ -434,7 +437,7 @@ def _zip_source(path: Path) -> _Source:
                 all_gray &= channels == 1 or not a
         return arrays, skipped, 1 if (arrays and all_gray) else 3
 
-    return _Source(f"zip {path} ({len(names)} files)", {"zip": _stat_key(path)}, decode)
+    return _Source(f"zip {path} ({len(names)} files)", {"zip": _content_key(path)}, decode)
 
 
 def _open_image_file(path: Path) -> BinaryIO:

@@ -1,9 +1,12 @@
 """Safe file writing: atomic replacement and checks before anything is written."""
 
+import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
 
+from imagegen import locations
 from imagegen.errors import UserError
 
 
@@ -146,3 +149,26 @@ def check_output_dir(path: Path, force: bool) -> Path:
     if path.is_dir() and any(path.iterdir()) and not force:
         raise UserError(f"output folder is not empty: {path} (use --force to write into it)")
     return path
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's content, remembered by path, size and modification time (a
+    touched or copied file is hashed once more, to the same digest)."""
+    st = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()
+    memo = locations.decoded_cache_dir().parent / "sha256" / f"{key[:32]}.json"
+    try:
+        return json.loads(memo.read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):  # none yet, or damaged: hash again
+        pass
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    digest = h.hexdigest()
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(memo, json.dumps({"path": str(path), "sha256": digest}).encode())
+    except (OSError, UserError):  # a read-only cache: the digest still stands
+        pass
+    return digest

@@ -10,9 +10,7 @@ Images are resized as pytorch-fid does: bilinear, on the float image in [0, 1], 
 then scaled to [-1, 1]; grayscale is repeated to 3 channels.
 """
 
-import hashlib
 import importlib.util
-import json
 import os
 import warnings
 import zipfile
@@ -24,6 +22,7 @@ import torch
 
 from imagegen import fid_protocols, locations
 from imagegen.errors import UserError, brief
+from imagegen.files import file_sha256
 
 ENV = "IMAGEGEN_INCEPTION"
 PYTORCH_FID_FILE = "pt_inception-2015-12-05-6726825d.pth"
@@ -132,26 +131,6 @@ def find_weights(option: str | Path | None = None) -> Path:
         except Exception:  # offline or blocked: say how to get the file instead
             hub.unlink(missing_ok=True)
     raise UserError(f"no Inception weights found offline: {HOW_TO_GET}")
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, cached by path, size and modification time."""
-    st = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()
-    memo = locations.decoded_cache_dir().parent / "sha256" / f"{key[:32]}.json"
-    if memo.is_file():
-        return json.loads(memo.read_text())["sha256"]
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    digest = h.hexdigest()
-    try:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        memo.write_text(json.dumps({"path": str(path), "sha256": digest}))
-    except OSError:
-        pass
-    return digest
 
 
 _LOADED: dict[tuple[str, int, int, str], Extractor] = {}

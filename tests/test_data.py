@@ -1,7 +1,9 @@
 """Datasets: named layouts, folders, zips, the cache, channel handling, batch order."""
 
 import gzip
+import os
 import pickle
+import shutil
 import struct
 import zipfile
 from pathlib import Path
@@ -58,6 +60,20 @@ def test_cache_is_keyed_by_content(fake_mnist: Path) -> None:
     changed = data.load_images("mnist", resolution=32, root=fake_mnist)
     assert changed.cache_file != first.cache_file
     assert changed.images.sum() == 0
+
+
+def test_cache_survives_a_copied_or_touched_dataset(fake_mnist: Path, tmp_path: Path) -> None:
+    """Re-provisioned data (a copy, new modification times) is not decoded again."""
+    first = data.load_images("mnist", resolution=32, root=fake_mnist)
+    copy = tmp_path / "copy"
+    shutil.copytree(fake_mnist, copy)
+    os.utime(copy / "MNIST/raw/train-images-idx3-ubyte", (1, 1))
+    decoded: list[int] = []
+    again = data.load_images(
+        "mnist", resolution=32, root=copy, on_progress=lambda done, total: decoded.append(done)
+    )
+    assert again.cache_file == first.cache_file and not decoded
+    assert torch.equal(again.images, first.images)
 
 
 def test_missing_named_dataset_names_the_files_needed(tmp_path: Path) -> None:

@@ -370,6 +370,7 @@ def test_vaegan_skipped_networks_do_not_move_and_skips_are_logged() -> None:
         {"d_norm": "spectral", "loss": "hinge", "d_on_reconstructions": False, "beta": 2.0},
         {"balance": True},
         {"balance": True, "d_batch": "joint", "d_on_reconstructions": False},
+        {"balance": True, "d_batch": "reference", "d_on_reconstructions": False},
     ],
 )
 def test_vaegan_options_train(options: dict) -> None:
@@ -393,14 +394,14 @@ def test_vaegan_joint_batchnorm_sees_the_contrast_of_reconstructions() -> None:
     torch.manual_seed(0)
     x, rec = torch.randn(8, 1, 32, 32) * 3, torch.randn(8, 1, 32, 32) * 10
     shifts = {}
-    for d_batch in ("separate", "joint"):
+    for d_batch in ("separate", "joint", "reference"):
         model = VAEGAN(VAEGANConfig(channels=1, width=4, d_width=16, latent_dim=4, d_batch=d_batch))
         dis = model.discriminator.train().requires_grad_(False)
         (_, f_real), (_, f_rec) = model._dis(dis, [x, rec])
         (_, f_real2), (_, f_washed) = model._dis(dis, [x, rec * 0.3])
-        assert torch.equal(f_real, f_real2) or d_batch == "joint"
+        assert torch.equal(f_real, f_real2) or d_batch == "joint"  # reference: x sets them
         shifts[d_batch] = float((f_rec - f_washed).abs().max() / f_rec.abs().max())
-    assert shifts["separate"] < 1e-3 < 0.1 < shifts["joint"], shifts
+    assert shifts["separate"] < 1e-3 < 0.1 < min(shifts["joint"], shifts["reference"]), shifts
 
 
 def test_sigma_vae_tracks_the_optimal_sigma_and_uses_it_for_bits_per_dim() -> None:

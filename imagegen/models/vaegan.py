@@ -37,6 +37,7 @@ from imagegen.models.blocks import (
     check_positive,
     check_shape,
     gaussian_kl,
+    reference_batch,
     reparameterize,
 )
 
@@ -54,8 +55,9 @@ class VAEGANConfig:
     beta: float = 1.0  # weight of the KL term in the encoder's loss
     d_norm: Literal["batch", "spectral", "none"] = "batch"  # normalisation in D
     # how D's BatchNorm batches real images, reconstructions and prior samples: separate (each
-    # kind its own batch) or joint (one batch; see the DCGAN's d_batch)
-    d_batch: Literal["separate", "joint"] = "separate"
+    # kind its own batch), joint (one batch) or reference (one batch, normalised with the real
+    # images' statistics); see the DCGAN's d_batch
+    d_batch: Literal["separate", "joint", "reference"] = "separate"
     loss: Literal["bce", "hinge"] = "bce"  # the GAN loss
     d_on_reconstructions: bool = True  # D sees Dec(Enc(x)) as fake, besides prior samples
     balance: bool = False  # the authors' rule: skip D's or the decoder's step (see above)
@@ -69,8 +71,10 @@ class VAEGANConfig:
         check_range(self, "beta", low=0.0)
         check_range(self, "equilibrium", low=0.0, low_open=True)
         check_range(self, "margin", low=0.0)
-        if self.d_batch == "joint" and self.d_norm != "batch":
-            raise UsageError("d_batch=joint is about BatchNorm in D: it needs d_norm=batch")
+        if self.d_batch != "separate" and self.d_norm != "batch":
+            raise UsageError(
+                f"d_batch={self.d_batch} is about BatchNorm in D: it needs d_norm=batch"
+            )
 
 
 def feature_nll(f_fake: torch.Tensor, f_real: torch.Tensor) -> torch.Tensor:
@@ -176,10 +180,13 @@ class VAEGAN(GenerativeModel):
         self, dis: nn.Module, batches: list[torch.Tensor]
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """D's logits (B,) and Dis_l features (B, top, 4, 4) of each batch: in one call with
-        d_batch "joint" (BatchNorm statistics over all of them), else one call each."""
+        d_batch "joint" (BatchNorm statistics over all of them) or "reference" (over the
+        first, the real images), else one call each."""
         if self.config.d_batch == "separate":
             return [dis(b, with_features=True) for b in batches]
-        logits, features = dis(torch.cat(batches), with_features=True)
+        n = batches[0].shape[0] if self.config.d_batch == "reference" else 0
+        with reference_batch(dis, n):
+            logits, features = dis(torch.cat(batches), with_features=True)
         return list(zip(logits.chunk(len(batches)), features.chunk(len(batches)), strict=True))
 
     def training_step(

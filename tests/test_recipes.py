@@ -106,6 +106,16 @@ def test_adaptive_augmentation_trains_resumes_exactly_and_is_checked(
     assert result.code == 2 and "augment_target must be in [0, 1), got 1.0" in result.err
 
 
+@pytest.mark.parametrize("d_batch", ["joint", "reference"])
+def test_d_batch_trains_resumes_exactly_and_samples(run_cli, isolated: Path, d_batch: str) -> None:
+    extra = ("--set", f"d_batch={d_batch}", "--checkpoint-every", "3", "--keep", "5")
+    straight_and_resumed(run_cli, isolated, extra, steps=6)
+    config = json.loads((isolated / "straight/config.json").read_text())
+    assert config["model_config"]["d_batch"] == d_batch
+    result = run_cli("sample", isolated / "resumed", "--n", "4", "--out", isolated / "s.png")
+    assert result.code == 0 and (isolated / "s.png").is_file(), result
+
+
 def test_translation_shifts_whole_pixels_and_brings_in_zeros() -> None:
     x = torch.arange(1 * 1 * 8 * 8, dtype=torch.float32).reshape(1, 1, 8, 8) + 1
     for seed in range(20):

@@ -1,4 +1,4 @@
-"""Safe file writing: atomic replacement and checks before anything is written."""
+"""Safe file writing (atomic replacement, checks before anything is written), and file digests."""
 
 import hashlib
 import json

@@ -91,6 +91,12 @@ def reference_batch(net: nn.Module, n: int) -> Iterator[None]:
             m.reference = 0
 
 
+def check_d_batch(d_batch: str, d_norm: str) -> None:
+    """Refuse a d_batch other than "separate" without BatchNorm in D, which it is about."""
+    if d_batch != "separate" and d_norm != "batch":
+        raise UsageError(f"d_batch={d_batch} is about BatchNorm in D: it needs d_norm=batch")
+
+
 D_NORMS = ("batch", "spectral", "none")
 D_ARCHS = ("dcgan", "cnn")
 

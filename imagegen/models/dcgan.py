@@ -23,6 +23,7 @@ from imagegen.models.augment import adapt, diff_augment, parse_policy
 from imagegen.models.base import GenerativeModel
 from imagegen.models.blocks import (
     Discriminator,
+    check_d_batch,
     check_positive,
     check_shape,
     init_weights,
@@ -61,10 +62,7 @@ class DCGANConfig:
             raise UsageError(f"augment_target must be in [0, 1), got {self.augment_target}")
         if self.augment_target and not self.augment:
             raise UsageError("augment_target needs an augmentation: set augment too")
-        if self.d_batch != "separate" and self.d_norm != "batch":
-            raise UsageError(
-                f"d_batch={self.d_batch} is about BatchNorm in D: it needs d_norm=batch"
-            )
+        check_d_batch(self.d_batch, self.d_norm)
 
 
 class Generator(nn.Module):
@@ -175,9 +173,8 @@ class DCGAN(GenerativeModel):
     def _together(self, d: nn.Module, x: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         """D's logits (2B,) on real and generated images in one batch; with d_batch
         "reference" its BatchNorm takes its statistics from the real ones alone."""
-        if self.config.d_batch != "reference":
-            return d(torch.cat([x, fake]))
-        with reference_batch(d, x.shape[0]):
+        n = x.shape[0] if self.config.d_batch == "reference" else 0  # 0: the whole batch
+        with reference_batch(d, n):
             return d(torch.cat([x, fake]))
 
     def training_step(

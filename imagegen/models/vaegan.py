@@ -29,11 +29,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from imagegen.config import TrainConfig, check_range
-from imagegen.errors import UsageError
 from imagegen.models.base import GenerativeModel
 from imagegen.models.blocks import (
     AutoEncoder,
     Discriminator,
+    check_d_batch,
     check_positive,
     check_shape,
     gaussian_kl,
@@ -71,10 +71,7 @@ class VAEGANConfig:
         check_range(self, "beta", low=0.0)
         check_range(self, "equilibrium", low=0.0, low_open=True)
         check_range(self, "margin", low=0.0)
-        if self.d_batch != "separate" and self.d_norm != "batch":
-            raise UsageError(
-                f"d_batch={self.d_batch} is about BatchNorm in D: it needs d_norm=batch"
-            )
+        check_d_batch(self.d_batch, self.d_norm)
 
 
 def feature_nll(f_fake: torch.Tensor, f_real: torch.Tensor) -> torch.Tensor:

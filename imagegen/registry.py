@@ -62,6 +62,8 @@ class ModelSpec:
 
 # The VAE-GAN options of the authors' code (the `balanced` presets).
 _AUTHORS_CODE = {"balance": True, "d_on_reconstructions": False, "beta": 4.0}
+# Their learning rate's decay over the run, at Adam 4e-4 (the balanced-decay presets).
+_DECAYED = {"lr": 4e-4, "lr_decay": "linear"}
 
 MODELS: dict[str, ModelSpec] = {
     "dcgan": ModelSpec(
@@ -156,7 +158,7 @@ MODELS: dict[str, ModelSpec] = {
                 summary="balanced-high-lr with the learning rate decayed linearly to 0 at the "
                 "run's last step (the authors decayed theirs over training)",
                 model=_AUTHORS_CODE,
-                train={"lr": 4e-4, "lr_decay": "linear"},
+                train=_DECAYED,
             ),
             "reference": Preset(
                 summary="balanced-decay with D's BatchNorm over real images, reconstructions "
@@ -165,7 +167,7 @@ MODELS: dict[str, ModelSpec] = {
                 "reconstruction see a contrast the generated batch shares; better on MNIST, "
                 "worse on CIFAR-10-JPEG (docs/quality.md)",
                 model=_AUTHORS_CODE | {"d_batch": "reference"},
-                train={"lr": 4e-4, "lr_decay": "linear"},
+                train=_DECAYED,
             ),
         },
         default_preset="balanced-decay",

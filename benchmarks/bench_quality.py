@@ -10,7 +10,9 @@ report, which can be written again from it (--report-only) without the run folde
 --images goes on from a run's last checkpoint, except for a run whose lr decayed to 0 at its
 end: that one is set aside (its folder and rows renamed NAME.IMAGES-images) and trained anew.
 So is a run whose recipe's preset was retuned after it was measured (NAME.config-HASH): the
-record's configs are compared with what the preset sets now.
+record's configs are compared with what the preset sets now. A run folder whose config is not
+the recorded run's (another run moved into its place) stops the script before it draws a grid
+or extends a run under figures that are not its own.
 
 Protocol (printed, and written into the report): TF-Inception pool3 features (the FID
 network of pytorch-fid, clean-fid and stylegan), pytorch-fid's resize, generated images
@@ -285,6 +287,7 @@ def run_one(ds: Dataset, name: str, results: Results, args: Any) -> None:
     done = results.get(f"{key}/train")
     if done is not None and (diff := retuned(done, name)):
         _set_aside(results, key, run_dir, _config_tag(done), f"its preset changed ({diff})")
+    _same_run(results, key, run_dir)
     _extend(results, key, images, run_dir)
     done = results.get(f"{key}/train")
     if done is not None and "carried_from" in done:  # no run folder: its figures stand
@@ -330,6 +333,33 @@ def run_one(ds: Dataset, name: str, results: Results, args: Any) -> None:
         fid = row.get(f"fid_at_{args.curve_n}", row["fid"])
         results.put(f"{key}/curve/{last}", {"step": last, "images": last * spec.batch, "fid": fid})
     grid(run_dir / "checkpoints" / runs.LATEST, args.docs / "quality" / f"{ds.key}-{name}.png")
+
+
+def _same_run(results: Results, key: str, run_dir: Path) -> None:
+    """Stop where the run folder is not the run the record measured (another run moved or
+    trained into its place, or the folder removed): its grid, curve points and extension would
+    be another run's, under the record's figures."""
+    done = results.get(f"{key}/train")
+    if done is None or "model_config" not in done:  # nothing recorded, or carried over
+        return
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise SystemExit(
+            f"{key}: the record {results.path} has this run's figures but {run_dir} holds no "
+            "run: put its folder back, or move its rows out of the record to train it anew"
+        )
+    config = json.loads(config_path.read_text())
+    diffs = [
+        f"{part}.{k}: {done[part].get(k)} in the record, {config[part].get(k)} in the folder"
+        for part in ("model_config", "train_config")
+        for k in sorted(set(done[part]) | set(config[part]))
+        if done[part].get(k) != config[part].get(k)
+    ]
+    if diffs:
+        raise SystemExit(
+            f"{key}: {run_dir} holds another run than the record {results.path} measured "
+            f"({'; '.join(diffs)}): move the folder or the record's rows aside"
+        )
 
 
 def _extend(results: Results, key: str, images: int, run_dir: Path) -> None:

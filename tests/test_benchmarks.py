@@ -287,3 +287,29 @@ def test_bench_eval_memory() -> None:
     result = run("bench_eval_memory.py", "--sizes", "200", "400")
     assert [r["n"] for r in result["rows"]] == [200, 400]
     assert all(r["peak_mb"] > 0 and r["pr_dc_s"] >= 0 for r in result["rows"])
+
+
+def test_bench_quality_stops_where_the_folder_is_another_run(tmp_path: Path) -> None:
+    """A run folder that is not the run the record measured (another run trained or moved into
+    its place, or the folder gone) stops the benchmark before it draws that run's grid or
+    extends it under the record's figures; carried-over rows have no folder to check."""
+    bq = _bench_quality_module()
+    results = bq.Results(tmp_path / "results.jsonl")
+    key = "mnist/dcgan-adaptive"
+    model = {"augment": "translation,cutout", "augment_target": 0.9}
+    train = {"batch_size": 16, "lr": 4e-4}
+    results.put(f"{key}/train", {"images": 64, "model_config": model, "train_config": train})
+    run_dir = tmp_path / key
+    with pytest.raises(SystemExit, match="holds no run"):
+        bq._same_run(results, key, run_dir)
+    run_dir.mkdir(parents=True)
+    config = {"model_config": model, "train_config": train, "run_dir": "/elsewhere"}
+    (run_dir / "config.json").write_text(json.dumps(config))
+    bq._same_run(results, key, run_dir)  # the same run, wherever it was trained
+    config["model_config"] = model | {"augment_target": 0.6}
+    (run_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SystemExit, match=r"augment_target: 0\.9 in the record, 0\.6 in the"):
+        bq._same_run(results, key, run_dir)
+    carried = {"images": 64, "carried_from": "the report of commit abc1234"}
+    results.put("mnist/dcgan-classic/train", carried)
+    bq._same_run(results, "mnist/dcgan-classic", tmp_path / "absent")

@@ -65,6 +65,18 @@ def _fmt_losses(losses: dict[str, float]) -> str:
     return "  ".join(f"{k} {v:.4f}" for k, v in losses.items())
 
 
+def _loss_lines(losses: dict[str, float], width: int) -> str:
+    """The losses as lines of at most `width` characters, broken between two losses, never
+    between a name and its value (where one pair alone is wider, it has a line of its own)."""
+    lines: list[str] = []
+    for pair in (f"{k} {v:.4f}" for k, v in losses.items()):
+        if lines and len(lines[-1]) + 2 + len(pair) <= width:
+            lines[-1] += f"  {pair}"
+        else:
+            lines.append(pair)
+    return "\n".join(lines)
+
+
 class _TrainView:
     """Renders training events: a Rich progress bar on a terminal, plain lines otherwise."""
 
@@ -411,7 +423,8 @@ def _show_train_result(
         table.add_row("checkpoint", str(result.checkpoint))
         table.add_row("step", f"{result.step}/{result.total_steps}")
         if not result.already_complete:  # nothing was trained: no losses or speed to show
-            table.add_row("losses", _fmt_losses(result.losses))
+            # the label column is as wide as "checkpoint"; each cell is padded by one a side
+            table.add_row("losses", _loss_lines(result.losses, out.width - len("checkpoint") - 4))
             table.add_row("images/s", f"{result.images_per_s:,.1f}")
             table.add_row("data wait", f"{result.data_wait:.1%} of step time")
         for warning in result.warnings:

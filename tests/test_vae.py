@@ -272,3 +272,23 @@ def test_checkpoint_round_trip_gives_identical_outputs(name: str, isolated: Path
     assert torch.equal(raw.generate(z), model.generate(z))
     assert torch.equal(raw.reconstruct(x), model.reconstruct(x))
     assert torch.equal(averaged.generate(z), model.generate(z, ema.module))
+
+
+def test_summary_breaks_the_losses_between_pairs(run_cli, isolated: Path, monkeypatch) -> None:
+    """The VAE-GAN's nine losses do not fit an 80-column terminal: the summary breaks its
+    losses row between two losses, never between a name and its value."""
+    monkeypatch.setenv("COLUMNS", "80")
+    run = isolated / "vaegan"
+    args = ["train", "vaegan", "-d", "synthetic", "--batch-size", "8", "--steps", "1"]
+    result = run_cli(*args, "--run-dir", run, *TINY_VAEGAN)
+    assert result.code == 0, result
+    lines = result.out.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.strip().startswith("losses"))
+    rows = [lines[first].split("losses", 1)[1]]
+    rows += [line for line in lines[first + 1 :] if line.startswith(" " * 12)]  # continued
+    assert len(rows) > 1 and all(len(line.rstrip()) <= 80 for line in lines)
+    for row in rows:
+        words = row.split()
+        assert len(words) % 2 == 0 and all(float(v) == float(v) for v in words[1::2]), row
+    names = {name for row in rows for name in row.split()[::2]}
+    assert {"enc_loss", "dec_loss", "d_loss", "kl"} <= names

@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted.
 import dataclasses
 import gc
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -61,13 +62,10 @@ def _given(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def _fmt_losses(losses: dict[str, float]) -> str:
-    return "  ".join(f"{k} {v:.4f}" for k, v in losses.items())
-
-
-def _loss_lines(losses: dict[str, float], width: int) -> str:
-    """The losses as lines of at most `width` characters, broken between two losses, never
-    between a name and its value (where one pair alone is wider, it has a line of its own)."""
+def _fmt_losses(losses: dict[str, float], width: float = math.inf) -> str:
+    """The losses as "name value" pairs two spaces apart, in lines of at most `width`
+    characters broken between two losses, never between a name and its value (where one pair
+    alone is wider, it has a line of its own)."""
     lines: list[str] = []
     for pair in (f"{k} {v:.4f}" for k, v in losses.items()):
         if lines and len(lines[-1]) + 2 + len(pair) <= width:
@@ -424,7 +422,7 @@ def _show_train_result(
         table.add_row("step", f"{result.step}/{result.total_steps}")
         if not result.already_complete:  # nothing was trained: no losses or speed to show
             # the label column is as wide as "checkpoint"; each cell is padded by one a side
-            table.add_row("losses", _loss_lines(result.losses, out.width - len("checkpoint") - 4))
+            table.add_row("losses", _fmt_losses(result.losses, out.width - len("checkpoint") - 4))
             table.add_row("images/s", f"{result.images_per_s:,.1f}")
             table.add_row("data wait", f"{result.data_wait:.1%} of step time")
         for warning in result.warnings:

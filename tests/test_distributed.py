@@ -133,11 +133,17 @@ def test_adaptive_augmentation_keeps_one_probability_across_ranks(isolated: Path
     mp.spawn(_adapt_on_rank, args=(port, str(isolated)), nprocs=2)
     p = [float(torch.load(isolated / f"{r}.pt")) for r in (0, 1)]
     assert p[0] == p[1] == pytest.approx(0.5 + 16 / augment.ADAPT_IMAGES)
-    # Through torchrun: the adaptive run trains, and its p is state in the checkpoint.
+    # Through torchrun: the adaptive run trains, and its p is state in the checkpoint; with
+    # the R1 penalty (a double backward through D's wrapper) the ranks stay in sync.
     aug = ["--set", "augment=translation,cutout", "--set", "augment_target=0.1"]
+    aug += ["--set", "r1_gamma=0.5"]
     run = isolated / "run"
-    _ok(torchrun(*TRAIN, *TINY, *aug, "--steps", "6", "--run-dir", run, "--json", "-q"))
-    assert float(_tensors(run)["model/augment_p"]) > 0
+    result = _ok(torchrun(*TRAIN, *TINY, *aug, "--steps", "6", "--run-dir", run, "--json", "-q"))
+    assert float(_tensors(run)["model/augment_p"]) > 0 and result["losses"]["r1"] > 0
+    latest = run / "checkpoints" / "latest.safetensors"
+    digests = json.loads(_meta(latest)["counters"])["rank_weights_sha256"]
+    model = checkpoint.build_model(checkpoint.read_checkpoint(latest), use_ema=False)
+    assert digests == [distributed.weights_digest(model)] * 2
 
 
 @pytest.mark.parametrize("model", ["vae", "vaegan"])

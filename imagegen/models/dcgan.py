@@ -6,7 +6,8 @@ BatchNorm scale N(1, 0.02). The layer stack follows from the resolution (32 or 6
 
 The config's defaults are the paper's. Options replace parts of the recipe: spectral
 normalisation in D instead of BatchNorm (Miyato et al. 2018), the hinge loss (Lim & Ye 2017;
-Miyato et al. 2018), and differentiable augmentation of D's inputs (Zhao et al. 2020).
+Miyato et al. 2018), differentiable augmentation of D's inputs (Zhao et al. 2020) and the R1
+gradient penalty on real images (Mescheder, Geiger & Nowozin 2018).
 """
 
 import itertools
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imagegen.config import TrainConfig
+from imagegen.config import TrainConfig, check_range
 from imagegen.errors import UsageError
 from imagegen.models.augment import adapt, diff_augment, parse_policy
 from imagegen.models.base import GenerativeModel
@@ -53,6 +54,8 @@ class DCGANConfig:
     # > 0: augment each image with a probability adapted to keep E[sign(D(x))] at this (ADA
     # uses 0.6); 0: augment every image
     augment_target: float = 0.0
+    # > 0: add (r1_gamma / 2) E||grad_x D(x)||^2 over the real images to D's loss (R1)
+    r1_gamma: float = 0.0
 
     def __post_init__(self) -> None:
         check_shape("dcgan", self.resolution, self.channels)
@@ -63,6 +66,7 @@ class DCGANConfig:
         if self.augment_target and not self.augment:
             raise UsageError("augment_target needs an augmentation: set augment too")
         check_d_batch(self.d_batch, self.d_norm)
+        check_range(self, "r1_gamma", low=0.0)
 
 
 class Generator(nn.Module):
@@ -104,6 +108,13 @@ def discriminator_loss(
     return F.binary_cross_entropy_with_logits(
         logits_real, torch.ones_like(logits_real)
     ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
+
+
+def r1_penalty(logits_real: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """E||grad_x D(x)||^2 over the batch: `logits_real` (B,) computed from `x` (B, C, R, R),
+    which requires grad. Differentiable (create_graph), so D's step can descend on it."""
+    (grad,) = torch.autograd.grad(logits_real.sum(), x, create_graph=True)  # (B, C, R, R)
+    return grad.float().square().sum(dim=(1, 2, 3)).mean()
 
 
 def generator_loss(logits_fake: torch.Tensor, loss: str = "bce") -> torch.Tensor:
@@ -192,9 +203,12 @@ class DCGAN(GenerativeModel):
         # Discriminator: maximise log D(x) + log(1 - D(G(z))) (or the hinge version).
         opt_d, opt_g = optimizers["discriminator"], optimizers["generator"]
         opt_d.zero_grad(set_to_none=True)
-        logits_real, logits_fake = self._d_logits(discriminator, x, fake.detach(), noise)
+        gamma = self.config.r1_gamma
+        x_d = x.detach().requires_grad_(True) if gamma else x  # R1: the gradient at x
+        logits_real, logits_fake = self._d_logits(discriminator, x_d, fake.detach(), noise)
         d_loss = discriminator_loss(logits_real, logits_fake, self.config.loss)
-        d_loss.backward()
+        r1 = r1_penalty(logits_real, x_d) if gamma else None
+        (d_loss + gamma / 2 * r1 if r1 is not None else d_loss).backward()
         opt_d.step()
         if self.augment_p is not None:
             with torch.no_grad():
@@ -209,12 +223,15 @@ class DCGAN(GenerativeModel):
         self.discriminator.requires_grad_(True)
         opt_g.step()
 
-        return {
+        logs = {
             "d_loss": d_loss.detach(),
             "g_loss": g_loss.detach(),
             "d_real": torch.sigmoid(logits_real).mean().detach(),
             "d_fake": torch.sigmoid(logits_fake).mean().detach(),
-        } | (self._adaptive_log(logits_real) if self.augment_p is not None else {})
+        }
+        if self.augment_p is not None:
+            logs |= self._adaptive_log(logits_real)
+        return logs | ({"r1": r1.detach()} if r1 is not None else {})
 
     def _g_logits(
         self, x: torch.Tensor, fake: torch.Tensor, noise: torch.Generator

@@ -109,6 +109,12 @@ MODELS: dict[str, ModelSpec] = {
                 train={"lr": 4e-4, "batch_size": 16},
                 model={"augment": "translation,cutout", "augment_target": 0.9},
             ),
+            "adaptive-r1": Preset(
+                summary="adaptive with the R1 penalty on D's gradient at the real images "
+                "(Mescheder et al. 2018), gamma 0.01 (StyleGAN2-ADA's CIFAR-10 setting)",
+                train={"lr": 4e-4, "batch_size": 16},
+                model={"augment": "translation,cutout", "augment_target": 0.9, "r1_gamma": 0.01},
+            ),
         },
         default_preset="adaptive",
         cpu_bf16=True,

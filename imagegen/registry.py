@@ -65,6 +65,9 @@ _AUTHORS_CODE = {"balance": True, "d_on_reconstructions": False, "beta": 4.0}
 # Their learning rate's decay over the run, at Adam 4e-4 (the balanced-decay presets).
 _DECAYED = {"lr": 4e-4, "lr_decay": "linear"}
 
+# The DCGAN's adaptive augmentation (the adaptive presets).
+_ADAPTIVE = {"augment": "translation,cutout", "augment_target": 0.9}
+
 MODELS: dict[str, ModelSpec] = {
     "dcgan": ModelSpec(
         name="dcgan",
@@ -107,13 +110,13 @@ MODELS: dict[str, ModelSpec] = {
                 "real images (E[sign D(x)] above 0.9: at batch 16, all 16 logits positive) "
                 "and falls on the others",
                 train={"lr": 4e-4, "batch_size": 16},
-                model={"augment": "translation,cutout", "augment_target": 0.9},
+                model=_ADAPTIVE,
             ),
             "adaptive-r1": Preset(
                 summary="adaptive with the R1 penalty on D's gradient at the real images "
                 "(Mescheder et al. 2018), gamma 0.01 (StyleGAN2-ADA's CIFAR-10 setting)",
                 train={"lr": 4e-4, "batch_size": 16},
-                model={"augment": "translation,cutout", "augment_target": 0.9, "r1_gamma": 0.01},
+                model=_ADAPTIVE | {"r1_gamma": 0.01},
             ),
         },
         default_preset="adaptive",

@@ -208,7 +208,7 @@ class DCGAN(GenerativeModel):
         logits_real, logits_fake = self._d_logits(discriminator, x_d, fake.detach(), noise)
         d_loss = discriminator_loss(logits_real, logits_fake, self.config.loss)
         r1 = r1_penalty(logits_real, x_d) if gamma else None
-        (d_loss + gamma / 2 * r1 if r1 is not None else d_loss).backward()
+        (d_loss if r1 is None else d_loss + gamma / 2 * r1).backward()
         opt_d.step()
         if self.augment_p is not None:
             with torch.no_grad():

@@ -20,6 +20,10 @@ EARLY_LINES = 5  # the log lines that set a loss's early level
 # GAN losses are O(1) in healthy training (BCE or hinge on D's logits): above this they have
 # exploded even when they did so from the first line (a BCE loss of 1000 is D = e^-1000).
 ADVERSARIAL = {"d_loss": 1000.0, "g_loss": 1000.0}
+# Logged values that are measurements, not losses: R1's unweighted E||grad D(x)||^2 grows a
+# thousandfold in a healthy run when its weight is small (without R1 it does, docs/models.md);
+# a large value means a sharp D, not a learning rate to lower.
+NOT_LOSSES = frozenset({"r1"})
 FID_RISE = 1.2  # an FID 20% above the best so far
 # What to try when D wins or the FID climbs: measured (docs/models.md: MNIST, the DCGAN's
 # default preset); a test checks every flag named against both GAN models' --help.
@@ -91,6 +95,8 @@ class HealthMonitor:
 
     def _explodes(self, step: int, losses: dict[str, float]) -> Alarm | None:
         for name, value in losses.items():
+            if name in NOT_LOSSES:
+                continue
             early = self._early.setdefault(name, [])
             if len(early) < EARLY_LINES:
                 early.append(abs(value))

@@ -87,6 +87,14 @@ def test_discriminator_winning_outright_is_flagged_once() -> None:
     assert hinge.check(0, quiet) == [] and len(hinge.check(100, quiet)) == 1
 
 
+def test_a_growing_gradient_norm_is_not_an_exploding_loss() -> None:
+    health = HealthMonitor()
+    lines = [{"d_loss": 0.7, "g_loss": 2.0, "r1": 4.0 * 2.0**k} for k in range(14)]  # r1 to 32768
+    assert [a for k, line in enumerate(lines) for a in health.check(100 * k, line)] == []
+    alarms = health.check(1500, {"d_loss": 0.7, "g_loss": 3000.0, "r1": 4.0})
+    assert [a.kind for a in alarms] == ["losses-explode"] and "g_loss" in alarms[0].message
+
+
 def test_fid_rising_well_above_its_best_is_flagged() -> None:
     health = HealthMonitor()
     assert health.check_fid(1000, 80.0) == [] and health.check_fid(2000, 60.0) == []

@@ -1,9 +1,13 @@
-"""Training images/s of the DCGAN for each precision and compile setting, with FLOP/s.
+"""Training images/s of the DCGAN for each preset, precision and compile setting, with FLOP/s.
 
-FLOPs per step are counted with torch.utils.flop_counter on one training step. The fraction of
-the device's peak is printed when the peak is known: --peak-tflops, or a table of CUDA devices.
+A preset's model options apply (its training options do not: every row trains at --batch-size
+with Adam's defaults), so rows at one precision and compile setting compare the cost of a
+recipe's step: `x first` is the images/s relative to the first preset's. FLOPs per step are
+counted with torch.utils.flop_counter on one training step. The fraction of the device's peak is
+printed when the peak is known: --peak-tflops, or a table of CUDA devices.
 
     python benchmarks/bench_precision.py [--resolution 32] [--batch-size 64] [--steps 30]
+        [--presets classic adaptive-r1] [--precisions bf16] [--no-compile]
 """
 
 import argparse
@@ -15,6 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from imagegen.config import TrainConfig
 from imagegen.models.dcgan import DCGAN, DCGANConfig
+from imagegen.registry import MODELS
 
 # Dense peak TFLOP/s (bf16 tensor cores, fp32 without them) from the vendors' data sheets.
 PEAKS = {"H200": {"bf16": 989.0, "fp32": 67.0}, "H100": {"bf16": 989.0, "fp32": 67.0}}
@@ -31,14 +36,16 @@ def peak_for(device: torch.device, precision: str, given: float | None) -> float
     return None
 
 
-def measure(device: torch.device, precision: str, compiled: bool, args) -> dict:
+def measure(device: torch.device, preset: str, precision: str, compiled: bool, args) -> dict:
     torch.manual_seed(0)
-    cfg = DCGANConfig(resolution=args.resolution, channels=3)
+    options = MODELS["dcgan"].preset(preset)[1].model
+    cfg = DCGANConfig(**{**options, "resolution": args.resolution, "channels": 3})
     model = DCGAN(cfg).to(device, memory_format=torch.channels_last).train()
     opts = model.configure_optimizers(TrainConfig())
-    if compiled:
-        for network in model.networks().values():
-            network.compile()
+    if compiled:  # as `train --compile` does: R1's double backward keeps D eager
+        for name, network in model.networks().items():
+            if name not in model.not_compiled():
+                network.compile()
     noise = torch.Generator(device).manual_seed(0)
     data = torch.rand(args.batch_size, 3, args.resolution, args.resolution, device=device)
     data = data.contiguous(memory_format=torch.channels_last)
@@ -68,6 +75,7 @@ def measure(device: torch.device, precision: str, compiled: bool, args) -> dict:
     achieved = flops * steps_per_s / 1e12
     peak = peak_for(device, precision, args.peak_tflops)
     return {
+        "preset": preset,
         "precision": precision,
         "compile": compiled,
         "images_per_s": round(args.batch_size * steps_per_s, 1),
@@ -86,14 +94,25 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--peak-tflops", type=float, default=None)
+    spec = MODELS["dcgan"]
+    parser.add_argument(
+        "--presets", nargs="+", default=["classic", spec.default_preset], choices=spec.presets
+    )
+    parser.add_argument(
+        "--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"]
+    )
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled settings")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     device = torch.device(args.device)
     rows = []
     for compiled in (False,) if args.no_compile else (False, True):
-        for precision in ("fp32", "bf16"):
-            rows.append(measure(device, precision, compiled, args))
+        for precision in args.precisions:
+            first = None
+            for preset in args.presets:
+                row = measure(device, preset, precision, compiled, args)
+                first = first or row["images_per_s"]
+                rows.append({**row, "vs_first": round(row["images_per_s"] / first, 3)})
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     if args.json:
         print(json.dumps({"device": name, "rows": rows}))
@@ -103,13 +122,14 @@ def main() -> None:
         f"({torch.get_num_threads()} threads), {args.steps} timed steps"
     )
     print(
-        f"{'precision':>9} {'compile':>7} {'img/s':>9} {'GFLOP/step':>10} {'TFLOP/s':>8} "
-        f"{'of peak':>8} {'warm-up':>8}"
+        f"{'preset':>12} {'precision':>9} {'compile':>7} {'img/s':>9} {'x first':>7} "
+        f"{'GFLOP/step':>10} {'TFLOP/s':>8} {'of peak':>8} {'warm-up':>8}"
     )
     for r in rows:
         frac = f"{r['peak_fraction']:.1%}" if r["peak_fraction"] is not None else "-"
         print(
-            f"{r['precision']:>9} {r['compile']!s:>7} {r['images_per_s']:>9.1f} "
+            f"{r['preset']:>12} {r['precision']:>9} {r['compile']!s:>7} {r['images_per_s']:>9.1f} "
+            f"{r['vs_first']:>7.3f} "
             f"{r['gflop_per_step']:>10.3f} {r['achieved_tflops']:>8.4f} {frac:>8} "
             f"{r['warmup_s']:>7.1f}s"
         )

@@ -232,8 +232,10 @@ def _setup(
         for group, lr in zip(opt.param_groups, lrs, strict=True):
             group["initial_lr"] = group["lr"] = lr
     if train.compile:
-        for network in model.networks().values():  # in place: state_dict keys stay unprefixed
-            network.compile()
+        skipped = model.not_compiled()
+        for name, network in model.networks().items():  # in place: state_dict keys stay
+            if name not in skipped:
+                network.compile()
     if context.enabled:  # after loading: DDP starts from rank 0's weights, which all ranks have
         model.set_wrappers(distributed.wrap(model.networks(), device))
     return session
@@ -407,6 +409,16 @@ def _diverged(s: _Session, last_good: tuple[int, Path] | None, step: int, what: 
     return UserError(message) if s.context.is_main else PeerError(message)
 
 
+def _describe_compile(model: Any) -> str:
+    """Which networks --compile compiled, and why not the others."""
+    skipped = model.not_compiled()
+    compiled = [name for name in model.networks() if name not in skipped]
+    why = "; ".join(
+        f"not {name}: {reason}, which torch.compile lacks" for name, reason in skipped.items()
+    )
+    return f"compiled {', '.join(compiled) or 'nothing'}" + (f" ({why})" if why else "")
+
+
 def _describe_start(s: _Session) -> str:
     plan, images, context, ckpt = s.plan, s.images, s.context, s.ckpt
     parts = [
@@ -416,6 +428,8 @@ def _describe_start(s: _Session) -> str:
     if s.train.preset:
         parts.append(f"preset {s.train.preset}")
     parts.append(f"precision {s.precision_why}")
+    if s.train.compile:
+        parts.append(_describe_compile(s.model))
     if context.enabled:
         backend = "nccl" if s.device.type == "cuda" else "gloo"
         bn = "synchronised (SyncBatchNorm)" if s.train.sync_bn else "per rank"

@@ -54,9 +54,21 @@ def test_bench_precision() -> None:
         "--device",
         "cpu",
         "--no-compile",
+        "--presets",
+        "classic",
+        "adaptive-r1",
     )
-    assert {r["precision"] for r in result["rows"]} == {"fp32", "bf16"}
-    assert all(r["gflop_per_step"] > 0 for r in result["rows"])
+    rows = result["rows"]
+    assert [(r["preset"], r["precision"]) for r in rows] == [
+        ("classic", "fp32"),
+        ("adaptive-r1", "fp32"),
+        ("classic", "bf16"),
+        ("adaptive-r1", "bf16"),
+    ]
+    assert all(r["gflop_per_step"] > 0 for r in rows)
+    # R1 is a second backward through D: more FLOPs than the classic step, and x first says so
+    assert rows[1]["gflop_per_step"] > rows[0]["gflop_per_step"] and rows[0]["vs_first"] == 1.0
+    assert rows[1]["vs_first"] == round(rows[1]["images_per_s"] / rows[0]["images_per_s"], 3)
 
 
 def test_bench_fid() -> None:

@@ -111,13 +111,25 @@ def test_flips_change_the_batches_and_resume_exactly(run_cli, isolated: Path) ->
 
 
 def test_compile_through_the_cli_keeps_the_checkpoint_format(run_cli, isolated: Path) -> None:
-    train_tiny(run_cli, isolated / "eager", steps=2)
-    train_tiny(run_cli, isolated / "compiled", "--compile", steps=2)
+    train_tiny(run_cli, isolated / "eager", "--set", "r1_gamma=0", steps=2)
+    train_tiny(run_cli, isolated / "compiled", "--set", "r1_gamma=0", "--compile", steps=2)
     a = load_file(str(isolated / "eager/checkpoints/latest.safetensors"))
     b = load_file(str(isolated / "compiled/checkpoints/latest.safetensors"))
     assert a.keys() == b.keys()
     result = run_cli("sample", isolated / "compiled", "--n", "4", "--out", isolated / "s.png")
     assert result.code == 0, result
+
+
+def test_compile_leaves_the_discriminator_eager_under_r1(run_cli, isolated: Path) -> None:
+    """torch.compile has no double backward: with R1 (the default) only G is compiled."""
+    args = ["--set", "r1_gamma=0.5", "--compile", "--log-every", "1"]
+    train_tiny(run_cli, isolated / "r1", *args, steps=2)
+    first = run_cli("train", "dcgan", "--resume", isolated / "r1", "--steps", "3", "--compile")
+    assert first.code == 0, first
+    said = "compiled generator (not discriminator: R1 takes a double backward through it"
+    assert said in " ".join(first.err.split()), first.err
+    log = [json.loads(line) for line in (isolated / "r1/log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "r1" in r] == [1, 2, 3]
 
 
 def test_logged_means_of_bf16_values_are_summed_in_fp32() -> None:

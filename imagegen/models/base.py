@@ -57,6 +57,10 @@ class GenerativeModel(nn.Module, ABC):
     def networks(self) -> dict[str, nn.Module]:
         """The separately optimised networks, by name."""
 
+    def not_compiled(self) -> dict[str, str]:
+        """Networks that `--compile` must leave as they are, by name, with the reason."""
+        return {}
+
     @abstractmethod
     def configure_optimizers(self, train: TrainConfig) -> dict[str, torch.optim.Optimizer]:
         """One optimizer per network name that `training_step` steps."""

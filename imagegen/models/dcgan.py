@@ -146,6 +146,13 @@ class DCGAN(GenerativeModel):
     def networks(self) -> dict[str, nn.Module]:
         return {"generator": self.generator, "discriminator": self.discriminator}
 
+    def not_compiled(self) -> dict[str, str]:
+        # torch.compile's autograd (aot_autograd) has no double backward, which R1 takes
+        # through D; G is not in it and compiles.
+        if self.config.r1_gamma:
+            return {"discriminator": "R1 takes a double backward through it"}
+        return {}
+
     def configure_optimizers(self, train: TrainConfig) -> dict[str, torch.optim.Optimizer]:
         """Adam for each network (the DCGAN paper: lr 2e-4, betas (0.5, 0.999)); D's lr is
         `lr_d` where given."""

@@ -119,7 +119,7 @@ MODELS: dict[str, ModelSpec] = {
                 model=_ADAPTIVE | {"r1_gamma": 0.01},
             ),
         },
-        default_preset="adaptive",
+        default_preset="adaptive-r1",
         cpu_bf16=True,
     ),
     "vae": ModelSpec(

@@ -65,6 +65,8 @@ _AUTHORS_CODE = {"balance": True, "d_on_reconstructions": False, "beta": 4.0}
 # Their learning rate's decay over the run, at Adam 4e-4 (the balanced-decay presets).
 _DECAYED = {"lr": 4e-4, "lr_decay": "linear"}
 
+# The DCGAN's batch 16 at Adam 4e-4 (small-batch, and the presets built on it).
+_SMALL_BATCH = {"lr": 4e-4, "batch_size": 16}
 # The DCGAN's adaptive augmentation (the adaptive presets).
 _ADAPTIVE = {"augment": "translation,cutout", "augment_target": 0.9}
 
@@ -96,12 +98,12 @@ MODELS: dict[str, ModelSpec] = {
             "small-batch": Preset(
                 summary="high-lr at batch 16: four optimizer steps for every one at batch 64 "
                 "over the same images (slower per image on a GPU), EMA generator",
-                train={"lr": 4e-4, "batch_size": 16},
+                train=_SMALL_BATCH,
             ),
             "augmented": Preset(
                 summary="small-batch with DiffAugment (Zhao et al. 2020): translation and "
                 "cutout of every image D sees, real and generated, in D's and G's steps",
-                train={"lr": 4e-4, "batch_size": 16},
+                train=_SMALL_BATCH,
                 model={"augment": "translation,cutout"},
             ),
             "adaptive": Preset(
@@ -109,13 +111,13 @@ MODELS: dict[str, ModelSpec] = {
                 "is augmented with a probability p that rises on steps where D is sure of the "
                 "real images (E[sign D(x)] above 0.9: at batch 16, all 16 logits positive) "
                 "and falls on the others",
-                train={"lr": 4e-4, "batch_size": 16},
+                train=_SMALL_BATCH,
                 model=_ADAPTIVE,
             ),
             "adaptive-r1": Preset(
                 summary="adaptive with the R1 penalty on D's gradient at the real images "
                 "(Mescheder et al. 2018), gamma 0.01 (StyleGAN2-ADA's CIFAR-10 setting)",
-                train={"lr": 4e-4, "batch_size": 16},
+                train=_SMALL_BATCH,
                 model=_ADAPTIVE | {"r1_gamma": 0.01},
             ),
         },

@@ -43,9 +43,7 @@ def measure(device: torch.device, preset: str, precision: str, compiled: bool, a
     model = DCGAN(cfg).to(device, memory_format=torch.channels_last).train()
     opts = model.configure_optimizers(TrainConfig())
     if compiled:  # as `train --compile` does: R1's double backward keeps D eager
-        for name, network in model.networks().items():
-            if name not in model.not_compiled():
-                network.compile()
+        model.compile_networks()
     noise = torch.Generator(device).manual_seed(0)
     data = torch.rand(args.batch_size, 3, args.resolution, args.resolution, device=device)
     data = data.contiguous(memory_format=torch.channels_last)

@@ -232,10 +232,7 @@ def _setup(
         for group, lr in zip(opt.param_groups, lrs, strict=True):
             group["initial_lr"] = group["lr"] = lr
     if train.compile:
-        skipped = model.not_compiled()
-        for name, network in model.networks().items():  # in place: state_dict keys stay
-            if name not in skipped:
-                network.compile()
+        model.compile_networks()
     if context.enabled:  # after loading: DDP starts from rank 0's weights, which all ranks have
         model.set_wrappers(distributed.wrap(model.networks(), device))
     return session

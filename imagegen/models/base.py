@@ -61,6 +61,13 @@ class GenerativeModel(nn.Module, ABC):
         """Networks that `--compile` must leave as they are, by name, with the reason."""
         return {}
 
+    def compile_networks(self) -> None:
+        """torch.compile each network but `not_compiled()`'s, in place (state_dict keys stay)."""
+        skipped = self.not_compiled()
+        for name, network in self.networks().items():
+            if name not in skipped:
+                network.compile()
+
     @abstractmethod
     def configure_optimizers(self, train: TrainConfig) -> dict[str, torch.optim.Optimizer]:
         """One optimizer per network name that `training_step` steps."""

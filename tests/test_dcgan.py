@@ -8,7 +8,8 @@ from torch import nn
 
 from imagegen.config import TrainConfig
 from imagegen.errors import UsageError
-from imagegen.models.dcgan import DCGAN, DCGANConfig, discriminator_loss, generator_loss
+from imagegen.models.dcgan import DCGAN, DCGANConfig
+from imagegen.models.gan_losses import discriminator_loss, generator_loss
 
 
 @pytest.mark.parametrize("resolution", [32, 64])

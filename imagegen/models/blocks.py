@@ -12,10 +12,27 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from imagegen.config import check_range
+from imagegen.config import TrainConfig, check_range
 from imagegen.errors import UsageError
 
 RESOLUTIONS = (32, 64)
+
+
+def adam_optimizers(
+    networks: dict[str, nn.Module], train: TrainConfig
+) -> dict[str, torch.optim.Optimizer]:
+    """One Adam per network at the training options' lr and betas; a network named
+    "discriminator" at `lr_d` where given. Fused on CUDA."""
+    lr_d = train.lr_d if train.lr_d is not None else train.lr
+    return {
+        name: torch.optim.Adam(
+            net.parameters(),
+            lr_d if name == "discriminator" else train.lr,
+            (train.beta1, train.beta2),
+            fused=next(net.parameters()).is_cuda or None,
+        )
+        for name, net in networks.items()
+    }
 
 
 def check_shape(model: str, resolution: int, channels: int) -> None:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from imagegen.config import TrainConfig, check_range
@@ -24,6 +23,7 @@ from imagegen.models.augment import adapt, diff_augment, parse_policy
 from imagegen.models.base import GenerativeModel
 from imagegen.models.blocks import (
     Discriminator,
+    adam_optimizers,
     check_d_batch,
     check_positive,
     check_shape,
@@ -31,6 +31,7 @@ from imagegen.models.blocks import (
     num_stages,
     reference_batch,
 )
+from imagegen.models.gan_losses import discriminator_loss, generator_loss
 
 
 @dataclass(frozen=True)
@@ -98,30 +99,11 @@ class Generator(nn.Module):
         return self.main(z[:, :, None, None])  # (B, latent, 1, 1) -> (B, C, R, R)
 
 
-def discriminator_loss(
-    logits_real: torch.Tensor, logits_fake: torch.Tensor, loss: str = "bce"
-) -> torch.Tensor:
-    """bce: -log D(x) - log(1 - D(G(z))), real images labelled 1, generated ones 0.
-    hinge: max(0, 1 - D(x)) + max(0, 1 + D(G(z))), on the logits."""
-    if loss == "hinge":
-        return F.relu(1 - logits_real).mean() + F.relu(1 + logits_fake).mean()
-    return F.binary_cross_entropy_with_logits(
-        logits_real, torch.ones_like(logits_real)
-    ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
-
-
 def r1_penalty(logits_real: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """E||grad_x D(x)||^2 over the batch: `logits_real` (B,) computed from `x` (B, C, R, R),
     which requires grad. Differentiable (create_graph), so D's step can descend on it."""
     (grad,) = torch.autograd.grad(logits_real.sum(), x, create_graph=True)  # (B, C, R, R)
     return grad.float().square().sum(dim=(1, 2, 3)).mean()
-
-
-def generator_loss(logits_fake: torch.Tensor, loss: str = "bce") -> torch.Tensor:
-    """bce: the non-saturating -log D(G(z)), generated images labelled 1. hinge: -D(G(z))."""
-    if loss == "hinge":
-        return -logits_fake.mean()
-    return F.binary_cross_entropy_with_logits(logits_fake, torch.ones_like(logits_fake))
 
 
 class DCGAN(GenerativeModel):
@@ -156,17 +138,7 @@ class DCGAN(GenerativeModel):
     def configure_optimizers(self, train: TrainConfig) -> dict[str, torch.optim.Optimizer]:
         """Adam for each network (the DCGAN paper: lr 2e-4, betas (0.5, 0.999)); D's lr is
         `lr_d` where given."""
-        betas = (train.beta1, train.beta2)
-        fused = self.generator.main[0].weight.is_cuda or None
-        lr_d = train.lr_d if train.lr_d is not None else train.lr
-        return {
-            "generator": torch.optim.Adam(
-                self.generator.parameters(), train.lr, betas, fused=fused
-            ),
-            "discriminator": torch.optim.Adam(
-                self.discriminator.parameters(), lr_d, betas, fused=fused
-            ),
-        }
+        return adam_optimizers(self.networks(), train)
 
     def _d_logits(
         self, d: nn.Module, x: torch.Tensor, fake: torch.Tensor, noise: torch.Generator

@@ -20,6 +20,7 @@ from imagegen.config import TrainConfig, check_range
 from imagegen.models.base import GenerativeModel
 from imagegen.models.blocks import (
     AutoEncoder,
+    adam_optimizers,
     check_positive,
     check_shape,
     gaussian_kl,
@@ -108,13 +109,7 @@ class VAE(GenerativeModel):
         return c.beta * (self.steps_done / c.beta_warmup_steps).clamp(max=1.0)
 
     def configure_optimizers(self, train: TrainConfig) -> dict[str, torch.optim.Optimizer]:
-        fused = self.steps_done.is_cuda or None
-        params = self.autoencoder.parameters()
-        return {
-            "autoencoder": torch.optim.Adam(
-                params, train.lr, (train.beta1, train.beta2), fused=fused
-            )
-        }
+        return adam_optimizers({"autoencoder": self.autoencoder}, train)
 
     def terms(
         self, x: torch.Tensor, noise: torch.Generator, net: AutoEncoder | None = None

@@ -33,6 +33,7 @@ from imagegen.models.base import GenerativeModel
 from imagegen.models.blocks import (
     AutoEncoder,
     Discriminator,
+    adam_optimizers,
     check_d_batch,
     check_positive,
     check_shape,
@@ -40,6 +41,7 @@ from imagegen.models.blocks import (
     reference_batch,
     reparameterize,
 )
+from imagegen.models.gan_losses import discriminator_loss, generator_loss
 
 
 @dataclass(frozen=True)
@@ -79,24 +81,6 @@ def feature_nll(f_fake: torch.Tensor, f_real: torch.Tensor) -> torch.Tensor:
     return 0.5 * (f_fake - f_real).pow(2).flatten(1).sum(1)
 
 
-def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
-
-
-def _d_loss(loss: str, real: torch.Tensor, fakes: list[torch.Tensor]) -> torch.Tensor:
-    """D's loss: real labelled real, each batch of `fakes` labelled fake (BCE or hinge)."""
-    if loss == "hinge":
-        return F.relu(1 - real).mean() + sum(F.relu(1 + f).mean() for f in fakes)
-    return _bce(real, 1.0) + sum(_bce(f, 0.0) for f in fakes)
-
-
-def _g_loss(loss: str, fakes: list[torch.Tensor]) -> torch.Tensor:
-    """The decoder's GAN loss: its images labelled real (non-saturating BCE, or hinge)."""
-    if loss == "hinge":
-        return sum(-f.mean() for f in fakes)
-    return sum(_bce(f, 1.0) for f in fakes)
-
-
 def _mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
     """The mean over a torchrun job's ranks (so every rank takes the same decisions)."""
     import torch.distributed as dist
@@ -134,15 +118,7 @@ class VAEGAN(GenerativeModel):
 
     def configure_optimizers(self, train: TrainConfig) -> dict[str, torch.optim.Optimizer]:
         """One Adam per network; the discriminator's lr is `lr_d` where given."""
-        betas = (train.beta1, train.beta2)
-        fused = self.discriminator.head.weight.is_cuda or None
-        lr_d = train.lr_d if train.lr_d is not None else train.lr
-        return {
-            name: torch.optim.Adam(
-                net.parameters(), lr_d if name == "discriminator" else train.lr, betas, fused=fused
-            )
-            for name, net in self.networks().items()
-        }
+        return adam_optimizers(self.networks(), train)
 
     def losses(self, real: torch.Tensor, noise: torch.Generator) -> dict[str, torch.Tensor]:
         """The three networks' losses on a batch `real` (B, C, R, R) in [0, 1]."""
@@ -162,8 +138,8 @@ class VAEGAN(GenerativeModel):
         fakes = [logit_rec, logit_prior] if c.d_on_reconstructions else [logit_prior]
         return {
             "encoder": c.beta * prior + llike,
-            "decoder": c.gamma * llike + _g_loss(c.loss, [logit_rec, logit_prior]),
-            "discriminator": _d_loss(c.loss, logit_real, fakes),
+            "decoder": c.gamma * llike + generator_loss([logit_rec, logit_prior], c.loss),
+            "discriminator": discriminator_loss(logit_real, fakes, c.loss),
             "kl": prior,
             "llike": llike,
             "d_real": torch.sigmoid(logit_real).mean(),

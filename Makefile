@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DATA ?= $(firstword $(wildcard ../shared/datasets) $(IMAGEGEN_DATA))
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow lint format bench bench-quality docs clean
+.PHONY: install demo test test-integration test-all lint format bench bench-quality docs clean
 
 install: $(STAMP)
 
@@ -28,11 +28,17 @@ demo: install
 	$(VENV)/bin/imagegen sample checkpoints/demo-dcgan-mnist --n 64 --seed 0 \
 		--out checkpoints/demo-dcgan-mnist/demo-grid.png --force
 
+# The fast tier, to run between edits (tiny configs, synthetic data, in-process CLI calls).
 test: install
-	$(if $(DATA),IMAGEGEN_DATA=$(abspath $(DATA))) $(PY) -m pytest -q
+	$(if $(DATA),IMAGEGEN_DATA=$(abspath $(DATA))) $(PY) -m pytest -q -m "not integration"
 
-test-slow: install
-	$(if $(DATA),IMAGEGEN_DATA=$(abspath $(DATA))) $(PY) -m pytest -q -m slow
+# The integration tier: torchrun jobs, torch.compile, subprocesses and signals, the benchmark
+# scripts, the docs' console examples, real data.
+test-integration: install
+	$(if $(DATA),IMAGEGEN_DATA=$(abspath $(DATA))) $(PY) -m pytest -q -m integration
+
+# Both tiers (what CI runs).
+test-all: test test-integration
 
 lint: install
 	$(VENV)/bin/ruff check imagegen tests benchmarks docs

@@ -14,7 +14,7 @@ from imagegen import checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_killed_runs_resume_to_bit_identical_results() -> None:
     """benchmarks/crash_resume.py: 20 kills of five kinds, each resumed (about 3 minutes)."""
     out = subprocess.run(

@@ -15,11 +15,14 @@ from conftest import TINY
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from imagegen import checkpoint, data, distributed
+from imagegen import checkpoint, distributed
+from imagegen.batches import EpochBatches
 from imagegen.errors import UsageError, UserError
 from imagegen.models.dcgan import DCGAN, DCGANConfig
 from imagegen.train import run_training
 from imagegen.train_plan import TrainRequest, plan_training
+
+pytestmark = pytest.mark.integration  # torchrun jobs of several processes
 
 TRAIN = ["train", "dcgan", "--dataset", "synthetic", "--resolution", "32", "--batch-size", "8"]
 
@@ -267,8 +270,8 @@ def test_context_from_environment() -> None:
 
 def test_ranks_see_disjoint_shards_of_each_epoch() -> None:
     images = torch.arange(103, dtype=torch.uint8).view(103, 1, 1, 1)
-    single = data.EpochBatches(images, 8, seed=5)
-    ranks = [data.EpochBatches(images, 4, seed=5, rank=r, world_size=2) for r in range(2)]
+    single = EpochBatches(images, 8, seed=5)
+    ranks = [EpochBatches(images, 4, seed=5, rank=r, world_size=2) for r in range(2)]
     assert ranks[0].batches_per_epoch == 103 // 8 == single.batches_per_epoch
     for step in range(2 * single.batches_per_epoch):
         shards = [set(b.batch(step).flatten().tolist()) for b in ranks]
@@ -277,7 +280,7 @@ def test_ranks_see_disjoint_shards_of_each_epoch() -> None:
     epoch = [set(ranks[r].batch(s).flatten().tolist()) for r in range(2) for s in range(12)]
     assert len(set().union(*epoch)) == 96  # every image at most once per epoch
     with pytest.raises(UsageError, match="global batch 64 x 2 processes"):
-        data.EpochBatches(images, 64, seed=0, rank=0, world_size=2)
+        EpochBatches(images, 64, seed=0, rank=0, world_size=2)
 
 
 def test_networks_are_called_through_their_wrappers() -> None:

@@ -19,6 +19,8 @@ import pytest
 from imagegen import cli
 from imagegen.registry import MODELS
 
+pytestmark = pytest.mark.integration  # every console example of the docs, run
+
 ROOT = Path(__file__).resolve().parents[1]
 FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHRINK = {"g_width": 8, "d_width": 8, "width": 8, "latent_dim": 8}

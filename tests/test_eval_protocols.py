@@ -126,6 +126,7 @@ def test_features_under_each_protocol_match_the_tools(weights: Path) -> None:
         assert torch.allclose(ours, theirs.reshape(3, -1), atol=2e-3), protocol
 
 
+@pytest.mark.integration
 def test_protocols_are_stamped_and_npz_protocols_must_match(
     run_cli, run: Path, isolated: Path, weights: Path
 ) -> None:
@@ -155,6 +156,7 @@ def test_protocols_are_stamped_and_npz_protocols_must_match(
     assert result.code == 2 and "unknown FID protocol" in result.err
 
 
+@pytest.mark.integration
 def test_folders_are_evaluated_at_their_native_size(run_cli, isolated: Path, weights: Path) -> None:
     write_pngs(isolated / "a", random_images(12, 32, seed=4))
     write_pngs(isolated / "b", random_images(12, 32, seed=5))
@@ -180,6 +182,7 @@ def test_folders_are_evaluated_at_their_native_size(run_cli, isolated: Path, wei
     assert "2 image size(s)" in chosen and "32" in chosen
 
 
+@pytest.mark.integration
 def test_eval_reports_skipped_files_and_stages(run_cli, isolated: Path, weights: Path) -> None:
     write_pngs(isolated / "a", random_images(10, 32, seed=6))
     (isolated / "a" / "broken.png").write_bytes(b"not a png")
@@ -200,6 +203,7 @@ def test_refusals_come_before_the_slow_work(run_cli, run: Path) -> None:
     assert result.code == 2 and "more than k=3 images" in result.err
 
 
+@pytest.mark.integration
 def test_kid_spread_is_real_at_small_n(run_cli, run: Path, weights: Path) -> None:
     result = run_cli("eval", run, "-n", "40", "--metrics", "kid", "--json", "-q")
     payload = json.loads(result.out)
@@ -207,6 +211,7 @@ def test_kid_spread_is_real_at_small_n(run_cli, run: Path, weights: Path) -> Non
     assert payload["metrics"]["kid_std"] > 1e-8
 
 
+@pytest.mark.integration
 def test_vae_bits_per_dim_only_when_asked(run_cli, isolated: Path, weights: Path) -> None:
     run = isolated / "vae"
     tiny = ("--set", "width=8", "--set", "latent_dim=8")
@@ -229,6 +234,7 @@ def test_vae_bits_per_dim_only_when_asked(run_cli, isolated: Path, weights: Path
     assert "generating" not in result.err  # bits/dim alone generates nothing
 
 
+@pytest.mark.integration
 def test_weights_only_export_samples_the_same_and_is_small(
     run_cli, run: Path, isolated: Path, weights: Path
 ) -> None:

@@ -45,7 +45,7 @@ def test_resume_keeps_the_precision_auto_chose(
     assert result.code == 0, result.err
     assert "precision bf16 (kept from the checkpoint)" in result.out + result.err
     latest = read_checkpoint(isolated / "run" / "checkpoints" / "latest.safetensors")
-    assert latest.counters["precision"] == "bf16"
+    assert latest.counters.precision == "bf16"
     assert runs.recorded_precision(latest.path) == "bf16"  # what older checkpoints fall back on
     # Asked for explicitly, the precision changes (as --help says it may on resume).
     result = run_cli(
@@ -59,6 +59,7 @@ def mean_losses(run: Path) -> dict[str, float]:
     return {k: sum(r[k] for r in rows) / len(rows) for k in ("d_loss", "g_loss")}
 
 
+@pytest.mark.integration
 def test_bf16_and_fp32_training_give_comparable_losses(run_cli, isolated: Path) -> None:
     for precision in ("fp32", "bf16"):
         train_tiny(
@@ -71,6 +72,7 @@ def test_bf16_and_fp32_training_give_comparable_losses(run_cli, isolated: Path) 
         assert abs(bf16[k] - fp32[k]) / fp32[k] < 0.3, (k, fp32, bf16)
 
 
+@pytest.mark.integration
 def test_compiled_and_eager_steps_agree() -> None:
     def one_step(compiled: bool) -> tuple[dict[str, float], torch.Tensor]:
         torch.manual_seed(0)
@@ -110,6 +112,7 @@ def test_flips_change_the_batches_and_resume_exactly(run_cli, isolated: Path) ->
     assert result.code == 1 and "flip: True -> False" in result.err
 
 
+@pytest.mark.integration
 def test_compile_through_the_cli_keeps_the_checkpoint_format(run_cli, isolated: Path) -> None:
     train_tiny(run_cli, isolated / "eager", "--set", "r1_gamma=0", steps=2)
     train_tiny(run_cli, isolated / "compiled", "--set", "r1_gamma=0", "--compile", steps=2)
@@ -120,6 +123,7 @@ def test_compile_through_the_cli_keeps_the_checkpoint_format(run_cli, isolated: 
     assert result.code == 0, result
 
 
+@pytest.mark.integration
 def test_compile_leaves_the_discriminator_eager_under_r1(run_cli, isolated: Path) -> None:
     """torch.compile has no double backward: with R1 (the default) only G is compiled."""
     args = ["--set", "r1_gamma=0.5", "--compile", "--log-every", "1"]

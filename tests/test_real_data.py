@@ -10,6 +10,8 @@ from PIL import Image
 
 from imagegen import data
 
+pytestmark = pytest.mark.integration  # real MNIST, hundreds of steps
+
 
 def test_mnist_few_hundred_cpu_steps(run_cli, mnist_root: Path, isolated: Path) -> None:
     result = run_cli(
@@ -76,7 +78,7 @@ def test_resume_finds_the_data_root_again(run_cli, mnist_root: Path, isolated: P
     assert result.code == 0, result
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_demo_length_run_gives_digit_like_samples(
     run_cli, mnist_root: Path, isolated: Path
 ) -> None:
@@ -143,7 +145,8 @@ def test_vae_test_loss_falls_clearly_in_a_few_hundred_steps(
     assert after < 0.5 * before, (before, after)  # e.g. 712 -> 180 nats per image
 
 
-@pytest.mark.slow  # about 40 s on 2 cores; the contract test covers the same path on tiny sizes
+# about 40 s on 2 cores; the contract test covers the same path on tiny sizes
+@pytest.mark.integration
 def test_vaegan_gives_finite_losses_samples_and_reconstructions(
     run_cli, mnist_root: Path, isolated: Path
 ) -> None:

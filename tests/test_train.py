@@ -135,6 +135,7 @@ def test_runs_are_numbered_under_checkpoints(run_cli, isolated: Path) -> None:
     assert names == ["00000-dcgan-synthetic", "00001-dcgan-synthetic"]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_checkpoints_and_exits_130(isolated: Path, sig: signal.Signals) -> None:
     run = isolated / "run"

@@ -22,11 +22,12 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from imagegen import data
+from imagegen import data, decode
 from imagegen.config import TrainConfig
 from imagegen.models.blocks import Discriminator
 from imagegen.models.dcgan import DCGANConfig, Generator
-from imagegen.train import TrainEvent, run_training
+from imagegen.progress import ProgressEvent
+from imagegen.train import run_training
 from imagegen.train_plan import TrainPlan
 
 
@@ -35,7 +36,7 @@ def write_images(folder: Path, count: int) -> int:
     root = os.environ.get("IMAGEGEN_DATA")
     raw = Path(root) / "MNIST" / "raw" / "train-images-idx3-ubyte" if root else None
     if raw is not None and raw.is_file():
-        arrays, channels = data.read_idx_images(raw)[:count], 1
+        arrays, channels = decode.read_idx_images(raw)[:count], 1
     else:
         synth = data.synthetic_images(32, 3)[:count]
         arrays, channels = synth.permute(0, 2, 3, 1).numpy(), 3
@@ -129,9 +130,9 @@ def imagegen_loop(folder: Path, cfg: DCGANConfig, batch: int, steps: int, warmup
     decode_s = time.perf_counter() - t0
     marks: dict[int, float] = {}
 
-    def on_event(event: TrainEvent) -> None:
+    def on_event(event: ProgressEvent) -> None:
         if event.kind in ("step", "log"):
-            marks[event.step] = time.perf_counter()
+            marks[event.done] = time.perf_counter()
 
     with tempfile.TemporaryDirectory() as runs:
         plan = TrainPlan(

@@ -10,7 +10,7 @@ Nothing is pickled. Files are written atomically.
 
 import json
 import struct
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,49 @@ from imagegen.registry import MODELS, get_spec
 
 FORMAT = "imagegen-checkpoint"
 FORMAT_VERSION = 1
-SUFFIX = ".safetensors"
 _MAX_HEADER = 100 * 1024 * 1024
 TRAINING = "training"  # the full training state
 SAMPLER = "sampler"  # only the sampling network's (EMA) weights: `convert --weights-only`
+
+
+@dataclass(frozen=True)
+class Counters:
+    """What a training checkpoint counts besides its step (JSON in its metadata). None: not
+    recorded (older checkpoints, imports); readers fall back as they say."""
+
+    world_size: int = 1  # processes of the job that wrote it
+    ema_updates: int | None = None  # None: one per step
+    images_seen: int | None = None  # None: step x batch size
+    elapsed_s: float = 0.0  # training time so far
+    best_fid: float | None = None  # of --fid-every; None: none measured
+    batches_per_epoch: int | None = None
+    precision: str | None = None  # what a resume left to `auto` keeps
+    total_steps: int | None = None  # where a linear lr decay was planned to end
+    rank_weights_sha256: tuple[str, ...] = ()  # torchrun jobs: each rank's weight digest
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "Counters":
+        """Counters from their JSON; unknown keys and wrong types are errors (ValueError)."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown counters {', '.join(unknown)}")
+        digests = tuple(values.get("rank_weights_sha256", ()))
+        counters = cls(**{**values, "rank_weights_sha256": digests})
+        integers = ("world_size", "ema_updates", "images_seen", "batches_per_epoch", "total_steps")
+        for name in integers:
+            value = getattr(counters, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"counter {name} is not an integer: {value!r}")
+        for name in ("elapsed_s", "best_fid"):
+            value = getattr(counters, name)
+            if value is not None and not isinstance(value, int | float):
+                raise ValueError(f"counter {name} is not a number: {value!r}")
+        return counters
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON-able counters, without those not recorded."""
+        return {k: v for k, v in asdict(self).items() if v is not None and v != ()}
 
 
 @dataclass
@@ -42,7 +81,7 @@ class Checkpoint:
     step: int
     data_shape: tuple[int, int, int]
     dataset: str
-    counters: dict[str, Any]
+    counters: Counters
     tensors: dict[str, torch.Tensor]
     optim_meta: dict[str, Any]
     contents: str = TRAINING  # TRAINING: everything to resume; SAMPLER: the sampling network
@@ -68,7 +107,7 @@ def save_checkpoint(
     ema: nn.Module | None = None,
     optimizers: dict[str, torch.optim.Optimizer] | None = None,
     rng: dict[str, torch.Tensor] | None = None,
-    counters: dict[str, Any] | None = None,
+    counters: Counters | None = None,
 ) -> None:
     """Write a checkpoint atomically (temporary file, fsync, rename)."""
     from safetensors.torch import save
@@ -92,22 +131,34 @@ def save_checkpoint(
         optim_meta[name] = {"param_groups": sd["param_groups"], "scalars": scalars}
     for name, state in (rng or {}).items():
         tensors[f"rng/{name}"] = state.detach().cpu().contiguous()
-    metadata = {
+    metadata = _metadata(model, model_name, to_json(train_config), step, data_shape, dataset)
+    metadata["optim"] = json.dumps(optim_meta)
+    metadata["counters"] = json.dumps((counters or Counters()).as_dict())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
+
+
+def _metadata(
+    model: nn.Module,
+    model_name: str,
+    train_config_json: str,
+    step: int,
+    data_shape: tuple[int, int, int],
+    dataset: str,
+) -> dict[str, str]:
+    """The metadata every checkpoint has (the module docstring lists them)."""
+    return {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
         "imagegen_version": __version__,
         "model": model_name,
         "config": to_json(model.config),
-        "train_config": to_json(train_config),
+        "train_config": train_config_json,
         "step": str(step),
         "data_shape": json.dumps(list(data_shape)),
         "normalisation": getattr(model, "normalisation", ""),
         "dataset": dataset,
-        "optim": json.dumps(optim_meta),
-        "counters": json.dumps(counters or {}),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, save(tensors, metadata=metadata))
 
 
 def read_header(path: Path) -> dict[str, Any]:
@@ -203,7 +254,7 @@ def read_checkpoint(
         step = int(meta["step"])
         c, h, w = (int(v) for v in json.loads(meta["data_shape"]))
         optim_meta = _json_dict(meta.get("optim", "{}"))
-        counters = _json_dict(meta.get("counters", "{}"))
+        counters = Counters.from_dict(_json_dict(meta.get("counters", "{}")))
     except (KeyError, ValueError, TypeError) as e:
         raise UserError(f"{path} has damaged metadata ({brief(e)})") from None
     try:
@@ -313,18 +364,10 @@ def save_sampler(path: Path, ckpt: Checkpoint, model: nn.Module) -> None:
         f"ema/{key}": value.detach().cpu().contiguous()
         for key, value in model.sampling_network().state_dict().items()
     }
-    metadata = {
-        "format": FORMAT,
-        "format_version": str(FORMAT_VERSION),
-        "imagegen_version": __version__,
-        "contents": SAMPLER,
-        "model": ckpt.model_name,
-        "config": to_json(ckpt.config),
-        "train_config": json.dumps(ckpt.train_config, sort_keys=True),
-        "step": str(ckpt.step),
-        "data_shape": json.dumps(list(ckpt.data_shape)),
-        "normalisation": getattr(model, "normalisation", ""),
-        "dataset": ckpt.dataset,
-    }
+    train_config = json.dumps(ckpt.train_config, sort_keys=True)
+    metadata = _metadata(
+        model, ckpt.model_name, train_config, ckpt.step, ckpt.data_shape, ckpt.dataset
+    )
+    metadata["contents"] = SAMPLER
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, save(tensors, metadata=metadata))

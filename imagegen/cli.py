@@ -5,10 +5,12 @@ Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted.
 
 import dataclasses
 import gc
+import inspect
 import json
 import math
 import os
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import typer
 
 from imagegen import __version__, jsonl
 from imagegen.errors import PeerError, UsageError, UserError
+from imagegen.eval_metrics import DEFAULT_METRICS, metrics_help
 from imagegen.registry import MODELS
 
 MODEL_NAMES = ", ".join(MODELS)  # help texts list the registry, never a hand-written list
@@ -94,12 +97,8 @@ class _TrainView:
         if self.err.quiet:
             return
         if event.kind == "decode":  # the first use of a large dataset: once, then cached
-            if event.step == 1024:
-                self.err.print(
-                    f"decoding {event.total:,} images of {event.message} (the first time only; "
-                    "cached afterwards) ...",
-                    highlight=False,
-                )
+            if event.done == 1024:
+                self.err.print(_decoding(event), highlight=False)
             return
         if event.kind == "start":
             self.err.print(f"Run folder: {event.path}\n{event.message}", highlight=False)
@@ -123,16 +122,16 @@ class _TrainView:
                 )
                 self.progress.start()
                 self.task = self.progress.add_task(
-                    "train", total=event.total, completed=event.step, ips="-", losses=""
+                    "train", total=event.total, completed=event.done, ips="-", losses=""
                 )
             return
         if self.progress is not None:
             if event.kind in ("step", "log"):
                 self.progress.update(
                     self.task,
-                    completed=event.step,
-                    ips=f"{event.images_per_s:,.0f}",
-                    losses=_fmt_losses(event.losses),
+                    completed=event.done,
+                    ips=f"{event.rate:,.0f}",
+                    losses=_fmt_losses(event.values),
                 )
             elif event.kind in ("checkpoint", "fid", "warning"):
                 self.progress.console.print(self._line(event), highlight=False)
@@ -140,8 +139,8 @@ class _TrainView:
         if event.kind == "log":
             eta = int(event.eta_s)
             self.err.print(
-                f"step {event.step}/{event.total}  {_fmt_losses(event.losses)}  "
-                f"{event.images_per_s:,.0f} img/s  "
+                f"step {event.done}/{event.total}  {_fmt_losses(event.values)}  "
+                f"{event.rate:,.0f} img/s  "
                 f"eta {eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}",
                 highlight=False,
             )
@@ -151,11 +150,19 @@ class _TrainView:
     @staticmethod
     def _line(event: Any) -> str:
         if event.kind == "warning":
-            return f"warning: step {event.step}: {event.message}"
+            return f"warning: step {event.done}: {event.message}"
         if event.kind == "fid":
             best = " (best so far: checkpoints/best.safetensors)" if event.message else ""
-            return f"fid {event.losses['fid']:.3f} at step {event.step}{best}"
+            return f"fid {event.values['fid']:.3f} at step {event.done}{best}"
         return f"checkpoint {event.path}"
+
+
+def _decoding(event: Any) -> str:
+    """The line of a dataset's first decode."""
+    return (
+        f"decoding {event.total:,} images of {event.message} (the first time only; "
+        "cached afterwards) ..."
+    )
 
 
 def _preset_help() -> str:
@@ -169,7 +176,7 @@ def _preset_help() -> str:
                 for name in spec.presets
             )
             parts.append(f"{spec.name}: {names}")
-    return "Recipe to start from; flags override it. " + "; ".join(parts) + "."
+    return "; ".join(parts) + "."
 
 
 class _StageView:
@@ -212,16 +219,21 @@ class _StageView:
     def __call__(self, event: Any) -> None:
         if self.quiet:
             return
+        if event.kind == "decode" and event.done == 1024:  # a large dataset's first use
+            self._stage(_decoding(event).removesuffix(" ..."))
         if event.kind == "stage":
-            self.stage = event.message
-            if self.progress is None:
-                self.err.print(f"{event.message} ...", highlight=False)
-            else:
-                if self.task is not None:
-                    self.progress.remove_task(self.task)
-                self.task = self.progress.add_task(event.message, total=None)
-        elif event.kind == "progress" and self.progress is not None and self.task is not None:
+            self._stage(event.message)
+        elif event.kind in ("progress", "decode") and self.progress is not None and self.task:
             self.progress.update(self.task, completed=event.done, total=event.total)
+
+    def _stage(self, message: str) -> None:
+        self.stage = message
+        if self.progress is None:
+            self.err.print(f"{message} ...", highlight=False)
+        else:
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+            self.task = self.progress.add_task(message, total=None)
 
 
 TRAIN_EXAMPLE = """Examples:
@@ -234,79 +246,25 @@ TRAIN_EXAMPLE = """Examples:
 """
 
 
-@app.command(epilog=TRAIN_EXAMPLE)
+# The train command's options that are not training options (TrainConfig fields): where the
+# run goes, how it is launched, model options given as flags, and how the result is shown.
+RUN_OPTIONS = (
+    "model", "resolution", "channels", "device", "run_dir", "resume", "dist_timeout", "config",
+    "option", "data_root", "dry_run", "force", "as_json", "quiet",
+)  # fmt: skip
+
+
 def train(
     model: str = typer.Argument(..., help=f"Model to train: {MODEL_NAMES}."),
-    dataset: str | None = typer.Option(
-        None,
-        "--dataset",
-        "-d",
-        help="mnist, fashion-mnist, cifar10, celeba, synthetic, a folder of images or a .zip.",
+    resolution: int | None = typer.Option(
+        None, help="Image size: 32 or 64 [default: dcgan 64; vae, vaegan 32]."
     ),
-    resolution: int | None = typer.Option(None, help="Image size: 32 or 64 [default: 64]."),
     channels: int | None = typer.Option(None, help="1 or 3 [default: the dataset's own]."),
-    batch_size: int | None = typer.Option(
-        None, help="Images per step [default: the preset's, else 64]."
-    ),
-    steps: int | None = typer.Option(None, help="Optimisation steps to train in total."),
-    epochs: float | None = typer.Option(
-        None, help="Epochs, when --steps is not given [default: 25]."
-    ),
-    lr: float | None = typer.Option(
-        None, help="Adam learning rate [default: the preset's, else 2e-4; the VAE 1e-3]."
-    ),
-    lr_d: float | None = typer.Option(
-        None, help="The discriminator's learning rate (GANs) [default: --lr]."
-    ),
-    lr_decay: str | None = typer.Option(
-        None, help="none, or linear (to 0 at the last step) [default: the preset's, else none]."
-    ),
-    beta1: float | None = typer.Option(None, help="Adam beta1 [default: 0.5; vae: 0.9]."),
-    beta2: float | None = typer.Option(None, help="Adam beta2 [default: 0.999]."),
-    ema_decay: float | None = typer.Option(
-        None, help="Decay of the sampling network's moving average; 0: none [default: 0.999]."
-    ),
-    preset: str | None = typer.Option(None, help=_preset_help()),
-    seed: int | None = typer.Option(None, help="Random seed [default: 0]."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     run_dir: Path | None = typer.Option(
         None, help="Run folder [default: checkpoints/NNNNN-MODEL-DATA]."
     ),
     resume: Path | None = typer.Option(None, help="Continue a run (its folder or a checkpoint)."),
-    sample_every: int | None = typer.Option(
-        None, help="Steps between sample grids [default: 500]."
-    ),
-    checkpoint_every: int | None = typer.Option(
-        None, help="Steps between checkpoints [default: 1000]."
-    ),
-    keep: int | None = typer.Option(None, help="Step checkpoints to keep [default: 3]."),
-    log_every: int | None = typer.Option(None, help="Steps between log lines [default: 50]."),
-    fid_every: int | None = typer.Option(
-        None, help="Steps between FIDs of the EMA model; keeps checkpoints/best [default: off]."
-    ),
-    fid_n: int | None = typer.Option(None, help="Images for each --fid-every FID [default: 2048]."),
-    precision: str | None = typer.Option(
-        None,
-        help="auto, bf16 or fp32 [default: auto = bf16 on CUDA, and on CPUs with bf16 units for "
-        f"the models measured in bf16 ({CPU_BF16_MODELS}); else fp32; a resumed run keeps its "
-        "own].",
-    ),
-    compile_: bool | None = typer.Option(
-        None, "--compile/--no-compile", help="torch.compile each network [default: off]."
-    ),
-    flip: bool | None = typer.Option(
-        None, "--flip/--no-flip", help="Random horizontal flips of the data [default: off]."
-    ),
-    sync_bn: bool | None = typer.Option(
-        None,
-        "--sync-bn/--no-sync-bn",
-        help="torchrun jobs on CUDA: BatchNorm statistics over all ranks [default: per rank].",
-    ),
-    tensorboard: bool | None = typer.Option(
-        None,
-        "--tensorboard/--no-tensorboard",
-        help="Event files in RUN/tensorboard [default: on when tensorboard is installed].",
-    ),
     dist_timeout: float = typer.Option(
         1800.0, help="torchrun jobs: seconds a collective waits for a rank before failing."
     ),
@@ -324,6 +282,7 @@ def train(
     quiet: bool = typer.Option(
         False, "--quiet", "-q", help="Print nothing but the result and errors."
     ),
+    **train_options: Any,
 ) -> int:
     """Train a model; writes a run folder with config, log, sample grids and checkpoints.
 
@@ -336,16 +295,9 @@ def train(
     from imagegen.train import run_training
     from imagegen.train_plan import plan_training
 
-    if steps is not None and epochs is not None:
+    flags = _given(**train_options)  # the training options given, by TrainConfig field
+    if "steps" in flags and "epochs" in flags:
         raise UsageError("give --steps or --epochs, not both")
-    flags = _given(
-        dataset=dataset, batch_size=batch_size, steps=steps, epochs=epochs, lr=lr, lr_d=lr_d,
-        lr_decay=lr_decay, beta1=beta1, beta2=beta2, ema_decay=ema_decay, preset=preset,
-        seed=seed, sample_every=sample_every, checkpoint_every=checkpoint_every,
-        keep_checkpoints=keep, log_every=log_every, fid_every=fid_every, fid_n=fid_n,
-        precision=precision, compile=compile_, flip=flip, sync_bn=sync_bn,
-        tensorboard=tensorboard,
-    )  # fmt: skip
     model_flags = parse_assignments(option) | _given(resolution=resolution, channels=channels)
     request = _train_request(model, config, flags, model_flags, resume)
     request = dataclasses.replace(
@@ -372,6 +324,66 @@ def train(
         with _TrainView(err) as view:
             result = run_training(plan, view, context)
     return _show_train_result(result, plan.model, out, err, as_json, quiet)
+
+
+def _shown_default(f: dataclasses.Field) -> str:
+    """A training option's default in its help: the declared one, and where the registry's
+    models and presets set their own."""
+    from imagegen.registry import set_by
+
+    shown = f.metadata["shown"]
+    if shown is None and isinstance(f.default, bool):
+        shown = "on" if f.default else "off"
+    elif shown is None:
+        shown = f"{f.default:g}" if isinstance(f.default, float) else str(f.default)
+    by_model, by_preset = set_by(f.name)
+    models = "".join(f"; {name}: {value}" for name, value in by_model.items())
+    preset = "the preset's, else " if by_preset else ""
+    return f"{preset}{shown}{models}"
+
+
+def train_option_parameters() -> list[inspect.Parameter]:
+    """One `train` flag per TrainConfig field, from its declaration (config.option)."""
+    from imagegen.config import TrainConfig
+
+    params = []
+    for f in dataclasses.fields(TrainConfig):
+        meta = f.metadata
+        flag = meta["flag"] or f"--{f.name.replace('_', '-')}"
+        kind = _flag_type(typing.get_type_hints(TrainConfig)[f.name])
+        decls = [f"{flag}/--no-{flag[2:]}" if kind is bool else flag]
+        decls += [meta["short"]] if meta["short"] else []
+        text = meta["help"] + (" " + _preset_help() if f.name == "preset" else "")
+        info = typer.Option(None, *decls, help=f"{text} [default: {_shown_default(f)}]")
+        params.append(
+            inspect.Parameter(
+                f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=kind | None
+            )
+        )
+    return params
+
+
+def _flag_type(annotation: Any) -> type:
+    """The type a flag parses to: bool, int, float or str (a Literal's choices are strings,
+    checked with the rest when the config is built)."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    if typing.get_origin(annotation) is typing.Literal:
+        return str
+    return args[0] if args[0] in (bool, int, float) else str
+
+
+def _with_train_options(command: Any) -> Any:
+    """`command` with a keyword parameter per training option in place of its **kwargs."""
+    signature = inspect.signature(command)
+    model, *rest = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    options = [p.replace(kind=p.KEYWORD_ONLY) for p in rest]
+    command.__signature__ = signature.replace(
+        parameters=[model, *train_option_parameters(), *options]
+    )
+    return command
+
+
+app.command("train", epilog=TRAIN_EXAMPLE)(_with_train_options(train))
 
 
 def _train_request(
@@ -560,7 +572,7 @@ def eval_(
     n_ref: int | None = typer.Option(
         None, help="Reference images [default: as many as are evaluated]."
     ),
-    metrics: str = typer.Option("fid,kid,pr", help="Comma-separated: fid, kid, pr, dc, is, bpd."),
+    metrics: str = typer.Option(",".join(DEFAULT_METRICS), help=metrics_help()),
     batch_size: int = typer.Option(64, help="Images per extractor batch."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     seed: int = typer.Option(0, help="Seed for the latents and the subsets."),
@@ -604,7 +616,8 @@ def eval_(
     ),
 ) -> int:
     """Evaluate a checkpoint, run or image folder: FID, KID, precision/recall, density/coverage."""
-    from imagegen.evaluate import EvalRequest, evaluate, parse_metrics
+    from imagegen.eval_metrics import parse_metrics
+    from imagegen.evaluate import EvalRequest, evaluate
 
     out, err = _consoles(quiet)
     request = EvalRequest(

@@ -10,41 +10,97 @@ import math
 import tomllib
 import types
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 from imagegen.errors import UsageError, UserError
 
 
+def option(
+    default: Any,
+    help: str,
+    *,
+    resumable: bool = False,
+    flag: str | None = None,
+    short: str | None = None,
+    shown: str | None = None,
+) -> Any:
+    """A training option, declared once: its default, its help, whether a resumed run may
+    change it, and (where it is not `--field-name`) its flag. The `train` command's flags, their
+    help and defaults, the resume check and docs/cli.md's option table are derived from these.
+    `shown` replaces the default in help texts where the value alone would not say it."""
+    meta = {"help": help, "resumable": resumable, "flag": flag, "short": short, "shown": shown}
+    return field(default=default, metadata=meta)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything about a run that is not the model's architecture or loss."""
 
-    dataset: str = "synthetic"
-    batch_size: int = 64
-    steps: int | None = None  # total optimisation steps; None: use `epochs`
-    epochs: float = 25.0  # used when `steps` is None (pytorch/examples' default)
-    lr: float = 2e-4  # the generator's (and every network's, unless lr_d is given)
-    lr_d: float | None = None  # the discriminator's learning rate; None: lr
-    lr_decay: Literal["none", "linear"] = "none"  # linear: to 0 at the last step
-    beta1: float = 0.5
-    beta2: float = 0.999
-    ema_decay: float = 0.999
-    seed: int = 0
-    sample_every: int = 500
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 3
-    log_every: int = 50
-    num_samples: int = 64  # images in the fixed-noise progress grids
-    fid_every: int = 0  # steps between FID evaluations of the EMA model; 0: never
-    fid_n: int = 2048  # images generated (and reference images) for each FID
-    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: see devices.resolve_precision
-    compile: bool = False  # torch.compile each network (in place: checkpoints keep their keys)
-    flip: bool = False  # random horizontal flips, drawn on the device
-    sync_bn: bool = False  # torchrun jobs: BatchNorm statistics over all ranks (SyncBatchNorm)
-    preset: str = ""  # the model's recipe preset this run started from ("": none)
-    tensorboard: bool | None = None  # event files in RUN/tensorboard; None: if installed
+    dataset: str = option(
+        "synthetic",
+        "mnist, fashion-mnist, cifar10, celeba, synthetic, a folder of images or a .zip.",
+        short="-d",
+        shown="required, unless --resume",
+    )
+    batch_size: int = option(64, "Images per step (per process under torchrun).")
+    steps: int | None = option(
+        None, "Optimisation steps to train in total.", resumable=True, shown="--epochs"
+    )
+    epochs: float = option(25.0, "Epochs, when --steps is not given.", resumable=True)
+    lr: float = option(2e-4, "Adam learning rate of every network.", resumable=True)
+    lr_d: float | None = option(
+        None, "The discriminator's learning rate (GANs).", resumable=True, shown="--lr"
+    )
+    lr_decay: Literal["none", "linear"] = option("none", "none, or linear (to 0 at the last step).")
+    beta1: float = option(0.5, "Adam beta1.")
+    beta2: float = option(0.999, "Adam beta2.")
+    ema_decay: float = option(
+        0.999, "Decay of the sampling network's moving average; 0: sample the raw weights."
+    )
+    seed: int = option(0, "Random seed: the same seed on the same machine, the same weights.")
+    sample_every: int = option(500, "Steps between sample grids.", resumable=True)
+    checkpoint_every: int = option(1000, "Steps between checkpoints.", resumable=True)
+    keep_checkpoints: int = option(
+        3, "Step checkpoints to keep (besides latest and best).", resumable=True, flag="--keep"
+    )
+    log_every: int = option(50, "Steps between log lines.", resumable=True)
+    num_samples: int = option(64, "Images in the fixed-noise sample grids (1 to 256).")
+    fid_every: int = option(
+        0,
+        "Steps between FIDs of the EMA model against the training data; keeps "
+        "checkpoints/best; 0: never.",
+        resumable=True,
+    )
+    fid_n: int = option(2048, "Images for each --fid-every FID.", resumable=True)
+    precision: Literal["auto", "bf16", "fp32"] = option(
+        "auto",
+        "auto, bf16 or fp32; auto: bf16 on CUDA, and on CPUs with bf16 units for the models "
+        "measured in bf16, else fp32; a resumed run left to auto keeps its own.",
+        resumable=True,
+    )
+    compile: bool = option(
+        False,
+        "torch.compile each network, in place (checkpoints keep their keys).",
+        resumable=True,
+    )
+    flip: bool = option(False, "Random horizontal flips of the data, drawn on the device.")
+    sync_bn: bool = option(
+        False,
+        "torchrun jobs on CUDA: BatchNorm statistics over all ranks (SyncBatchNorm).",
+        resumable=True,
+        shown="per rank",
+    )
+    preset: str = option(
+        "", "Recipe to start from; flags override it.", shown="the model's default preset"
+    )
+    tensorboard: bool | None = option(
+        None,
+        "Event files in RUN/tensorboard.",
+        resumable=True,
+        shown="on when tensorboard is installed",
+    )
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "sample_every", "checkpoint_every", "log_every"):
@@ -90,26 +146,10 @@ def check_range(
         raise UsageError(f"{name} must be in {left}{lo}, {hi}{right}, got {value!r}")
 
 
-# Fields that may change when a run is resumed; every other difference is refused. A new
-# learning rate (after a diverged run, say) ends bit-exactness from that step on, by request.
-RESUMABLE_CHANGES = frozenset(
-    {
-        "lr",
-        "lr_d",
-        "steps",
-        "epochs",
-        "sample_every",
-        "checkpoint_every",
-        "keep_checkpoints",
-        "log_every",
-        "fid_every",
-        "fid_n",
-        "precision",
-        "compile",
-        "sync_bn",
-        "tensorboard",
-    }
-)
+# Fields that may change when a run is resumed (declared `resumable`); every other difference
+# is refused. A new learning rate (after a diverged run, say) ends bit-exactness from that step
+# on, by request.
+RESUMABLE_CHANGES = frozenset(f.name for f in fields(TrainConfig) if f.metadata["resumable"])
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:

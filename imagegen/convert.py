@@ -320,7 +320,7 @@ def _save_imported_sampler(request: ConvertRequest, model_name: str, model: Any)
         step=0,
         data_shape=(c.channels, c.resolution, c.resolution),
         dataset="imported",
-        counters={},
+        counters=checkpoint.Counters(),
         tensors={},
         optim_meta={},
         contents=checkpoint.SAMPLER,

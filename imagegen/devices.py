@@ -7,8 +7,6 @@ import torch
 
 from imagegen.errors import UsageError, UserError
 
-PRECISIONS = ("auto", "bf16", "fp32")
-
 
 def resolve_device(name: str) -> torch.device:
     """`auto` picks CUDA when available; asking for a missing CUDA is an error."""

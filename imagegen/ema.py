@@ -43,8 +43,8 @@ class EMA:
         """Re-estimate the BatchNorm statistics for the averaged weights (Brock et al. 2019).
 
         The statistics copied from the trained module belong to its weights, not to their
-        average: sampling the average with them gave CIFAR-10-JPEG FID 87.7 where the same
-        average with its own statistics gave 81.0. Every BatchNorm layer is reset and set to
+        average, and sampling the average with them measured worse (docs/models.md, the
+        DCGAN). Every BatchNorm layer is reset and set to
         the plain mean over STANDING_BATCHES batches of N(0, I) latents (the models that ask
         for this pass all of them in `generate`), from a fixed seed of their own: the training
         noise stream is untouched, so resume stays exact. Done once per update count.

@@ -14,19 +14,26 @@ from typing import Any
 import numpy as np
 import torch
 
-from imagegen import __version__, checkpoint, data, fid_protocols, inception, jsonl, metrics, runs
+from imagegen import (
+    __version__,
+    checkpoint,
+    data,
+    eval_metrics,
+    fid_protocols,
+    inception,
+    jsonl,
+    runs,
+)
 from imagegen.devices import resolve_device
 from imagegen.errors import UsageError, UserError
+from imagegen.eval_metrics import DEFAULT_METRICS
 from imagegen.files import check_output_file
 from imagegen.generation import generate_uint8, latents
-from imagegen.progress import Emit, ProgressEvent, counter
+from imagegen.image_sizes import native_resolution
+from imagegen.likelihood import mean_elbo_terms
+from imagegen.progress import Emit, ProgressEvent, ignore
 from imagegen.reference import load_npz_stats, reference_features, save_npz_stats
 from imagegen.registry import get_spec
-
-METRICS = ("fid", "kid", "pr", "dc", "is", "bpd")
-DEFAULT_METRICS = ("fid", "kid", "pr")
-FEATURE_METRICS = ("fid", "kid", "pr", "dc")
-NEIGHBOURS = {"pr": 3, "dc": 5}  # k of the k-NN balls
 
 
 @dataclass(frozen=True)
@@ -75,17 +82,6 @@ class EvalResult:
         }
 
 
-def parse_metrics(text: str) -> tuple[str, ...]:
-    """`fid,kid,pr` -> ("fid", "kid", "pr"); unknown names list the valid ones."""
-    names = tuple(dict.fromkeys(t.strip().lower() for t in text.split(",") if t.strip()))
-    unknown = [n for n in names if n not in METRICS]
-    if unknown or not names:
-        raise UsageError(
-            f"unknown metric {', '.join(unknown) or '(none)'} (valid: {', '.join(METRICS)})"
-        )
-    return names
-
-
 @dataclass
 class _Plan:
     """What is compared with what, resolved before any slow work."""
@@ -103,9 +99,10 @@ class _Plan:
 
     @property
     def needs_features(self) -> bool:
-        return bool(self.feature_metrics) or self.wants_is or self.save_stats
+        return bool(self.feature_metrics) or self.wants_features or self.save_stats
 
-    wants_is: bool = False
+    wants_features: bool = False  # a metric of the evaluated images' features alone
+    wants_logits: bool = False  # a metric of the classifier's logits (the Inception Score)
     save_stats: bool = False
 
 
@@ -141,7 +138,7 @@ def _plan(request: EvalRequest) -> _Plan:
     )
     ckpt = None if is_images else checkpoint.read_checkpoint(runs.find_checkpoint(source))
     wanted = request.metrics
-    feature_metrics = [m for m in wanted if m in FEATURE_METRICS]
+    feature_metrics = eval_metrics.needing(wanted, "reference")
     reference = request.reference
     if reference is None and ckpt is not None and ckpt.dataset not in ("", "imported"):
         reference = ckpt.dataset
@@ -162,10 +159,11 @@ def _plan(request: EvalRequest) -> _Plan:
     elif request.resolution is not None:
         resolution, how, channels = request.resolution, "--resolution", None
     else:
-        resolution, how = data.native_resolution(str(source))
+        resolution, how = native_resolution(str(source))
         channels = None
     plan = _Plan(ckpt, source, reference, root, resolution, how, channels, feature_metrics)
-    plan.wants_is = "is" in wanted
+    plan.wants_logits = bool(eval_metrics.needing(wanted, "logits"))
+    plan.wants_features = plan.wants_logits or bool(eval_metrics.needing(wanted, "features"))
     plan.save_stats = request.save_stats is not None
     if feature_metrics and str(reference).lower().endswith(".npz"):
         others = [m for m in feature_metrics if m != "fid"]
@@ -186,7 +184,7 @@ def _plan(request: EvalRequest) -> _Plan:
             plan.warnings.append(
                 f"{reference} does not record its FID protocol: assumed to be {request.protocol}"
             )
-    if "bpd" in wanted:
+    if eval_metrics.needing(wanted, "likelihood"):
         _check_bpd(plan, request)
     return plan
 
@@ -204,7 +202,7 @@ def _check_bpd(plan: _Plan, request: EvalRequest) -> None:
 
 def evaluate(request: EvalRequest, on_event: Emit | None = None) -> EvalResult:
     """Compute the requested metrics; append them to the run's metrics.jsonl for runs."""
-    emit = on_event or (lambda event: None)
+    emit = on_event or ignore
     started = time.perf_counter()
     plan = _plan(request)
     device = resolve_device(request.device)
@@ -217,31 +215,36 @@ def evaluate(request: EvalRequest, on_event: Emit | None = None) -> EvalResult:
     if plan.needs_features:  # before any slow work: bad weights are refused at once
         extractor = inception.load_extractor(request.inception_weights, device)
         protocol["extractor"] = extractor.describe(request.protocol)
-        if plan.wants_is and not extractor.has_logits:
+        if plan.wants_logits and not extractor.has_logits:
             extractor.logits(torch.zeros(0, 2048))  # raises: why the score is unavailable
     if plan.ckpt is not None:  # a checkpoint gives exactly --n images: check before generating
         _check_sizes(plan, request, request.n, request.n_ref or request.n)
     images, model, protocol["input"] = _input_images(plan, request, device, emit)
-    results: dict[str, float] = {}
-    warnings = list(plan.warnings)
+    inputs = eval_metrics.Inputs(
+        _settings(request), request.metrics, protocol=protocol, warnings=list(plan.warnings)
+    )
     if extractor is not None:
         n_ref = request.n_ref or int(images.shape[0])
         if plan.ckpt is None:  # a folder's count is known only now (checkpoints: above)
             _check_sizes(plan, request, int(images.shape[0]), n_ref)
         emit(ProgressEvent("stage", f"Inception features of the {len(images)} images evaluated"))
-        fake = extractor.features(
+        inputs.fake = extractor.features(
             images,
             request.batch_size,
             request.precision,
             request.protocol,
-            counter(emit, len(images)),
+            emit,
         )
-        if plan.wants_is:
-            results["is_mean"], results["is_std"] = metrics.inception_score(extractor.logits(fake))
-        results |= _feature_metrics(plan, request, extractor, fake, n_ref, emit, protocol, warnings)
-    if "bpd" in request.metrics:
-        emit(ProgressEvent("stage", "negative ELBO and bits/dim on held-out images"))
-        results |= _test_elbo(model, plan, request, device)
+        inputs.logits = extractor.logits
+        if plan.save_stats:
+            save_npz_stats(Path(request.save_stats), *inputs.fake_stats(), request.protocol)
+        if plan.feature_metrics:
+            _reference(plan, request, extractor, inputs, n_ref, emit)
+            emit(ProgressEvent("stage", f"computing {', '.join(plan.feature_metrics)}"))
+    if model is not None:
+        inputs.elbo = lambda: _test_elbo(model, plan, request, device, emit)
+    results = eval_metrics.compute(inputs)
+    warnings = inputs.warnings
     protocol["seconds"] = round(time.perf_counter() - started, 2)
     files = [str(request.save_stats)] if request.save_stats else []
     run = runs.run_of(plan.ckpt.path) if plan.ckpt is not None else None
@@ -262,15 +265,10 @@ def _input_images(
         folder = data.load_images(
             str(plan.source),
             resolution=plan.resolution,
-            on_progress=lambda done, total: emit(ProgressEvent("progress", done=done, total=total)),
+            emit=emit,
         )
         if folder.skipped:
-            more = ", ..." if folder.skipped > len(folder.skipped_examples) else ""
-            plan.warnings.append(
-                f"skipped {folder.skipped} unreadable file(s) in {plan.source}: "
-                + ", ".join(folder.skipped_examples)
-                + more
-            )
+            plan.warnings.append(folder.skipped_text(str(plan.source)))
         g = torch.Generator().manual_seed(request.seed)
         pick = torch.randperm(folder.images.shape[0], generator=g)[: request.n]
         images = folder.images[pick]
@@ -291,7 +289,7 @@ def _input_images(
         return None, model, about | {"ema": use_ema}
     emit(ProgressEvent("stage", f"generating {request.n} images from {ckpt.path}"))
     z = latents(request.n, model.latent_dim, request.seed, None)
-    images = generate_uint8(model, z, device, on_batch=counter(emit, request.n))
+    images = generate_uint8(model, z, device, emit=emit)
     about |= {
         "generated": int(images.shape[0]),
         "ema": use_ema,
@@ -301,25 +299,16 @@ def _input_images(
     return images, model, about
 
 
+def _settings(request: EvalRequest) -> eval_metrics.Settings:
+    return eval_metrics.Settings(
+        request.kid_subsets, request.kid_subset_size, request.seed, request.fid_at
+    )
+
+
 def _check_sizes(plan: _Plan, request: EvalRequest, n: int, n_ref: int) -> None:
     """Refuse, before features are computed, metrics these counts cannot give."""
-    smallest = min(n, n_ref) if plan.npz is None else n
-    if "kid" in plan.feature_metrics:
-        size = request.kid_subset_size or min(1000, smallest // 2)
-        if size > smallest:
-            raise UsageError(
-                f"--kid-subset-size {size} is larger than the {smallest} images available; "
-                "use a smaller --kid-subset-size or more images"
-            )
-        if size < 2:
-            raise UsageError(
-                f"KID needs subsets of at least 2 images; {smallest} images give {size}"
-            )
-    for metric, k in NEIGHBOURS.items():
-        if metric in plan.feature_metrics and smallest <= k:
-            raise UsageError(
-                f"{metric} needs more than k={k} images for its nearest neighbours, got {smallest}"
-            )
+    n_ref_images = None if plan.npz is not None else n_ref
+    eval_metrics.check_sizes(request.metrics, n, n_ref_images, _settings(request))
 
 
 def _reference_resolution(plan: _Plan, request: EvalRequest) -> tuple[int, str]:
@@ -327,120 +316,62 @@ def _reference_resolution(plan: _Plan, request: EvalRequest) -> tuple[int, str]:
     input at its own size (unless --resolution); otherwise the input's size."""
     ref = str(plan.reference)
     if plan.ckpt is None and request.resolution is None and data.native_channels(ref) is None:
-        return data.native_resolution(ref)
+        return native_resolution(ref)
     return plan.resolution, f"as the input, {plan.resolution}x{plan.resolution}"
 
 
-def _feature_metrics(
+def _reference(
     plan: _Plan,
     request: EvalRequest,
     extractor: inception.Extractor,
-    fake: torch.Tensor,
+    inputs: eval_metrics.Inputs,
     n_ref: int,
     emit: Emit,
-    protocol: dict[str, Any],
-    warnings: list[str],
-) -> dict[str, float]:
-    """FID, KID, precision/recall, density/coverage against the reference; --save-stats."""
-    results: dict[str, float] = {}
-    wanted = plan.feature_metrics
-    mu_f = sigma_f = None
-    if "fid" in wanted or plan.save_stats:  # the generated images' statistics, computed once
-        mu_f, sigma_f = metrics.gaussian_stats(fake.numpy())
-    if plan.save_stats:
-        save_npz_stats(Path(request.save_stats), mu_f, sigma_f, request.protocol)
-    if not wanted:
-        return results
-    real = None
+) -> None:
+    """The reference's features (or an .npz's statistics) into `inputs`; what it was, into
+    the protocol."""
     if plan.npz is not None:
-        mu_r, sigma_r, _ = plan.npz
-        protocol["reference"] = {"npz": str(plan.reference)}
-    else:
-        ref_res, how = _reference_resolution(plan, request)
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if done == 0 or (stage == "decode" and done == 1024):
-                emit(ProgressEvent("stage", _stage_text(stage, plan.reference, total)))
-            emit(ProgressEvent("progress", done=done, total=total))
-
-        real, available = reference_features(
-            extractor,
-            str(plan.reference),
-            split=request.split,
-            resolution=ref_res,
-            channels=plan.channels,
-            n=n_ref,
-            root=plan.root,
-            batch_size=request.batch_size,
-            precision=request.precision,
-            protocol=request.protocol,
-            on_progress=progress,
-        )
-        mu_r, sigma_r = metrics.gaussian_stats(real.numpy()) if "fid" in wanted else (None, None)
-        protocol["reference"] = {
-            "dataset": plan.reference,
-            "split": request.split,
-            "images": int(real.shape[0]),
-            "of": int(available),
-            "resolution": ref_res,
-            "resolution_chosen": how,
-        }
-    emit(ProgressEvent("stage", f"computing {', '.join(wanted)}"))
-    if "fid" in wanted:
-        if fake.shape[0] < metrics.FID_FULL_RANK:
-            warnings.append(
-                f"FID from {fake.shape[0]} images (< 2048): the covariance is rank-deficient "
-                "and the value is biased upwards; compare only figures with the same n"
-            )
-        results["fid"] = metrics.frechet_distance(mu_f, sigma_f, mu_r, sigma_r)
-        for k in request.fid_at:  # the same latents' first k images: the FID at a smaller n
-            if 2 <= k < fake.shape[0]:
-                stats = metrics.gaussian_stats(fake[:k].numpy())
-                results[f"fid_at_{k}"] = metrics.frechet_distance(*stats, mu_r, sigma_r)
-    if "kid" in wanted:
-        smallest = min(fake.shape[0], real.shape[0])
-        size = request.kid_subset_size or min(1000, smallest // 2)
-        mean, std = metrics.kernel_inception_distance(
-            real.numpy(), fake.numpy(), request.kid_subsets, size, request.seed
-        )
-        results["kid_mean"], results["kid_std"] = mean, std
-        protocol["kid"] = {"subsets": request.kid_subsets, "subset_size": size}
-    if "pr" in wanted or "dc" in wanted:
-        results |= metrics.manifold_metrics(
-            real.numpy(),
-            fake.numpy(),
-            pr_k=NEIGHBOURS["pr"] if "pr" in wanted else None,
-            dc_k=NEIGHBOURS["dc"] if "dc" in wanted else None,
-        )
-    return results
-
-
-def _stage_text(stage: str, reference: Any, total: int) -> str:
-    if stage == "decode":
-        return f"decoding {total} images of {reference} (the first time only; cached)"
-    return f"Inception features of {total} reference images of {reference} (cached afterwards)"
+        inputs.real_stats = plan.npz[:2]
+        inputs.protocol["reference"] = {"npz": str(plan.reference)}
+        return
+    ref_res, how = _reference_resolution(plan, request)
+    inputs.real, available = reference_features(
+        extractor,
+        str(plan.reference),
+        split=request.split,
+        resolution=ref_res,
+        channels=plan.channels,
+        n=n_ref,
+        root=plan.root,
+        batch_size=request.batch_size,
+        precision=request.precision,
+        protocol=request.protocol,
+        emit=emit,
+    )
+    inputs.protocol["reference"] = {
+        "dataset": plan.reference,
+        "split": request.split,
+        "images": int(inputs.real.shape[0]),
+        "of": int(available),
+        "resolution": ref_res,
+        "resolution_chosen": how,
+    }
 
 
 def _test_elbo(
-    model: Any, plan: _Plan, request: EvalRequest, device: torch.device
+    model: Any, plan: _Plan, request: EvalRequest, device: torch.device, emit: Emit
 ) -> dict[str, float]:
     """The negative ELBO on held-out images, in nats per image and bits/dim."""
+    emit(ProgressEvent("stage", "negative ELBO and bits/dim on held-out images"))
     ckpt = plan.ckpt
     c, res, _ = ckpt.data_shape
     dataset = request.test_data or ckpt.dataset
     split = "test" if data.native_channels(dataset) is not None else "train"
     test = data.load_images(dataset, resolution=res, channels=c, split=split, root=plan.root)
-    noise = torch.Generator(device).manual_seed(request.seed)
-    sums = {"neg_elbo": 0.0, "bpd": 0.0}  # bits/dim is affine in the ELBO: means commute
-    count = 0
-    for i in range(0, test.images.shape[0], request.batch_size * 4):
-        x = test.images[i : i + request.batch_size * 4].to(device).float().div_(255)
-        part = model.evaluate(x, noise)
-        for k in sums:
-            sums[k] += part[k] * x.shape[0]
-        count += x.shape[0]
+    # bits/dim is affine in the ELBO: the batch means commute
+    terms = mean_elbo_terms(model, test.images, device, request.seed, request.batch_size * 4)
     return {
-        "test_neg_elbo": sums["neg_elbo"] / count,
-        "test_bpd": sums["bpd"] / count,
-        "test_images": float(count),
+        "test_neg_elbo": terms["neg_elbo"],
+        "test_bpd": terms["bpd"],
+        "test_images": float(test.images.shape[0]),
     }

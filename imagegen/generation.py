@@ -1,10 +1,9 @@
 """Generating images from a model: latents, interpolations, and uint8 images as a PNG holds."""
 
-from collections.abc import Callable
-
 import torch
 
 from imagegen.images import to_uint8
+from imagegen.progress import Counter, Emit
 
 BATCH = 256
 
@@ -36,16 +35,15 @@ def generate_uint8(
     z: torch.Tensor,
     device: torch.device,
     net: torch.nn.Module | None = None,
-    on_batch: Callable[[int], None] | None = None,
+    emit: Emit | None = None,
 ) -> torch.Tensor:
     """Images for latents z, quantised exactly as a saved PNG: uint8 (N, C, H, W) on the CPU.
 
     `net` is the sampling network to use (an EMA copy); the model's own by default.
-    `on_batch(k)` is called after each batch with the number of images it made.
+    `emit` hears a "progress" event after each batch.
     """
-    out = []
+    out, made = [], Counter(emit, len(z))
     for i in range(0, len(z), BATCH):
         out.append(to_uint8(model.generate(z[i : i + BATCH].to(device), net).cpu()))
-        if on_batch is not None:
-            on_batch(out[-1].shape[0])
+        made.add(out[-1].shape[0])
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.uint8)

@@ -46,8 +46,3 @@ def png_bytes(image: torch.Tensor, fmt: str = "PNG") -> bytes:
 def write_png(path: Path, image: torch.Tensor, fmt: str = "PNG") -> None:
     """Write one uint8 image (C, H, W) as a PNG (or `fmt`), atomically."""
     atomic_write_bytes(Path(path), png_bytes(image, fmt))
-
-
-def write_grid(path: Path, images: torch.Tensor, nrow: int | None = None) -> None:
-    """Write float images (N, C, H, W) in [0, 1] as one PNG grid, atomically."""
-    write_png(path, make_grid(to_uint8(images.cpu()), nrow))

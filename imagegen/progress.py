@@ -1,29 +1,54 @@
-"""Progress of long work (sampling many images, evaluation) as events the caller renders:
-the library never prints."""
+"""Progress of long work, in one shape: the library reports `ProgressEvent`s to a callback
+its caller gives, and never prints. Data decoding, reference features, eval, sample and train
+all report through it.
+
+    kind        what happened                                   fields it sets
+    stage       a stage of work begins                          message
+    progress    `done` of `total` images are made or processed  done, total
+    decode      a dataset's first decode (then it is cached)    message (the data), done, total
+    start       training starts                                 message, done (step), total, path
+    step, log   a training step; a log line                     done, total, values, rate, eta_s
+    sample, checkpoint   a file was written                     done, total, path
+    fid         an FID was measured                             done, total, values, message
+    warning     an alarm was raised                             done, total, message
+"""
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """A stage begins (`message`), or `done` of `total` images are made or processed."""
+    """One report of long work (see the table above)."""
 
-    kind: str  # "stage" | "progress"
+    kind: str
     message: str = ""
-    done: int = 0
-    total: int = 0
+    done: int = 0  # images done, or the training step
+    total: int = 0  # images, or training steps, in all
+    values: dict[str, float] = field(default_factory=dict)  # losses, FID
+    rate: float = 0.0  # images per second
+    eta_s: float = 0.0
+    path: Path | None = None
 
 
 Emit = Callable[[ProgressEvent], None]
 
 
-def counter(emit: Emit, total: int) -> Callable[[int], None]:
-    """An on_batch callback (k images done) that reports progress events of `total`."""
-    done = [0]
+def ignore(event: ProgressEvent) -> None:
+    """The callback of a caller that wants no progress."""
 
-    def on_batch(k: int) -> None:
-        done[0] += k
-        emit(ProgressEvent("progress", done=done[0], total=total))
 
-    return on_batch
+class Counter:
+    """Counts images done of `total` and reports them as `kind` events (every `every` images
+    and at the end; every batch when `every` is 1)."""
+
+    def __init__(self, emit: Emit | None, total: int, kind: str = "progress", message: str = "",
+                 every: int = 1) -> None:  # fmt: skip
+        self.emit, self.total, self.kind, self.message = emit or ignore, total, kind, message
+        self.every, self.done = every, 0
+
+    def add(self, k: int) -> None:
+        before, self.done = self.done, self.done + k
+        if self.done // self.every > before // self.every or self.done == self.total:
+            self.emit(ProgressEvent(self.kind, self.message, self.done, self.total))

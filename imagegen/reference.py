@@ -8,7 +8,6 @@ kept under the cache folder, so later evaluations of the same reference cost not
 import hashlib
 import io
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +16,7 @@ import torch
 from imagegen import data, inception, locations
 from imagegen.errors import UserError
 from imagegen.files import atomic_write_bytes
-
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
+from imagegen.progress import Emit, ProgressEvent, ignore
 
 
 def reference_features(
@@ -33,15 +31,15 @@ def reference_features(
     batch_size: int,
     precision: str = "fp32",
     protocol: str = "pytorch-fid",
-    on_progress: Progress | None = None,
+    emit: Emit | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Features of up to `n` reference images (a fixed random subset), cached on disk.
 
-    Returns the features and how many images the reference set has in all. `on_progress`
-    hears ("decode", done, total) while a dataset is decoded the first time and
-    ("reference", done, total) while features are computed.
+    Returns the features and how many images the reference set has in all. `emit` hears
+    "decode" events while a dataset is decoded the first time, then a "stage" and "progress"
+    events while features are computed.
     """
-    report = on_progress or (lambda stage, done, total: None)
+    emit = emit or ignore
     if channels is None:  # one cache entry per dataset, whether its channels were named or not
         channels = (
             data.native_channels(dataset)
@@ -53,7 +51,7 @@ def reference_features(
         channels=channels,
         split=split,
         root=root,
-        on_progress=lambda done, total: report("decode", done, total),
+        emit=emit,
     )
     count = min(n, images.images.shape[0])
     ident = images.cache_file or dataset
@@ -78,14 +76,9 @@ def reference_features(
     pick = torch.randperm(images.images.shape[0], generator=torch.Generator().manual_seed(0))[
         :count
     ]
-    done = [0]
-
-    def on_batch(k: int) -> None:
-        done[0] += k
-        report("reference", done[0], count)
-
-    report("reference", 0, count)
-    feats = extractor.features(images.images[pick], batch_size, precision, protocol, on_batch)
+    what = f"Inception features of {count} reference images of {dataset} (cached afterwards)"
+    emit(ProgressEvent("stage", what))
+    feats = extractor.features(images.images[pick], batch_size, precision, protocol, emit)
     try:
         from safetensors.torch import save
 

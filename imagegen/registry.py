@@ -194,3 +194,13 @@ def get_spec(name: str) -> ModelSpec:
         close = difflib.get_close_matches(str(name), MODELS, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise UsageError(f"unknown model {name!r} (valid: {', '.join(MODELS)}){hint}") from None
+
+
+def set_by(key: str) -> tuple[dict[str, Any], list[str]]:
+    """Where the registry sets training option `key` over TrainConfig's default: each model's
+    own default (by model name), and the presets that set it (as MODEL/PRESET)."""
+    models = {n: s.train_defaults[key] for n, s in MODELS.items() if key in s.train_defaults}
+    presets = [
+        f"{n}/{p}" for n, s in MODELS.items() for p, pr in s.presets.items() if key in pr.train
+    ]
+    return models, presets

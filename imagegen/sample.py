@@ -18,7 +18,8 @@ from imagegen.files import (
 )
 from imagegen.generation import BATCH, generate_uint8, latents
 from imagegen.images import make_grid, png_bytes, to_uint8, write_png
-from imagegen.progress import Emit, ProgressEvent, counter
+from imagegen.likelihood import mean_elbo_terms
+from imagegen.progress import Emit, ProgressEvent, ignore
 from imagegen.registry import MODELS
 from imagegen.runs import find_checkpoint, newest_run, recorded_data_root
 
@@ -114,7 +115,7 @@ def sample(request: SampleRequest, on_event: Emit | None = None) -> SampleResult
     Progress is reported (to `on_event`) for long work only: many images, or one file each.
     """
     long_work = request.n >= 1024 or request.individual is not None
-    emit = (on_event if long_work else None) or (lambda event: None)
+    emit = (on_event if long_work else None) or ignore
     validate(request)
     chosen = None
     if request.source is None:
@@ -147,7 +148,7 @@ def sample(request: SampleRequest, on_event: Emit | None = None) -> SampleResult
     else:
         z = latents(request.n, model.latent_dim, request.seed, request.interpolate)
         emit(ProgressEvent("stage", f"generating {len(z)} images"))
-        images = generate_uint8(model, z, device, on_batch=counter(emit, len(z)))  # uint8 NCHW
+        images = generate_uint8(model, z, device, emit=emit)  # uint8 NCHW
         nrow = request.interpolate or request.nrow
     elapsed = time.perf_counter() - start
 
@@ -204,13 +205,7 @@ def _reconstructions(
     metrics = {"mse": float((recon - x).pow(2).mean())}
     metrics["psnr_db"] = float(10 * torch.log10(1.0 / torch.tensor(max(metrics["mse"], 1e-12))))
     if model.has_likelihood:  # the negative ELBO
-        noise = torch.Generator(device).manual_seed(request.seed)
-        sums: dict[str, float] = {}
-        for i in range(0, len(x), BATCH):
-            part = model.evaluate(x[i : i + BATCH].to(device), noise)
-            for k, v in part.items():
-                sums[k] = sums.get(k, 0.0) + v * len(x[i : i + BATCH])
-        metrics |= {k: v / len(x) for k, v in sums.items()}
+        metrics |= mean_elbo_terms(model, source.images[pick], device, request.seed, BATCH)
     nrow = request.nrow or 8
     rows = []
     for i in range(0, len(x), nrow):

@@ -12,7 +12,6 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 
 from imagegen import __version__, checkpoint, data, distributed, jsonl, runs, tensorboard_log
+from imagegen.batches import EpochBatches
 from imagegen.config import TrainConfig, build_dataclass, to_dict
 from imagegen.devices import autocast, precision_reason, resolve_device, resolve_precision
 from imagegen.ema import EMA
@@ -28,23 +28,11 @@ from imagegen.fid_monitor import FIDMonitor
 from imagegen.files import atomic_link_or_copy, remove_stray_temp_files
 from imagegen.health import Alarm, HealthMonitor
 from imagegen.images import make_grid, to_uint8, write_png
+from imagegen.models.base import GenerativeModel, ModelConfig
+from imagegen.progress import Emit, ProgressEvent, ignore
 from imagegen.registry import get_spec
 from imagegen.tensorboard_log import TensorBoardLog
 from imagegen.train_plan import TrainPlan
-
-
-@dataclass(frozen=True)
-class TrainEvent:
-    """Progress reported to the caller; the library itself never prints."""
-
-    kind: str  # "decode" | "start" | "step" | "log" | "sample" | "checkpoint" | "fid" | "warning"
-    step: int
-    total: int
-    losses: dict[str, float] = field(default_factory=dict)
-    images_per_s: float = 0.0
-    eta_s: float = 0.0
-    path: Path | None = None
-    message: str = ""
 
 
 @dataclass(frozen=True)
@@ -127,9 +115,9 @@ class _Session:
     context: distributed.Context
     device: torch.device
     images: data.ImageData
-    batches: data.EpochBatches
-    config: Any  # the model's config dataclass
-    model: Any  # a GenerativeModel
+    batches: EpochBatches
+    config: ModelConfig  # the model's frozen config dataclass
+    model: GenerativeModel
     ema: EMA
     optimizers: dict[str, torch.optim.Optimizer]
     noise: torch.Generator
@@ -160,9 +148,7 @@ class _Session:
         return real.contiguous(memory_format=torch.channels_last)
 
 
-def _setup(
-    plan: TrainPlan, context: distributed.Context, emit: Callable[[TrainEvent], None]
-) -> _Session:
+def _setup(plan: TrainPlan, context: distributed.Context, emit: Emit) -> _Session:
     """Load the data, build the model, optimizers and EMA, and restore a checkpoint.
 
     The first use of a dataset decodes it (then it is cached): `emit` hears "decode" events
@@ -181,14 +167,12 @@ def _setup(
             resolution=plan.model_config["resolution"],
             channels=channels,
             root=plan.data_root,
-            on_progress=lambda done, total: emit(
-                TrainEvent("decode", done, total, message=plan.dataset)
-            ),
+            emit=emit,
         )
     config = build_dataclass(
         spec.config_cls, {**plan.model_config, "channels": channels or images.shape[0]}, plan.model
     )
-    batches = data.EpochBatches(
+    batches = EpochBatches(
         images.images.to(device), train.batch_size, train.seed, context.rank, context.world_size
     )
     torch.manual_seed(train.seed)  # the same initial weights on every rank
@@ -204,7 +188,7 @@ def _setup(
     # checkpoints, the run's config.json.
     kept = None
     if ckpt and train.precision == "auto":
-        kept = ckpt.counters.get("precision") or runs.recorded_precision(ckpt.path)
+        kept = ckpt.counters.precision or runs.recorded_precision(ckpt.path)
         kept = kept if kept in ("bf16", "fp32") else None
     precision = kept or resolve_precision(train.precision, device, spec.cpu_bf16)
     session = _Session(
@@ -249,13 +233,14 @@ def _restore(session: _Session, ckpt: checkpoint.Checkpoint, noise_seed: int) ->
         session.noise.set_state(saved)
     else:  # moved between devices, or a rank the run did not have: not exact
         session.noise.manual_seed(noise_seed + ckpt.step)
+    counted = ckpt.counters
     session.start_step = ckpt.step
-    session.ema.updates = int(ckpt.counters.get("ema_updates", ckpt.step))
-    session.elapsed_before = float(ckpt.counters.get("elapsed_s", 0.0))
-    session.images_seen = int(
-        ckpt.counters.get("images_seen", ckpt.step * session.train.batch_size)
+    session.ema.updates = ckpt.step if counted.ema_updates is None else counted.ema_updates
+    session.elapsed_before = counted.elapsed_s
+    session.images_seen = (
+        ckpt.step * session.train.batch_size if counted.images_seen is None else counted.images_seen
     )
-    session.best_fid = float(ckpt.counters.get("best_fid") or math.inf)
+    session.best_fid = math.inf if counted.best_fid is None else counted.best_fid
 
 
 def linear_decay(step: int, total: int) -> float:
@@ -311,7 +296,7 @@ class _Checkpointer:
     ranks are gathered into rank 0's file. Non-finite weights are never written.
     """
 
-    def __init__(self, session: _Session, emit: Callable[[TrainEvent], None]) -> None:
+    def __init__(self, session: _Session, emit: Emit) -> None:
         self.s, self.emit = session, emit
         self.folder = session.plan.run_dir / "checkpoints"
         self.saved_at = -1
@@ -329,7 +314,7 @@ class _Checkpointer:
             raise _diverged(s, self.last_good, step, "the weights are not finite")
         self.saved_at = step
         states = distributed.gather(s.noise.get_state().numpy().tobytes(), context)
-        counters: dict[str, Any] = {"world_size": context.world_size}
+        digests: list[str] = []
         if context.enabled:
             digests = distributed.gather(distributed.weights_digest(s.model), context)
             if len(set(digests)) > 1:
@@ -337,7 +322,6 @@ class _Checkpointer:
                     f"rank {context.rank}: the ranks' weights differ at step {step} "
                     f"(SHA-256 {', '.join(d[:12] for d in digests)}); the job is out of sync"
                 )
-            counters["rank_weights_sha256"] = digests
         if not context.is_main:
             return path
         _ready_to_sample(s)
@@ -345,15 +329,17 @@ class _Checkpointer:
             "noise" if r == 0 else f"noise.{r}": torch.frombuffer(bytearray(b), dtype=torch.uint8)
             for r, b in enumerate(states)
         }
-        counters |= {
-            "ema_updates": s.ema.updates,
-            "images_seen": s.images_seen,
-            "elapsed_s": s.elapsed_before + time.perf_counter() - s.started,
-            "best_fid": s.best_fid if math.isfinite(s.best_fid) else None,
-            "batches_per_epoch": s.batches.batches_per_epoch,
-            "precision": s.precision,  # what a resume left to `auto` keeps
-            "total_steps": s.total,  # where a linear lr decay was planned to end
-        }
+        counters = checkpoint.Counters(
+            world_size=context.world_size,
+            ema_updates=s.ema.updates,
+            images_seen=s.images_seen,
+            elapsed_s=s.elapsed_before + time.perf_counter() - s.started,
+            best_fid=s.best_fid if math.isfinite(s.best_fid) else None,
+            batches_per_epoch=s.batches.batches_per_epoch,
+            precision=s.precision,
+            total_steps=s.total,
+            rank_weights_sha256=tuple(digests),
+        )
         try:
             self._write(path, step, rng, counters)
         except UserError as e:
@@ -365,10 +351,10 @@ class _Checkpointer:
             raise UserError(f"{e}; the checkpoint of step {step} was not written, {kept}") from None
         self.last_good = (step, path)
         self.files.append(str(path))
-        self.emit(TrainEvent("checkpoint", step, s.total, path=path))
+        self.emit(ProgressEvent("checkpoint", done=step, total=s.total, path=path))
         return path
 
-    def _write(self, path: Path, step: int, rng: dict, counters: dict) -> None:
+    def _write(self, path: Path, step: int, rng: dict, counters: checkpoint.Counters) -> None:
         s = self.s
         checkpoint.save_checkpoint(
             path,
@@ -438,13 +424,13 @@ def _describe_start(s: _Session) -> str:
         parts.append("--sync-bn has no effect in a single process")
     if ckpt is not None:
         parts.append(f"resumed from step {ckpt.step}")
-        trained_with = int(ckpt.counters.get("world_size", 1))
+        trained_with = ckpt.counters.world_size
         if trained_with != context.world_size:
             parts.append(
                 f"it was trained by {trained_with} process(es), now {context.world_size}: it "
                 "continues with the new global batch, not bit-exactly"
             )
-        planned = int(ckpt.counters.get("total_steps") or s.total)
+        planned = ckpt.counters.total_steps or s.total
         if s.train.lr_decay == "linear" and planned != s.total:
             parts.append(
                 f"the linear lr decay planned to end at step {planned} now ends at step "
@@ -452,12 +438,7 @@ def _describe_start(s: _Session) -> str:
                 f"initial value, not {linear_decay(ckpt.step, planned):.0%}"
             )
     if images.skipped:
-        more = ", ..." if images.skipped > len(images.skipped_examples) else ""
-        parts.append(
-            f"skipped {images.skipped} unreadable file(s): "
-            + ", ".join(images.skipped_examples)
-            + more
-        )
+        parts.append(images.skipped_text())
     return "; ".join(parts)
 
 
@@ -500,7 +481,7 @@ class _Position:
 
 def run_training(
     plan: TrainPlan,
-    on_event: Callable[[TrainEvent], None] | None = None,
+    on_event: Emit | None = None,
     context: distributed.Context = distributed.SINGLE,
 ) -> TrainResult:
     """Train as planned; on Ctrl-C or SIGTERM write a checkpoint and return `interrupted`.
@@ -542,7 +523,7 @@ class _Reporter:
     def __init__(
         self,
         s: _Session,
-        emit: Callable[[TrainEvent], None],
+        emit: Emit,
         log: Any,
         tb: TensorBoardLog | None,
     ) -> None:
@@ -561,12 +542,14 @@ class _Reporter:
         self.data_time, self.step_time = self.data_time + t1 - t0, self.step_time + t2 - t0
 
     def progress(self, step: int) -> None:
-        self.emit(TrainEvent("step", step, self.s.total, self.losses, self.ips))
+        self.emit(
+            ProgressEvent("step", done=step, total=self.s.total, values=self.losses, rate=self.ips)
+        )
 
     def warn(self, step: int, alarms: list[Alarm]) -> list[Alarm]:
         for alarm in alarms:
             self.alarms.append(alarm)
-            self.emit(TrainEvent("warning", step, self.s.total, message=alarm.text))
+            self.emit(ProgressEvent("warning", alarm.text, step, self.s.total))
             if self.tb is not None:
                 self.tb.text(step, "warnings", alarm.text)
         return alarms
@@ -602,7 +585,7 @@ class _Reporter:
         if bad:
             raise _diverged(s, last_good, step, ", ".join(bad))
         eta = (s.total - step) / max(self.ips / s.global_batch, 1e-9)
-        self.emit(TrainEvent("log", step, s.total, self.losses, self.ips, eta))
+        self.emit(ProgressEvent("log", "", step, s.total, self.losses, self.ips, eta))
         return stop
 
     @property
@@ -613,7 +596,7 @@ class _Reporter:
 def _ready_to_sample(s: _Session) -> torch.nn.Module:
     """Rank 0: the EMA module, with BatchNorm statistics of its own weights where the model
     asks for them. Without averaging (decay 0) the copied statistics are the weights' own,
-    and are kept (re-estimating them measured worse: FID 84.5 against 81.0)."""
+    and are kept (re-estimating them measured worse: docs/models.md, the DCGAN)."""
     if s.model.standing_statistics and s.train.ema_decay > 0:
         s.ema.standing_statistics(s.model.generate, s.model.latent_dim, s.device)
     return s.ema.module
@@ -650,16 +633,16 @@ def _measure_fid(
         s.best_fid = fid
         checkpointer.mark_best(checkpointer.save(step))
     message = "best" if improved else ""
-    reporter.emit(TrainEvent("fid", step, s.total, {"fid": fid}, message=message))
+    reporter.emit(ProgressEvent("fid", message, step, s.total, {"fid": fid}))
 
 
 def _train(
     plan: TrainPlan,
-    on_event: Callable[[TrainEvent], None] | None,
+    on_event: Emit | None,
     context: distributed.Context,
     position: _Position,
 ) -> TrainResult:
-    emit = on_event or (lambda event: None)
+    emit = on_event or ignore
     s = _setup(plan, context, emit)
     train, total, main = s.train, s.total, context.is_main
     if s.start_step > total:
@@ -673,7 +656,7 @@ def _train(
     checkpointer = _Checkpointer(s, emit)
     g = torch.Generator().manual_seed(train.seed + 2)
     fixed_z = torch.randn(train.num_samples, s.config.latent_dim, generator=g).to(s.device)
-    emit(TrainEvent("start", s.start_step, total, path=plan.run_dir, message=_describe_start(s)))
+    emit(ProgressEvent("start", _describe_start(s), s.start_step, total, path=plan.run_dir))
     monitor = _fid_monitor(s) if train.fid_every and main else None
     step = position.step = s.start_step
     interrupted = False
@@ -706,7 +689,7 @@ def _train(
                 reporter.progress(step)
             if main and (step % train.sample_every == 0 or step == total):
                 files.append(str(_sample(s, fixed_z, step, tb)))
-                emit(TrainEvent("sample", step, total, path=Path(files[-1])))
+                emit(ProgressEvent("sample", done=step, total=total, path=Path(files[-1])))
             if train.fid_every and (step % train.fid_every == 0 or step == total):
                 _measure_fid(s, monitor, checkpointer, reporter, step)
             if step % train.checkpoint_every == 0 or step == total or stop_now:

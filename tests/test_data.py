@@ -13,7 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from imagegen import data
+from imagegen import data, decode
+from imagegen.batches import EpochBatches
 from imagegen.errors import UsageError, UserError
 
 
@@ -68,12 +69,13 @@ def test_cache_survives_a_copied_or_touched_dataset(fake_mnist: Path, tmp_path: 
     copy = tmp_path / "copy"
     shutil.copytree(fake_mnist, copy)
     os.utime(copy / "MNIST/raw/train-images-idx3-ubyte", (1, 1))
-    decoded: list[int] = []
-    again = data.load_images(
-        "mnist", resolution=32, root=copy, on_progress=lambda done, total: decoded.append(done)
-    )
+    decoded: list = []
+    again = data.load_images("mnist", resolution=32, root=copy, emit=decoded.append)
     assert again.cache_file == first.cache_file and not decoded
     assert torch.equal(again.images, first.images)
+    data.load_images("mnist", resolution=32, root=copy, use_cache=False, emit=decoded.append)
+    assert decoded and decoded[-1].kind == "decode"  # a decode is heard: the check above can fail
+    assert decoded[-1].done == decoded[-1].total == first.images.shape[0]
 
 
 def test_missing_named_dataset_names_the_files_needed(tmp_path: Path) -> None:
@@ -161,7 +163,7 @@ def test_cifar_batches_load_without_running_code(tmp_path: Path) -> None:
 
     (folder / "data_batch_1").write_bytes(pickle.dumps({b"data": Evil()}))
     with pytest.raises(UserError, match="refused"):
-        data.read_cifar_batch(folder / "data_batch_1")
+        decode.read_cifar_batch(folder / "data_batch_1")
     assert not marker.exists()
 
 
@@ -178,26 +180,26 @@ def test_synthetic_is_deterministic() -> None:
 def test_fit_image_crops_the_centre() -> None:
     image = Image.new("RGB", (90, 30), (0, 0, 0))
     image.paste((255, 255, 255), (30, 0, 60, 30))  # white middle third
-    out = data.fit_image(image, 30)
+    out = decode.fit_image(image, 30)
     assert out.shape == (30, 30, 3) and out.min() == 255
 
 
 def test_epoch_batches_are_permutations_and_recomputable() -> None:
     images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1)
-    batches = data.EpochBatches(images, batch_size=3, seed=7)
+    batches = EpochBatches(images, batch_size=3, seed=7)
     assert batches.batches_per_epoch == 3
     epoch0 = torch.cat([batches.batch(s) for s in range(3)]).flatten().tolist()
     assert len(set(epoch0)) == 9  # drop_last: 9 distinct of 10
-    fresh = data.EpochBatches(images, batch_size=3, seed=7)
+    fresh = EpochBatches(images, batch_size=3, seed=7)
     assert torch.equal(fresh.batch(4), batches.batch(4))  # any step, any order
     assert not torch.equal(batches.order(0), batches.order(1))
     with pytest.raises(UsageError, match="fewer than the batch size"):
-        data.EpochBatches(images, batch_size=11, seed=0)
+        EpochBatches(images, batch_size=11, seed=0)
 
 
 def test_convert_channels_luma() -> None:
     rgb = torch.tensor([255, 0, 0], dtype=torch.uint8).view(1, 3, 1, 1)
-    assert data.convert_channels(rgb, 1).item() == round(0.299 * 255)
+    assert decode.convert_channels(rgb, 1).item() == round(0.299 * 255)
 
 
 def test_celeba_layout_and_partition(tmp_path: Path) -> None:

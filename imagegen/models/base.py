@@ -22,12 +22,20 @@ Capabilities some models add, declared (not probed):
 """
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import ClassVar, Protocol
 
 import torch
 from torch import nn
 
 from imagegen.config import TrainConfig
+
+
+class ModelConfig(Protocol):
+    """What every model's frozen config dataclass has (each adds its own fields)."""
+
+    resolution: int
+    channels: int
+    latent_dim: int
 
 
 class GenerativeModel(nn.Module, ABC):
@@ -43,7 +51,7 @@ class GenerativeModel(nn.Module, ABC):
     can_reconstruct: ClassVar[bool] = False
     has_likelihood: ClassVar[bool] = False
     standing_statistics: ClassVar[bool] = False
-    config: Any
+    config: ModelConfig
 
     def __init__(self) -> None:
         super().__init__()

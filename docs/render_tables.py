@@ -1,0 +1,73 @@
+"""Write the tables of docs/*.md that are made from the code, between their markers.
+
+- docs/cli.md, the options of `imagegen train`: from the command, whose training options are
+  derived from their declarations (TrainConfig fields, imagegen/config.py);
+- docs/evaluation.md, the metrics of `imagegen eval`: from their registry
+  (imagegen/eval_metrics.py).
+
+tests/test_options.py checks that the docs hold the tables this script would write.
+
+    python docs/render_tables.py
+"""
+
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def train_options_table() -> str:
+    """The Markdown table of the train command's arguments and options."""
+    import typer
+
+    from imagegen.cli import app
+
+    command = typer.main.get_command(app).commands["train"]
+    rows = ["| option | meaning | default |", "| --- | --- | --- |"]
+    for param in command.params:
+        if param.param_type_name == "argument":
+            names, default = f"`{param.name.upper()}`", "required"
+        else:
+            names = ", ".join(f"`{o}`" for o in [*param.opts, *param.secondary_opts])
+            default = "" if param.default in (None, False, [], ()) else str(param.default)
+        text = (param.help or "").strip()
+        shown = re.search(r"\s*\[default: (.*)\]\.?$", text)
+        if shown:
+            text, default = text[: shown.start()], shown.group(1)
+        rows.append(f"| {names} | {text.replace('|', '/')} | {default} |")
+    return "\n".join(rows)
+
+
+def metrics_table() -> str:
+    """The Markdown table of the eval command's metrics."""
+    from imagegen.eval_metrics import METRICS
+
+    rows = ["| name | what | notes |", "| --- | --- | --- |"]
+    for name, m in METRICS.items():
+        notes = "; ".join(x for x in ("computed by default" if m.default else "", m.notes) if x)
+        rows.append(f"| `{name}` | {m.summary} | {notes} |")
+    return "\n".join(rows)
+
+
+# file -> (the table's name in its markers, the function that makes it)
+TABLES: dict[str, tuple[str, Callable[[], str]]] = {
+    "cli.md": ("train options", train_options_table),
+    "evaluation.md": ("metrics", metrics_table),
+}
+
+
+def render(name: str) -> str:
+    """docs/NAME's text with its table made anew between the markers."""
+    what, make = TABLES[name]
+    begin, end = f"<!-- {what}: made by docs/render_tables.py -->", f"<!-- end of {what} -->"
+    text = (ROOT / "docs" / name).read_text()
+    start, stop = text.index(begin) + len(begin), text.index(end)
+    return text[:start] + "\n" + make() + "\n" + text[stop:]
+
+
+if __name__ == "__main__":
+    for name in TABLES:
+        (ROOT / "docs" / name).write_text(render(name))
+        print(f"docs/{name}: {TABLES[name][0]} written", file=sys.stderr)

@@ -1,0 +1,104 @@
+"""Training options are declared once (TrainConfig fields in config.py): the train command's
+flags, their help defaults, the resume check and docs/cli.md's table all come from there; the
+metrics of eval are registered once (eval_metrics.py), and docs/evaluation.md's table too."""
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import typer
+from conftest import train_tiny
+
+from imagegen import cli
+from imagegen.config import RESUMABLE_CHANGES, TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _train_params() -> dict[str, object]:
+    command = typer.main.get_command(cli.app).commands["train"]
+    return {p.name: p for p in command.params}
+
+
+def test_flags_and_fields_match_one_to_one() -> None:
+    params = _train_params()
+    options = set(params) - set(cli.RUN_OPTIONS)
+    assert options == set(FIELDS)  # every field has a flag; every other flag is a run option
+    assert set(cli.RUN_OPTIONS) <= set(params)  # and the run options all exist
+    for name, f in FIELDS.items():
+        flag = f.metadata["flag"] or f"--{name.replace('_', '-')}"
+        assert flag in params[name].opts, (name, params[name].opts)
+
+
+def test_help_shows_each_declared_default() -> None:
+    params = _train_params()
+    assert "[default: 50]" in params["log_every"].help
+    assert "[default: 3]" in params["keep_checkpoints"].help
+    assert "[default: --epochs]" in params["steps"].help  # `shown` replaces None
+    assert "[default: off]" in params["flip"].help
+    # where the registry sets its own: the VAE's lr and beta1, the presets' batch size
+    assert "[default: the preset's, else 0.0002; vae: 0.001]" in params["lr"].help
+    assert "[default: 0.5; vae: 0.9]" in params["beta1"].help
+    assert "the preset's, else 64" in params["batch_size"].help
+    for name, f in FIELDS.items():
+        assert f.metadata["help"] in params[name].help, name
+
+
+def test_resumable_changes_are_the_declared_ones(run_cli, isolated: Path) -> None:
+    assert {n for n, f in FIELDS.items() if f.metadata["resumable"]} == RESUMABLE_CHANGES
+    assert {"lr", "steps", "log_every"} <= RESUMABLE_CHANGES
+    assert not {"seed", "batch_size", "beta1", "dataset"} & RESUMABLE_CHANGES
+    run = isolated / "run"
+    train_tiny(run_cli, run, steps=2)
+    ok = run_cli("train", "dcgan", "--resume", run, "--steps", "4", "--lr", "1e-4", "--dry-run")
+    assert ok.code == 0, ok
+    refused = run_cli("train", "dcgan", "--resume", run, "--steps", "4", "--beta1", "0.1")
+    assert refused.code != 0 and "beta1: 0.5 -> 0.1" in refused.err, refused
+
+
+def test_a_new_flag_reaches_the_config(run_cli, isolated: Path) -> None:
+    # --num-samples had no flag before options were declared once: only TOML reached it
+    train_tiny(run_cli, isolated / "run", "--num-samples", "4", steps=1)
+    from PIL import Image
+
+    grid = Image.open(isolated / "run" / "samples" / "step-0000001.png")
+    assert grid.size == (70, 70)  # 2 x 2 images of 32 px (the default 64 would be 8 x 8)
+
+
+def test_docs_tables_are_made_from_the_declarations() -> None:
+    sys.path.insert(0, str(ROOT / "docs"))
+    import render_tables
+
+    for name in render_tables.TABLES:
+        assert (ROOT / "docs" / name).read_text() == render_tables.render(name), (
+            f"docs/{name}'s table is stale: run python docs/render_tables.py"
+        )
+
+
+def test_a_metric_is_registered_once(run_cli, isolated: Path, weights: Path, monkeypatch) -> None:
+    """A new entry in the registry is parsed, checked and computed by `eval` with no other edit."""
+    from PIL import Image
+
+    from imagegen import eval_metrics
+
+    def mean_norm(inputs: eval_metrics.Inputs) -> dict[str, float]:
+        return {"mean_norm": float(inputs.fake.norm(dim=1).mean())}
+
+    def at_least_5(smallest: int, settings: eval_metrics.Settings) -> None:
+        if smallest < 5:
+            raise eval_metrics.UsageError(f"norm needs 5 images, got {smallest}")
+
+    metric = eval_metrics.Metric("mean feature norm", "", "features", mean_norm, at_least_5)
+    monkeypatch.setitem(eval_metrics.METRICS, "norm", metric)
+    folder = isolated / "images"
+    folder.mkdir()
+    for i in range(6):
+        Image.new("RGB", (32, 32), (40 * i, 0, 255 - 40 * i)).save(folder / f"{i}.png")
+    result = run_cli("eval", folder, "--metrics", "norm", "--json")
+    assert result.code == 0, result
+    assert json.loads(result.out)["metrics"]["mean_norm"] > 0
+    refused = run_cli("eval", folder, "--metrics", "norm", "--n", "4")
+    assert refused.code == 2 and "norm needs 5 images, got 4" in refused.err, refused
+    assert "norm" in run_cli("eval", folder, "--metrics", "nrom").err  # listed as valid

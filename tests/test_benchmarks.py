@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration  # the benchmark scripts, run small
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -79,12 +81,25 @@ def test_bench_fid() -> None:
         inception.find_weights()
     except UserError:
         pytest.skip("no Inception weights installed")
-    result = run("bench_fid.py", "--n", "6", "--batch-size", "6")
+    result = run("bench_fid.py", "--n", "6", "--batch-size", "6")  # fails on a disagreement
     assert [r["pipeline"] for r in result["rows"]] == [
         "imagegen fp32",
         "imagegen bf16",
         "reference",
     ]
+    assert result["rows"][0]["fid_rel_diff"] <= 0.005 and result["failed"] == []
+
+
+def test_bench_fid_fails_where_fp32_disagrees() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_fid
+
+    row = {"pipeline": "imagegen fp32", "fid": 10.1, "fid_rel_diff": 0.01}
+    assert bench_fid.disagreements([row]) == [
+        "imagegen fp32: FID 10.1 is 1.000% from the reference's (at most 0.5%)"
+    ]
+    assert bench_fid.disagreements([row | {"fid_rel_diff": 0.004}]) == []
+    assert bench_fid.disagreements([row | {"pipeline": "imagegen bf16"}]) == []  # not promised
 
 
 def test_bench_ddp() -> None:
@@ -133,8 +148,7 @@ def test_bench_quality(tmp_path: Path) -> None:
     keys = {r["key"] for r in result["rows"]}
     assert {"synthetic/floor", f"synthetic/{dcgan}/final", "synthetic/dcgan-classic/final"} <= keys
     # Each recipe trains at its preset's batch size for the same images: steps differ.
-    batch = MODELS["dcgan"].preset(None)[1].train.get("batch_size", 64)
-    steps = 256 // batch
+    steps = 256 // 16  # the default preset's batch of 16 (the classic recipe's: 64)
     assert {f"synthetic/{dcgan}/curve/{steps // 2}", f"synthetic/{dcgan}/curve/{steps}"} <= keys
     trained = [r for r in result["rows"] if r["key"].endswith("/train")]
     assert len(trained) == 3 and all(r["images"] == 256 for r in trained)

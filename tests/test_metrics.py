@@ -94,6 +94,16 @@ def test_density_coverage_constructed() -> None:
     assert coverage < 0.05 and density > 0.1
 
 
+def test_density_coverage_exact_on_a_line() -> None:
+    """Real points 0..9 on a line; k = 2 radii: 2 at both ends, 1 inside. A fake point at 0.5
+    lies in the balls of 0 and 1, one at 9.5 in the ball of 9 alone, one at 50 in none:
+    density = (2 + 1 + 0) / (k * 3) = 0.5, coverage = |{0, 1, 9}| / 10 = 0.3."""
+    real = np.stack([np.arange(10.0), np.zeros(10)], axis=1)
+    fake = np.array([[0.5, 0.0], [9.5, 0.0], [50.0, 0.0]])
+    density, coverage = metrics.density_coverage(real, fake, k=2)
+    assert density == pytest.approx(0.5) and coverage == pytest.approx(0.3)
+
+
 def test_inception_score_known_cases() -> None:
     uniform = np.zeros((100, 10))
     assert metrics.inception_score(uniform, splits=10)[0] == pytest.approx(1.0)
@@ -101,3 +111,18 @@ def test_inception_score_known_cases() -> None:
     confident[np.arange(100), np.arange(100) % 10] = 50.0  # each split holds all 10 classes
     mean, std = metrics.inception_score(confident, splits=10)
     assert mean == pytest.approx(10.0, rel=1e-6) and std == pytest.approx(0.0, abs=1e-6)
+
+
+def test_inception_score_known_values() -> None:
+    """Sure and evenly spread over k classes in each split: IS = k; one class for all: 1."""
+    sure = np.full((100, 12), -50.0)
+    sure[np.arange(100), np.arange(100) % 10] = 50.0  # each split of 10: 10 classes, once each
+    mean, std = metrics.inception_score(sure, splits=10)
+    assert mean == pytest.approx(10.0, rel=1e-6) and std == pytest.approx(0.0, abs=1e-6)
+    same = np.tile(np.random.default_rng(0).normal(size=(1, 12)), (100, 1))
+    assert metrics.inception_score(same, splits=10)[0] == pytest.approx(1.0, rel=1e-9)
+    # per split, not over all images: split s holds classes 2s and 2s+1 only, so IS = 2 (the
+    # marginal of all 100 images would give 20)
+    two = np.full((100, 20), -50.0)
+    two[np.arange(100), (np.arange(100) // 10) * 2 + np.arange(100) % 2] = 50.0
+    assert metrics.inception_score(two, splits=10)[0] == pytest.approx(2.0, rel=1e-6)

@@ -11,14 +11,8 @@ from safetensors.torch import load_file
 
 from imagegen.errors import UsageError
 from imagegen.models import augment
-from imagegen.models.dcgan import (
-    DCGAN,
-    DCGANConfig,
-    discriminator_loss,
-    generator_loss,
-    r1_penalty,
-)
-from imagegen.registry import MODELS
+from imagegen.models.dcgan import DCGAN, DCGANConfig, r1_penalty
+from imagegen.models.gan_losses import discriminator_loss, generator_loss
 
 TINY_CFG = {"resolution": 32, "channels": 3, "latent_dim": 8, "g_width": 8, "d_width": 8}
 
@@ -147,8 +141,19 @@ def test_cutout_zeroes_one_square_of_half_the_size() -> None:
 
 
 def test_color_leaves_grayscale_saturation_alone() -> None:
+    """A grey image gets brightness and contrast only: no saturation factor is drawn for it."""
     x = torch.rand(4, 1, 8, 8)
-    assert augment.color(x, gen(0)).shape == x.shape
+    draws = gen(0)
+    shift = torch.rand(4, 1, 1, 1, generator=draws) - 0.5  # U(-0.5, 0.5)
+    contrast = torch.rand(4, 1, 1, 1, generator=draws) + 0.5  # U(0.5, 1.5), the second draw
+    y = x + shift
+    mean = y.mean(dim=(1, 2, 3), keepdim=True)
+    torch.testing.assert_close(augment.color(x, gen(0)), (y - mean) * contrast + mean)
+    # a colour image draws a saturation factor between the two: its channels move apart
+    rgb = x.expand(-1, 3, -1, -1).clone()
+    rgb[:, 0] += 0.2
+    out = augment.color(rgb, gen(0))
+    assert not torch.allclose(out[:, 0] - out[:, 1], rgb[:, 0] - rgb[:, 1], atol=1e-3)
 
 
 def test_spectral_discriminator_has_no_batchnorm_and_unit_norm() -> None:
@@ -282,14 +287,15 @@ def test_r1_trains_and_resumes_exactly(run_cli, isolated: Path) -> None:
 
 
 def test_presets_resolve_and_are_recorded(run_cli, isolated: Path) -> None:
-    spec = MODELS["dcgan"]
-    assert spec.default_preset in spec.presets and "classic" in spec.presets
     result = run_cli("train", "dcgan", "-d", "synthetic", "--dry-run", "--json")
     plan = json.loads(result.out)
-    assert plan["train_config"]["preset"] == spec.default_preset
-    default = spec.presets[spec.default_preset]
-    assert all(plan["model_config"][k] == v for k, v in default.model.items())
-    assert all(plan["train_config"][k] == v for k, v in default.train.items())
+    # the default recipe, written out (docs/models.md): changing it must change this test
+    assert plan["train_config"]["preset"] == "adaptive-r1"
+    want_train = {"batch_size": 16, "lr": 4e-4, "ema_decay": 0.999, "beta1": 0.5}
+    assert {k: plan["train_config"][k] for k in want_train} == want_train
+    want_model = {"augment": "translation,cutout", "augment_target": 0.9, "r1_gamma": 0.01}
+    want_model |= {"d_norm": "batch", "loss": "bce", "d_batch": "separate"}
+    assert {k: plan["model_config"][k] for k in want_model} == want_model
     result = run_cli(
         "train", "dcgan", "-d", "synthetic", "--preset", "classic", "--dry-run", "--json"
     )
@@ -320,8 +326,8 @@ def test_preset_lands_in_config_json_and_resume_keeps_it(run_cli, isolated: Path
 def test_linear_lr_decay_and_exact_resume_mid_schedule(run_cli, isolated: Path) -> None:
     """The schedule follows the planned total: resuming step 5 of 10 ends as 10 straight."""
     extra = (
-        "--set", "augment=color,translation,cutout", "--lr-decay", "linear", "--lr-d", "3e-4",
-        "--checkpoint-every", "5", "--keep", "5",
+        "--set", "augment=color,translation,cutout", "--lr-decay", "linear", "--lr", "5e-4",
+        "--lr-d", "3e-4", "--checkpoint-every", "5", "--keep", "5",
     )  # fmt: skip
     straight = isolated / "straight"
     straight_and_resumed(run_cli, isolated, extra, steps=10)
@@ -331,9 +337,8 @@ def test_linear_lr_decay_and_exact_resume_mid_schedule(run_cli, isolated: Path) 
         optim = json.loads(f.metadata()["optim"])
     g = optim["generator"]["param_groups"][0]
     d = optim["discriminator"]["param_groups"][0]
-    lr = MODELS["dcgan"].preset(None)[1].train.get("lr", 2e-4)  # the default preset's
-    assert g["initial_lr"] == lr and d["initial_lr"] == 3e-4
-    assert g["lr"] == pytest.approx(lr * (1 - 9 / 10))  # the last step ran at step 9 of 10
+    assert g["initial_lr"] == 5e-4 and d["initial_lr"] == 3e-4
+    assert g["lr"] == pytest.approx(5e-4 * (1 - 9 / 10))  # the last step ran at step 9 of 10
     assert d["lr"] == pytest.approx(3e-4 * (1 - 9 / 10))
 
 
@@ -406,20 +411,24 @@ def test_vaegan_skipped_networks_do_not_move_and_skips_are_logged() -> None:
     from imagegen.config import TrainConfig
     from imagegen.models.vaegan import VAEGAN, VAEGANConfig
 
-    torch.manual_seed(0)
-    cfg = VAEGANConfig(channels=1, width=4, d_width=4, latent_dim=4, balance=True, margin=0.0)
-    model = VAEGAN(cfg)  # margin 0: one of the two always rests (or both train)
-    opts = model.configure_optimizers(TrainConfig())
-    before = {k: p.clone() for k, p in model.named_parameters()}
-    losses = model.training_step(torch.rand(4, 1, 32, 32), opts, gen(0))
-    assert {"d_skipped", "dec_skipped"} <= set(losses)
-    moved = {k.split(".")[0] + "." + k.split(".")[1] for k, p in model.named_parameters()
-             if not torch.equal(before[k], p)}  # fmt: skip
-    if float(losses["d_skipped"]):
-        assert not any(k.startswith("discriminator") for k in moved)
-    if float(losses["dec_skipped"]):
-        assert "autoencoder.decoder" not in moved
-    assert "autoencoder.encoder" in moved  # the encoder is never rested
+    cfg = VAEGANConfig(channels=1, width=4, d_width=4, latent_dim=4, balance=True)
+    # each decision of the rule in turn (the rule itself: the test above)
+    for decision, rested, flags in [
+        ((False, True), "discriminator", (1.0, 0.0)),
+        ((True, False), "autoencoder.decoder", (0.0, 1.0)),
+        ((True, True), None, (0.0, 0.0)),
+    ]:
+        torch.manual_seed(0)
+        model = VAEGAN(cfg)
+        model._balance = lambda real, prior, decision=decision: decision
+        opts = model.configure_optimizers(TrainConfig())
+        before = {k: p.clone() for k, p in model.named_parameters()}
+        losses = model.training_step(torch.rand(4, 1, 32, 32), opts, gen(0))
+        assert (float(losses["d_skipped"]), float(losses["dec_skipped"])) == flags
+        moved = {k.split(".")[0] if k.startswith("dis") else ".".join(k.split(".")[:2])
+                 for k, p in model.named_parameters() if not torch.equal(before[k], p)}  # fmt: skip
+        trained = {"discriminator", "autoencoder.decoder", "autoencoder.encoder"} - {rested}
+        assert moved == trained, (decision, moved)  # the encoder is never rested
 
 
 @pytest.mark.parametrize(

@@ -86,6 +86,16 @@ class TrainConfig:
         resumable=True,
     )
     flip: bool = option(False, "Random horizontal flips of the data, drawn on the device.")
+    background: str = option(
+        "white",
+        "Colour under transparent pixels (RGBA, grey+alpha, palette transparency), the same "
+        "for every image, and the border of --fit pad: white, black or #rrggbb.",
+    )
+    fit: Literal["crop", "pad"] = option(
+        "crop",
+        "How a non-square image becomes square: crop its centre, or pad it whole on the "
+        "background.",
+    )
     sync_bn: bool = option(
         False,
         "torchrun jobs on CUDA: BatchNorm statistics over all ranks (SyncBatchNorm).",
@@ -118,6 +128,22 @@ class TrainConfig:
         check_range(self, "num_samples", low=1, high=256)
         check_range(self, "fid_every", low=0)
         check_range(self, "fid_n", low=2)
+        parse_colour(self.background)
+
+
+def parse_colour(text: str) -> tuple[int, int, int]:
+    """`white`, `black` or `#rrggbb` as (r, g, b); anything else is a usage error."""
+    named = {"white": (255, 255, 255), "black": (0, 0, 0)}
+    value = text.strip().lower()
+    if value in named:
+        return named[value]
+    digits = value.removeprefix("#")
+    if value.startswith("#") and len(digits) == 6:
+        try:
+            return int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16)
+        except ValueError:
+            pass
+    raise UsageError(f"background must be white, black or #rrggbb, got {text!r}")
 
 
 def check_range(

@@ -10,16 +10,20 @@ import hashlib
 import io
 import json
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from imagegen import locations
+from imagegen.config import parse_colour
 from imagegen.decode import (
     IMAGE_EXTENSIONS,
+    Decoded,
+    Fitting,
     convert_channels,
     decode_files,
     fit_arrays,
@@ -48,6 +52,7 @@ class ImageData:
     skipped: int = 0  # unreadable files that were left out
     skipped_examples: tuple[str, ...] = ()
     cache_file: str | None = None  # where the decoded tensor is cached, if it is
+    transparent: int = 0  # images that had transparency, composited onto the background
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -69,8 +74,9 @@ class _Source:
 
     name: str
     fingerprint: dict  # identifies the source's content for the cache key
-    decode: Callable[[int, Counter], tuple[list[np.ndarray], list[str], int]]
+    decode: Callable[[int, Counter, Fitting], Decoded]
     cacheable: bool = True
+    fitted: bool = True  # image files, whose decoding depends on the Fitting (not IDX, CIFAR)
     files: list[str] = field(default_factory=list)
 
 
@@ -83,13 +89,15 @@ def load_images(
     root: str | Path | None = None,
     use_cache: bool = True,
     emit: Emit | None = None,
+    fitting: Fitting = Fitting(),
 ) -> ImageData:
     """Decode `dataset` at `resolution` into memory, from the on-disk cache when it can.
 
     `dataset` is a name from NAMED_DATASETS, a folder of images or a `.zip` of images.
     `channels` forces 1 or 3 channels; None keeps the dataset's own. `emit` hears "decode"
     events (every 1024 images and at the end) while images are decoded: the first use, not a
-    cache hit.
+    cache hit. `fitting` says how image files become squares: transparency composited onto
+    its background, non-square images cropped or padded.
     """
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r} (valid: {', '.join(SPLITS)})")
@@ -100,6 +108,8 @@ def load_images(
         return ImageData(images=images, name=dataset, split=split)
     source = find_source(dataset, split=split, root=root)
     key = dict(source.fingerprint, resolution=resolution, channels=channels, v=CACHE_VERSION)
+    if source.fitted:
+        key |= {"background": list(fitting.background), "fit": fitting.fit, "alpha": 1}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
     cache_file = locations.decoded_cache_dir() / f"{digest}.safetensors"
     if use_cache and source.cacheable and cache_file.is_file():
@@ -113,9 +123,12 @@ def load_images(
                 skipped=int(meta.get("skipped", 0)),
                 skipped_examples=tuple(json.loads(meta.get("skipped_examples", "[]"))),
                 cache_file=str(cache_file),
+                transparent=int(meta.get("transparent", 0)),
             )
-    decoded = Counter(emit, 0, "decode", source.name, every=1024)
-    arrays, skipped, native_channels = source.decode(resolution, decoded)
+    decoded = source.decode(
+        resolution, Counter(emit, 0, "decode", source.name, every=1024), fitting
+    )
+    arrays, skipped, native_channels = decoded.arrays, decoded.skipped, decoded.channels
     if not arrays:
         detail = f" ({len(skipped)} unreadable, e.g. {', '.join(skipped[:3])})" if skipped else ""
         raise UserError(f"no usable image in {dataset}{detail}")
@@ -125,7 +138,7 @@ def load_images(
     images = convert_channels(images, channels or native_channels)
     written = None
     if use_cache and source.cacheable:
-        written = _write_cache(cache_file, images, skipped, key)
+        written = _write_cache(cache_file, images, skipped, key, decoded.transparent)
     return ImageData(
         images=images,
         name=dataset,
@@ -133,7 +146,14 @@ def load_images(
         skipped=len(skipped),
         skipped_examples=tuple(skipped[:5]),
         cache_file=str(written) if written else None,
+        transparent=decoded.transparent,
     )
+
+
+def fitting_for(options: Mapping[str, Any]) -> Fitting:
+    """The Fitting a run's training options (TrainConfig's fields, as a dict) name; runs
+    recorded before these options: white, crop."""
+    return Fitting(parse_colour(options.get("background", "white")), options.get("fit", "crop"))
 
 
 def check_dataset(
@@ -242,11 +262,12 @@ def _mnist_like(folder_name: str, label: str, tv_name: str) -> Callable[[Path, s
             if path is None:
                 raise UserError(f"{label}: download did not produce {raw / stem}")
 
-        def decode(resolution: int, done: Counter) -> tuple[list[np.ndarray], list[str], int]:
+        def decode(resolution: int, done: Counter, fitting: Fitting) -> Decoded:
             images = read_idx_images(path)  # (N, 28, 28)
-            return fit_arrays(images, resolution, done), [], 1
+            return Decoded(fit_arrays(images, resolution, done), [], 1)
 
-        return _Source(f"{label} {split} ({path})", {"idx": _content_key(path)}, decode)
+        key = {"idx": _content_key(path)}
+        return _Source(f"{label} {split} ({path})", key, decode, fitted=False)
 
     return find
 
@@ -265,13 +286,12 @@ def _cifar10(root: Path, split: str, download: bool) -> _Source:
         )
     paths = [folder / n for n in names]
 
-    def decode(resolution: int, done: Counter) -> tuple[list[np.ndarray], list[str], int]:
+    def decode(resolution: int, done: Counter, fitting: Fitting) -> Decoded:
         images = np.concatenate([read_cifar_batch(p) for p in paths])
-        return fit_arrays(images, resolution, done), [], 3
+        return Decoded(fit_arrays(images, resolution, done), [], 3)
 
-    return _Source(
-        f"CIFAR-10 {split} ({folder})", {"cifar": [_content_key(p) for p in paths]}, decode
-    )
+    key = {"cifar": [_content_key(p) for p in paths]}
+    return _Source(f"CIFAR-10 {split} ({folder})", key, decode, fitted=False)
 
 
 def _celeba(root: Path, split: str, download: bool) -> _Source:
@@ -299,9 +319,10 @@ def _celeba(root: Path, split: str, download: bool) -> _Source:
         raise UserError(f"CelebA test split needs {partition}")
     fingerprint = {"celeba": str(folder.resolve()), "split": split, "files": _digest(files, folder)}
 
-    def decode(resolution: int, done: Counter) -> tuple[list[np.ndarray], list[str], int]:
-        arrays, skipped, _ = decode_files(files, lambda p: p.open("rb"), resolution, folder, done)
-        return arrays, skipped, 3
+    def decode(resolution: int, done: Counter, fitting: Fitting) -> Decoded:
+        decoded = decode_files(files, lambda p: p.open("rb"), resolution, folder, done, fitting)
+        decoded.channels = 3
+        return decoded
 
     return _Source(f"CelebA {split} ({folder})", fingerprint, decode)
 
@@ -323,8 +344,8 @@ def _folder_source(folder: Path) -> _Source:
         raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in folder {folder}")
     fingerprint = {"folder": str(folder.resolve()), "files": _digest(files, folder)}
 
-    def decode(resolution: int, done: Counter) -> tuple[list[np.ndarray], list[str], int]:
-        return decode_files(files, open_image_file, resolution, folder, done)
+    def decode(resolution: int, done: Counter, fitting: Fitting) -> Decoded:
+        return decode_files(files, open_image_file, resolution, folder, done, fitting)
 
     return _Source(f"folder {folder} ({len(files)} files)", fingerprint, decode)
 
@@ -342,20 +363,20 @@ def _zip_source(path: Path) -> _Source:
     if not names:
         raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in zip {path}")
 
-    def decode(resolution: int, done: Counter) -> tuple[list[np.ndarray], list[str], int]:
-        arrays: list[np.ndarray] = []
-        skipped: list[str] = []
-        all_gray, done.total = True, len(names)
+    def decode(resolution: int, done: Counter, fitting: Fitting) -> Decoded:
+        out, all_grey, done.total = Decoded([], [], 3), True, len(names)
         with zipfile.ZipFile(path) as zf:
             for chunk in zip_chunks(zf, names):  # bounded memory, whatever the archive holds
                 blobs = {n: read_member(zf, n) for n in chunk}
-                a, sk, channels = decode_files(
-                    chunk, lambda n, blobs=blobs: io.BytesIO(blobs[n]), resolution, None, done
+                part = decode_files(
+                    chunk, lambda n, b=blobs: io.BytesIO(b[n]), resolution, None, done, fitting
                 )
-                arrays += a
-                skipped += sk
-                all_gray &= channels == 1 or not a
-        return arrays, skipped, 1 if (arrays and all_gray) else 3
+                out.arrays += part.arrays
+                out.skipped += part.skipped
+                out.transparent += part.transparent
+                all_grey &= part.channels == 1 or not part.arrays
+        out.channels = 1 if (out.arrays and all_grey) else 3
+        return out
 
     return _Source(f"zip {path} ({len(names)} files)", {"zip": _content_key(path)}, decode)
 
@@ -370,10 +391,13 @@ def _read_cache(path: Path) -> tuple[torch.Tensor, dict] | None:
         return None  # a damaged cache entry is rebuilt, not an error
 
 
-def _write_cache(path: Path, images: torch.Tensor, skipped: list[str], key: dict) -> Path | None:
+def _write_cache(
+    path: Path, images: torch.Tensor, skipped: list[str], key: dict, transparent: int
+) -> Path | None:
     from safetensors.torch import save
 
     meta = {
+        "transparent": str(transparent),
         "skipped": str(len(skipped)),
         "skipped_examples": json.dumps(skipped[:5]),
         "key": json.dumps(key, sort_keys=True),

@@ -11,6 +11,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -26,6 +27,7 @@ MAX_PIXELS = 2**26  # 67 Mpixels: larger images are decompression bombs here, ne
 MAX_FILE_BYTES = 64 * 2**20  # an image file (or zip member) larger than this is skipped
 MAX_IDX_BYTES = 2**31  # an IDX file claiming more pixels than this is refused
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F", "P;L"}
+WHITE = (255, 255, 255)
 
 
 def convert_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
@@ -42,10 +44,57 @@ def convert_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
     raise UsageError(f"cannot convert {have}-channel images to {channels} channels")
 
 
-def fit_image(image: Image.Image, resolution: int) -> np.ndarray:
-    """Resize the shorter side to `resolution`, centre-crop to a square; (H, W, 3) uint8."""
-    image = image.convert("RGB")
+@dataclass(frozen=True)
+class Fitting:
+    """How an image file becomes a square RGB array of the training size."""
+
+    background: tuple[int, int, int] = WHITE  # under transparent pixels; pad's border
+    fit: str = "crop"  # a non-square image: "crop" its centre, or "pad" it whole
+
+    @property
+    def colour(self) -> str:
+        """The background in words: white, black or #rrggbb."""
+        names = {WHITE: "white", (0, 0, 0): "black"}
+        return names.get(self.background, "#{:02x}{:02x}{:02x}".format(*self.background))
+
+
+@dataclass
+class Decoded:
+    """What decoding a source gave."""
+
+    arrays: list[np.ndarray]  # (H, W, 3) uint8 each
+    skipped: list[str]  # the unreadable files
+    channels: int  # 1 when every image was grey, else 3
+    transparent: int = 0  # images that had transparency, composited onto the background
+
+
+def has_transparency(image: Image.Image) -> bool:
+    """Whether the image has an alpha channel or a transparent palette index or colour."""
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+
+
+def flatten(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    """The image's transparent pixels composited onto `background`: an RGB image."""
+    rgba = image.convert("RGBA")  # palette transparency too, without Pillow's warning
+    base = Image.new("RGBA", rgba.size, (*background, 255))
+    return Image.alpha_composite(base, rgba).convert("RGB")
+
+
+def fit_image(image: Image.Image, resolution: int, fitting: Fitting = Fitting()) -> np.ndarray:
+    """An (H, W, 3) uint8 square of `resolution`: transparency composited onto the background;
+    crop: the shorter side resized to `resolution` and the centre cut; pad: the longer side
+    resized to it and the whole image centred on the background."""
+    alpha = has_transparency(image)
+    image = flatten(image, fitting.background) if alpha else image.convert("RGB")
     w, h = image.size
+    if fitting.fit == "pad":
+        scale = resolution / max(w, h)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        if (nw, nh) != (w, h):
+            image = image.resize((nw, nh), Image.Resampling.BICUBIC)
+        canvas = Image.new("RGB", (resolution, resolution), fitting.background)
+        canvas.paste(image, ((resolution - nw) // 2, (resolution - nh) // 2))
+        return np.asarray(canvas, dtype=np.uint8)
     scale = resolution / min(w, h)
     nw, nh = max(resolution, round(w * scale)), max(resolution, round(h * scale))
     if (nw, nh) != (w, h):
@@ -141,38 +190,51 @@ def read_member(zf: zipfile.ZipFile, name: str) -> bytes:
     return b"" if len(data) > MAX_FILE_BYTES else data
 
 
-def _decode_one(opener: Callable, item: object, resolution: int) -> tuple[np.ndarray, bool] | None:
+def _decode_one(
+    opener: Callable, item: object, resolution: int, fitting: Fitting
+) -> tuple[np.ndarray, bool, bool] | None:
+    """One file as (array, grey, had transparency); None when it is unreadable."""
     try:
         with opener(item) as f, Image.open(f) as im:
             if im.size[0] * im.size[1] > MAX_PIXELS:  # a decompression bomb: never decoded
                 return None
             im.draft("RGB", (resolution, resolution))  # JPEG: decode at reduced size, faster
-            gray = im.mode in _GRAY_MODES
-            return fit_image(im, resolution), gray
+            alpha = has_transparency(im)
+            grey_fill = len(set(fitting.background)) == 1  # composited or padded: still grey
+            padded = fitting.fit == "pad" and im.size[0] != im.size[1]
+            grey = im.mode in _GRAY_MODES and (grey_fill or not (alpha or padded))
+            return fit_image(im, resolution, fitting), grey, alpha
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
 
 
 def decode_files(
-    items: list, opener: Callable, resolution: int, base: Path | None, done: Counter
-) -> tuple[list[np.ndarray], list[str], int]:
+    items: list,
+    opener: Callable,
+    resolution: int,
+    base: Path | None,
+    done: Counter,
+    fitting: Fitting,
+) -> Decoded:
     """Decode image files in threads (PIL releases the GIL); skip unreadable ones. `done`
     counts them (its total: these items, unless the caller has set it)."""
     done.total = done.total or len(items)
     workers = min(8, os.cpu_count() or 1)
     results = []
     with ThreadPoolExecutor(workers) as pool:
-        for result in pool.map(lambda it: _decode_one(opener, it, resolution), items):
+        for result in pool.map(lambda it: _decode_one(opener, it, resolution, fitting), items):
             results.append(result)
             done.add(1)
-    arrays, skipped, all_gray = [], [], True
+    out, all_grey = Decoded([], [], 3), True
     for item, result in zip(items, results, strict=True):
         if result is None:
-            skipped.append(str(item.relative_to(base)) if base else str(item))
+            out.skipped.append(str(item.relative_to(base)) if base else str(item))
             continue
-        arrays.append(result[0])
-        all_gray &= result[1]
-    return arrays, skipped, 1 if (arrays and all_gray) else 3
+        out.arrays.append(result[0])
+        all_grey &= result[1]
+        out.transparent += result[2]
+    out.channels = 1 if (out.arrays and all_grey) else 3
+    return out
 
 
 def fit_arrays(images: np.ndarray, resolution: int, done: Counter) -> list[np.ndarray]:

@@ -96,6 +96,7 @@ class _Plan:
     feature_metrics: list[str]
     npz: tuple[np.ndarray, np.ndarray, str | None] | None = None
     warnings: list[str] = field(default_factory=list)
+    fitting: data.Fitting = field(default_factory=data.Fitting)  # a checkpoint: its run's
 
     @property
     def needs_features(self) -> bool:
@@ -162,6 +163,8 @@ def _plan(request: EvalRequest) -> _Plan:
         resolution, how = native_resolution(str(source))
         channels = None
     plan = _Plan(ckpt, source, reference, root, resolution, how, channels, feature_metrics)
+    if ckpt is not None:
+        plan.fitting = data.fitting_for(ckpt.train_config)
     plan.wants_logits = bool(eval_metrics.needing(wanted, "logits"))
     plan.wants_features = plan.wants_logits or bool(eval_metrics.needing(wanted, "features"))
     plan.save_stats = request.save_stats is not None
@@ -266,6 +269,7 @@ def _input_images(
             str(plan.source),
             resolution=plan.resolution,
             emit=emit,
+            fitting=plan.fitting,
         )
         if folder.skipped:
             plan.warnings.append(folder.skipped_text(str(plan.source)))
@@ -277,6 +281,8 @@ def _input_images(
             "images": int(images.shape[0]),
             "of": int(folder.images.shape[0]),
             "skipped_files": folder.skipped,
+            "transparent_images": folder.transparent,
+            "background": plan.fitting.colour,
             "resolution": plan.resolution,
             "resolution_chosen": plan.resolution_how,
         }
@@ -347,6 +353,7 @@ def _reference(
         precision=request.precision,
         protocol=request.protocol,
         emit=emit,
+        fitting=plan.fitting,
     )
     inputs.protocol["reference"] = {
         "dataset": plan.reference,
@@ -367,7 +374,9 @@ def _test_elbo(
     c, res, _ = ckpt.data_shape
     dataset = request.test_data or ckpt.dataset
     split = "test" if data.native_channels(dataset) is not None else "train"
-    test = data.load_images(dataset, resolution=res, channels=c, split=split, root=plan.root)
+    test = data.load_images(
+        dataset, resolution=res, channels=c, split=split, root=plan.root, fitting=plan.fitting
+    )
     # bits/dim is affine in the ELBO: the batch means commute
     terms = mean_elbo_terms(model, test.images, device, request.seed, request.batch_size * 4)
     return {

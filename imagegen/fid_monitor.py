@@ -6,6 +6,7 @@ from typing import Any
 import torch
 
 from imagegen import data, inception, metrics
+from imagegen.decode import Fitting
 from imagegen.generation import generate_uint8
 from imagegen.reference import reference_features
 
@@ -22,6 +23,7 @@ class FIDMonitor:
         seed: int,
         data_root: str | None,
         device: torch.device,
+        fitting: Fitting,
     ) -> None:
         self.extractor = inception.load_extractor(None, device)
         self.device = device
@@ -35,6 +37,7 @@ class FIDMonitor:
             n=n,
             root=data_root,
             batch_size=64,
+            fitting=fitting,
         )
         self.reference = metrics.gaussian_stats(real.numpy())
         self.z = torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed + 3))

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from imagegen import data, inception, locations
+from imagegen.decode import Fitting
 from imagegen.errors import UserError
 from imagegen.files import atomic_write_bytes
 from imagegen.progress import Emit, ProgressEvent, ignore
@@ -32,6 +33,7 @@ def reference_features(
     precision: str = "fp32",
     protocol: str = "pytorch-fid",
     emit: Emit | None = None,
+    fitting: Fitting = Fitting(),
 ) -> tuple[torch.Tensor, int]:
     """Features of up to `n` reference images (a fixed random subset), cached on disk.
 
@@ -43,7 +45,9 @@ def reference_features(
     if channels is None:  # one cache entry per dataset, whether its channels were named or not
         channels = (
             data.native_channels(dataset)
-            or data.load_images(dataset, resolution=resolution, split=split, root=root).shape[0]
+            or data.load_images(
+                dataset, resolution=resolution, split=split, root=root, fitting=fitting
+            ).shape[0]
         )
     images = data.load_images(
         dataset,
@@ -52,6 +56,7 @@ def reference_features(
         split=split,
         root=root,
         emit=emit,
+        fitting=fitting,
     )
     count = min(n, images.images.shape[0])
     ident = images.cache_file or dataset

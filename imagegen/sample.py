@@ -193,6 +193,7 @@ def _reconstructions(
         channels=c,
         split=request.split,
         root=request.data_root or recorded_data_root(ckpt.path),
+        fitting=data.fitting_for(ckpt.train_config),
     )
     total = source.images.shape[0]
     if request.n > total:

@@ -168,6 +168,7 @@ def _setup(plan: TrainPlan, context: distributed.Context, emit: Emit) -> _Sessio
             channels=channels,
             root=plan.data_root,
             emit=emit,
+            fitting=data.fitting_for(to_dict(train)),
         )
     config = build_dataclass(
         spec.config_cls, {**plan.model_config, "channels": channels or images.shape[0]}, plan.model
@@ -437,6 +438,14 @@ def _describe_start(s: _Session) -> str:
                 f"{s.total}: the lr goes on at {linear_decay(ckpt.step, s.total):.0%} of its "
                 f"initial value, not {linear_decay(ckpt.step, planned):.0%}"
             )
+    if images.transparent:
+        colour = data.fitting_for(to_dict(s.train)).colour
+        parts.append(
+            f"{images.transparent} of {images.images.shape[0]} images had transparency: "
+            f"composited onto {colour} (--background)"
+        )
+    if s.train.fit == "pad":
+        parts.append("non-square images padded (--fit pad)")
     if images.skipped:
         parts.append(images.skipped_text())
     return "; ".join(parts)
@@ -702,9 +711,11 @@ def _train(
 
 def _fid_monitor(s: _Session) -> FIDMonitor:
     t = s.train
+    fitting = data.fitting_for(to_dict(t))
     return FIDMonitor(
-        t.dataset, s.images, t.fid_n, s.config.latent_dim, t.seed, s.plan.data_root, s.device
-    )
+        t.dataset, s.images, t.fid_n, s.config.latent_dim, t.seed, s.plan.data_root, s.device,
+        fitting,
+    )  # fmt: skip
 
 
 def _result(

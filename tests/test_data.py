@@ -5,6 +5,7 @@ import os
 import pickle
 import shutil
 import struct
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -222,3 +223,51 @@ def test_celeba_layout_and_partition(tmp_path: Path) -> None:
     (root / "celeba" / "list_eval_partition.txt").unlink()
     with pytest.raises(UserError, match="test split needs"):
         data.load_images("celeba", resolution=64, root=root, split="test")
+
+
+def _sprites(folder: Path) -> None:
+    """Three images with transparency, each storing another colour under it, and one without."""
+    folder.mkdir()
+    rgba = np.zeros((16, 16, 4), np.uint8)  # black under the transparent pixels
+    rgba[4:12, 4:12] = (200, 30, 30, 255)
+    Image.fromarray(rgba, "RGBA").save(folder / "rgba.png")
+    la = np.zeros((16, 16, 2), np.uint8)
+    la[..., 0] = 255  # white under the transparent pixels
+    la[4:12, 4:12] = (90, 255)
+    Image.fromarray(la, "LA").save(folder / "la.png")
+    pal = Image.new("P", (16, 16), 0)
+    pal.putpalette([0, 255, 0, 0, 0, 255, 255, 0, 0] + [0, 0, 0] * 253)  # green, blue, red
+    pal.paste(1, (4, 4, 12, 12))
+    pal.putpixel((15, 15), 2)
+    # green transparent, red half so: alpha as bytes, which Pillow warns about in RGB
+    pal.save(folder / "palette.png", transparency=bytes([0, 255, 128]))
+    Image.new("RGB", (16, 16), (10, 20, 30)).save(folder / "opaque.png")
+
+
+def test_transparency_is_composited_onto_one_background(tmp_path: Path) -> None:
+    _sprites(tmp_path / "sprites")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        white = data.load_images(str(tmp_path / "sprites"), resolution=16, use_cache=False)
+    assert not [w for w in caught if issubclass(w.category, UserWarning)]  # Pillow's palette one
+    assert white.transparent == 3
+    corners = white.images[:, :, 0, 0].tolist()  # files sorted: la, opaque, palette, rgba
+    assert corners == [[255, 255, 255], [10, 20, 30], [255, 255, 255], [255, 255, 255]]
+    centres = white.images[:, :, 8, 8].tolist()  # the opaque art is kept
+    assert centres == [[90, 90, 90], [10, 20, 30], [0, 0, 255], [200, 30, 30]]
+    red = decode.Fitting(background=(255, 0, 0))
+    other = data.load_images(str(tmp_path / "sprites"), resolution=16, fitting=red)
+    assert other.images[[0, 2, 3], :, 0, 0].tolist() == [[255, 0, 0]] * 3
+    assert other.cache_file != white.cache_file  # the background is part of the cache key
+
+
+def test_fit_pad_keeps_the_whole_image(tmp_path: Path) -> None:
+    wide = np.zeros((10, 40, 3), np.uint8)
+    wide[:, :5] = (255, 0, 0)  # a red left edge that cropping would cut off
+    image = Image.fromarray(wide)
+    cropped = decode.fit_image(image, 20)
+    assert not (cropped[..., 0] == 255).any()
+    padded = decode.fit_image(image, 20, decode.Fitting(background=(0, 0, 255), fit="pad"))
+    assert padded.shape == (20, 20, 3)
+    assert padded[10, 0].tolist() == [255, 0, 0]  # the left edge is there
+    assert padded[0, 10].tolist() == [0, 0, 255] and padded[19, 10].tolist() == [0, 0, 255]

@@ -257,7 +257,9 @@ RUN_OPTIONS = (
 def train(
     model: str = typer.Argument(..., help=f"Model to train: {MODEL_NAMES}."),
     resolution: int | None = typer.Option(
-        None, help="Image size: 32 or 64 [default: dcgan 64; vae, vaegan 32]."
+        None,
+        help="Image size: 32, 64 or 128 [default: the data's own, rounded to one of these; "
+        "the synthetic set: dcgan 64, vae and vaegan 32].",
     ),
     channels: int | None = typer.Option(None, help="1 or 3 [default: the dataset's own]."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),

@@ -3,6 +3,7 @@ eval compares a folder at, when no size is given."""
 
 import hashlib
 import json
+import math
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,32 @@ from imagegen.data import find_source
 from imagegen.decode import IMAGE_EXTENSIONS
 from imagegen.errors import UserError
 from imagegen.files import atomic_write_bytes
+from imagegen.models.blocks import RESOLUTIONS
+
+# The named datasets' training sizes: their own (MNIST's 28 px rounded up), and CelebA's
+# aligned 178x218 faces at the size DCGANs are conventionally trained on.
+NAMED_RESOLUTIONS = {"mnist": 32, "fashion-mnist": 32, "cifar10": 32, "celeba": 64}
+
+
+def training_resolution(dataset: str) -> tuple[int | None, str]:
+    """The size a run trains at when --resolution is not given, and why: a named dataset's own;
+    a folder's or zip's most common shorter side, rounded (in octaves) to a supported size;
+    None for the synthetic set (the model's default)."""
+    if dataset in NAMED_RESOLUTIONS:
+        size = NAMED_RESOLUTIONS[dataset]
+        return size, f"resolution {size} (the data's own; --resolution to change it)"
+    if dataset == "synthetic":
+        return None, ""
+    counts = image_sizes(dataset)
+    if not counts:
+        return None, ""
+    (w, h), n = max(counts.items(), key=lambda kv: kv[1])
+    side = min(w, h)
+    size = min(RESOLUTIONS, key=lambda r: (abs(math.log2(r / side)), -r))
+    return size, (
+        f"resolution {size} (the data's most common size, {w}x{h} in {n} of "
+        f"{sum(counts.values())} images, rounded to a supported one; --resolution to change it)"
+    )
 
 
 def image_sizes(dataset: str) -> dict[tuple[int, int], int]:

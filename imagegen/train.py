@@ -411,6 +411,8 @@ def _describe_start(s: _Session) -> str:
     ]
     if s.train.preset:
         parts.append(f"preset {s.train.preset}")
+    if plan.resolution_how:
+        parts.append(plan.resolution_how)
     parts.append(f"precision {s.precision_why}")
     if s.train.compile:
         parts.append(_describe_compile(s.model))

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imagegen import checkpoint, data, locations, runs, tensorboard_log
+from imagegen import checkpoint, data, image_sizes, locations, runs, tensorboard_log
 from imagegen.config import (
     RESUMABLE_CHANGES,
     TrainConfig,
@@ -47,6 +47,7 @@ class TrainPlan:
     resume_from: Path | None = None
     replace_run_dir: bool = False
     resume_step: int | None = None  # the step of the checkpoint resumed from
+    resolution_how: str = ""  # how the resolution was chosen, where the data chose it
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -76,6 +77,10 @@ def plan_training(request: TrainRequest, download: bool = True) -> TrainPlan:
     train = build_dataclass(TrainConfig, options, "training")
     tensorboard_log.wanted(train.tensorboard)  # asked for without the package: refused now
     options = preset.model | request.model_options
+    resolution_how = ""
+    if "resolution" not in options:  # the data's own size, where it has one
+        size, resolution_how = image_sizes.training_resolution(train.dataset)
+        options |= {"resolution": size} if size is not None else {}
     channels = options.pop("channels", None) or data.native_channels(train.dataset)
     # Validate and resolve the model options now; a folder's channels are known once decoded.
     model_config = to_dict(
@@ -95,6 +100,7 @@ def plan_training(request: TrainRequest, download: bool = True) -> TrainPlan:
         device=request.device,
         data_root=str(locations.data_root(request.data_root).resolve()),
         replace_run_dir=replace_run,
+        resolution_how=resolution_how,
     )
 
 

@@ -22,12 +22,20 @@ def tiny(name: str) -> list[str]:
     return [a for k, v in SHRINK.items() if k in fields for a in ("--set", f"{k}={v}")]
 
 
-@pytest.mark.parametrize("name", list(MODELS))
-def test_every_model_keeps_the_contract(name: str, run_cli, isolated: Path, weights) -> None:
+CASES = [pytest.param(name, 32, id=name) for name in MODELS] + [
+    pytest.param(name, 128, id=f"{name}-128px", marks=pytest.mark.integration) for name in MODELS
+]
+
+
+@pytest.mark.parametrize(("name", "resolution"), CASES)
+def test_every_model_keeps_the_contract(
+    name: str, resolution: int, run_cli, isolated: Path, weights
+) -> None:
     spec = MODELS[name]
     assert issubclass(spec.model_cls, GenerativeModel)
     assert dataclasses.is_dataclass(spec.config_cls) and spec.config_cls.__dataclass_params__.frozen
-    base = ["train", name, "-d", "synthetic", "--resolution", "32", "--batch-size", "8", "-q"]
+    base = ["train", name, "-d", "synthetic", "--resolution", resolution, "--batch-size", "8"]
+    base += ["-q"]
     base += ["--checkpoint-every", "3", "--flip", *tiny(name)]
     # Resumed from its step-3 checkpoint, a 6-step run ends as it did straight through (its
     # planned total stays 6, so a default preset's lr schedule is resumed mid-way too).
@@ -44,7 +52,8 @@ def test_every_model_keeps_the_contract(name: str, run_cli, isolated: Path, weig
     model = checkpoint.build_model(ckpt)
     assert isinstance(model, GenerativeModel) and model.latent_dim == 8
     images = model.generate(torch.randn(2, 8))
-    assert images.shape == (2, 3, 32, 32) and images.min() >= 0 and images.max() <= 1
+    assert images.shape == (2, 3, resolution, resolution)
+    assert images.min() >= 0 and images.max() <= 1
 
     assert run_cli("sample", straight, "-n", "4", "--out", isolated / "s.png").code == 0
     if spec.model_cls.can_reconstruct:

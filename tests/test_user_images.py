@@ -61,3 +61,32 @@ def test_background_cannot_change_on_resume(run_cli, isolated: Path) -> None:
         "train", "dcgan", "--resume", isolated / "run", "--steps", "2", "--background", "black"
     )
     assert result.code == 1 and "background: 'white' -> 'black'" in result.err
+
+
+def _folder(path: Path, size: tuple[int, int], n: int = 10) -> Path:
+    path.mkdir()
+    for i in range(n):
+        Image.new("RGB", size, (20 * i, 50, 90)).save(path / f"{i}.png")
+    return path
+
+
+def test_resolution_defaults_to_the_datas_own(run_cli, isolated: Path) -> None:
+    def planned(dataset: Path | str, *extra: str) -> int:
+        result = run_cli("train", "dcgan", "-d", dataset, "--dry-run", "--json", *extra)
+        assert result.code == 0, result
+        return json.loads(result.out)["model_config"]["resolution"]
+
+    assert planned(_folder(isolated / "sprites", (68, 56))) == 64  # 56 px: nearest is 64
+    assert planned(_folder(isolated / "digits", (28, 28))) == 32
+    assert planned(_folder(isolated / "photos", (300, 200))) == 128  # the largest supported
+    assert planned(isolated / "photos", "--resolution", "32") == 32  # a flag still decides
+    assert planned("synthetic") == 64  # no size of its own: the model's default
+    result = _train(run_cli, isolated / "sprites", isolated / "run", "--resolution", "32")
+    assert "resolution 64" not in result.err  # said only where the data chose it
+    result = run_cli(
+        "train", "dcgan", "-d", isolated / "sprites", "--batch-size", "8", "--steps", "1",
+        "--run-dir", isolated / "run2", *TINY,
+    )  # fmt: skip
+    assert result.code == 0, result
+    said = " ".join(result.err.split())
+    assert "resolution 64 (the data's most common size, 68x56 in 10 of 10 images" in said

@@ -15,7 +15,7 @@ from torch import nn
 from imagegen.config import TrainConfig, check_range
 from imagegen.errors import UsageError
 
-RESOLUTIONS = (32, 64)
+RESOLUTIONS = (32, 64, 128)
 
 
 def adam_optimizers(
@@ -53,7 +53,7 @@ def check_positive(config: object, *names: str) -> None:
 
 
 def num_stages(resolution: int) -> int:
-    """Stride-2 stages between 4x4 and `resolution` (3 at 32 px, 4 at 64 px)."""
+    """Stride-2 stages between 4x4 and `resolution` (3 at 32 px, 4 at 64 px, 5 at 128 px)."""
     return int(math.log2(resolution)) - 2
 
 

@@ -2,7 +2,7 @@
 
 Generator: ConvTranspose + BatchNorm + ReLU, tanh output. Discriminator: strided Conv +
 BatchNorm + LeakyReLU(0.2), no pooling, no BatchNorm on its input layer. Weights N(0, 0.02),
-BatchNorm scale N(1, 0.02). The layer stack follows from the resolution (32 or 64).
+BatchNorm scale N(1, 0.02). The layer stack follows from the resolution (32, 64 or 128).
 
 The config's defaults are the paper's. Options replace parts of the recipe: spectral
 normalisation in D instead of BatchNorm (Miyato et al. 2018), the hinge loss (Lim & Ye 2017;

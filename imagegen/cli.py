@@ -605,6 +605,9 @@ def eval_(
     save_stats: Path | None = typer.Option(
         None, help="Write the input's mu and sigma (pytorch-fid .npz)."
     ),
+    save_pairs: Path | None = typer.Option(
+        None, help="copy: a PNG of the 8 samples nearest to a reference image, above those."
+    ),
     precision: str = typer.Option(
         "fp32", help="Extractor precision: fp32 (the reference protocol) or bf16 (faster)."
     ),
@@ -638,6 +641,7 @@ def eval_(
         inception_weights=inception_weights,
         data_root=data_root,
         save_stats=save_stats,
+        save_pairs=save_pairs,
         force=force,
         precision=precision,
         use_ema=not no_ema,

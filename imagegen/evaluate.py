@@ -24,15 +24,22 @@ from imagegen import (
     jsonl,
     runs,
 )
+from imagegen.decode import convert_channels
 from imagegen.devices import resolve_device
 from imagegen.errors import UsageError, UserError
 from imagegen.eval_metrics import DEFAULT_METRICS
 from imagegen.files import check_output_file
 from imagegen.generation import generate_uint8, latents
 from imagegen.image_sizes import native_resolution
+from imagegen.images import make_grid, write_png
 from imagegen.likelihood import mean_elbo_terms
 from imagegen.progress import Emit, ProgressEvent, ignore
-from imagegen.reference import load_npz_stats, reference_features, save_npz_stats
+from imagegen.reference import (
+    load_npz_stats,
+    reference_features,
+    reference_images,
+    save_npz_stats,
+)
 from imagegen.registry import get_spec
 
 
@@ -55,6 +62,7 @@ class EvalRequest:
     inception_weights: str | None = None
     data_root: str | None = None
     save_stats: Path | None = None
+    save_pairs: Path | None = None  # PNG: the closest sample/reference pairs ("copy" metric)
     force: bool = False
     log_to_run: bool = True
     precision: str = "fp32"  # of the feature extractor: fp32 (the reference protocol) or bf16
@@ -128,6 +136,16 @@ def _check_options(request: EvalRequest) -> None:
         if runs.is_in_checkpoints_folder(request.save_stats):
             raise UserError(f"--save-stats {request.save_stats} lies in a run's checkpoints folder")
         check_output_file(request.save_stats, request.force)
+    if request.save_pairs is not None:
+        if "copy" not in request.metrics:
+            raise UsageError(
+                "--save-pairs shows the copy metric's closest pairs: add copy to --metrics"
+            )
+        if Path(request.save_pairs).suffix.lower() != ".png":
+            raise UsageError(f"--save-pairs {request.save_pairs}: the file name must end in .png")
+        if runs.is_in_checkpoints_folder(request.save_pairs):
+            raise UserError(f"--save-pairs {request.save_pairs} lies in a run's checkpoints folder")
+        check_output_file(request.save_pairs, request.force)
 
 
 def _plan(request: EvalRequest) -> _Plan:
@@ -250,6 +268,9 @@ def evaluate(request: EvalRequest, on_event: Emit | None = None) -> EvalResult:
     warnings = inputs.warnings
     protocol["seconds"] = round(time.perf_counter() - started, 2)
     files = [str(request.save_stats)] if request.save_stats else []
+    if request.save_pairs is not None and plan.npz is None:
+        _save_pairs(plan, request, images, inputs.cache["neighbours"])
+        files.append(str(request.save_pairs))
     run = runs.run_of(plan.ckpt.path) if plan.ckpt is not None else None
     if run is not None and request.log_to_run:
         record = {"time": time.time(), "step": plan.ckpt.step, **results, "protocol": protocol}
@@ -303,6 +324,36 @@ def _input_images(
         "resolution": plan.resolution,
     }
     return images, model, about
+
+
+PAIRS = 8  # the closest sample/reference pairs --save-pairs shows
+
+
+def _save_pairs(plan: _Plan, request: EvalRequest, images: torch.Tensor, near: Any) -> None:
+    """A strip of the samples nearest to a reference image (top row) above those images."""
+    ref_res, _ = _reference_resolution(plan, request)
+    reference = reference_images(
+        str(plan.reference),
+        split=request.split,
+        resolution=ref_res,
+        channels=plan.channels,
+        n=request.n_ref or int(images.shape[0]),
+        root=plan.root,
+        fitting=plan.fitting,
+    )
+    order = near.distance.argsort()[:PAIRS]
+    fakes = images[order]  # (k, C, H, W) uint8
+    reals = convert_channels(reference[near.index[order]], fakes.shape[1])
+    if reals.shape[-1] != fakes.shape[-1]:
+        reals = (
+            torch.nn.functional.interpolate(
+                reals.float(), size=fakes.shape[-2:], mode="bilinear", antialias=True
+            )
+            .round()
+            .clamp(0, 255)
+            .to(torch.uint8)
+        )
+    write_png(request.save_pairs, make_grid(torch.cat([fakes, reals]), len(order)))
 
 
 def _settings(request: EvalRequest) -> eval_metrics.Settings:

@@ -5,6 +5,7 @@ statistics and the Fréchet distance are computed in float64.
 """
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -165,6 +166,39 @@ def manifold_metrics(
         out["density"] = inside_count / (dc_k * f.shape[0])
         out["coverage"] = float(torch.cat(covered).double().mean())
     return out
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """Each generated image's nearest reference image, against that image's own nearest."""
+
+    distance: torch.Tensor  # (N_fake,) to the nearest reference image
+    index: torch.Tensor  # (N_fake,) which reference image that is
+    own: torch.Tensor  # (N_fake,) that reference image's distance to its nearest other one
+
+    @property
+    def ratio(self) -> torch.Tensor:
+        """distance / own (N_fake,): about 1 or more for a new image, 0 for a copy."""
+        return self.distance / self.own.clamp_min(1e-12)
+
+
+def nearest_neighbours(
+    real: np.ndarray | torch.Tensor,
+    fake: np.ndarray | torch.Tensor,
+    block_elements: int = BLOCK_ELEMENTS,
+) -> Neighbours:
+    """For each generated image, the nearest reference image and the distances above, in
+    float64, a block of rows at a time (never an N x N matrix)."""
+    r = torch.as_tensor(np.asarray(real)).double()
+    f = torch.as_tensor(np.asarray(fake)).double()
+    own = _knn_radii(r, (1,), block_elements)[1]  # (N_real,)
+    distance, index = [], []
+    for _, d in _blocks(f, r, block_elements):  # d: (rows, N_real)
+        nearest = d.min(dim=1)
+        distance.append(nearest.values)
+        index.append(nearest.indices)
+    index_t = torch.cat(index)
+    return Neighbours(torch.cat(distance), index_t, own[index_t])
 
 
 def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:

@@ -42,22 +42,8 @@ def reference_features(
     events while features are computed.
     """
     emit = emit or ignore
-    if channels is None:  # one cache entry per dataset, whether its channels were named or not
-        channels = (
-            data.native_channels(dataset)
-            or data.load_images(
-                dataset, resolution=resolution, split=split, root=root, fitting=fitting
-            ).shape[0]
-        )
-    images = data.load_images(
-        dataset,
-        resolution=resolution,
-        channels=channels,
-        split=split,
-        root=root,
-        emit=emit,
-        fitting=fitting,
-    )
+    images = _reference_set(dataset, split, resolution, channels, root, emit, fitting)
+    channels = images.shape[0]
     count = min(n, images.images.shape[0])
     ident = images.cache_file or dataset
     key = json.dumps(
@@ -78,9 +64,7 @@ def reference_features(
             return load_file(str(path))["features"], images.images.shape[0]
         except Exception:  # a damaged cache entry is recomputed
             pass
-    pick = torch.randperm(images.images.shape[0], generator=torch.Generator().manual_seed(0))[
-        :count
-    ]
+    pick = reference_pick(images.images.shape[0], count)
     what = f"Inception features of {count} reference images of {dataset} (cached afterwards)"
     emit(ProgressEvent("stage", what))
     feats = extractor.features(images.images[pick], batch_size, precision, protocol, emit)
@@ -92,6 +76,54 @@ def reference_features(
     except OSError:
         pass
     return feats, images.images.shape[0]
+
+
+def reference_pick(total: int, count: int) -> torch.Tensor:
+    """Which `count` of a reference set's `total` images are used: a fixed random subset."""
+    return torch.randperm(total, generator=torch.Generator().manual_seed(0))[:count]
+
+
+def reference_images(
+    dataset: str,
+    *,
+    split: str,
+    resolution: int,
+    channels: int | None,
+    n: int,
+    root: str | None,
+    fitting: Fitting = Fitting(),
+) -> torch.Tensor:
+    """The reference images (uint8, N x C x H x W) that `reference_features` gives features
+    of, in the same order."""
+    images = _reference_set(dataset, split, resolution, channels, root, ignore, fitting)
+    return images.images[reference_pick(images.images.shape[0], min(n, len(images.images)))]
+
+
+def _reference_set(
+    dataset: str,
+    split: str,
+    resolution: int,
+    channels: int | None,
+    root: str | None,
+    emit: Emit,
+    fitting: Fitting,
+) -> data.ImageData:
+    if channels is None:  # one cache entry per dataset, whether its channels were named or not
+        channels = (
+            data.native_channels(dataset)
+            or data.load_images(
+                dataset, resolution=resolution, split=split, root=root, fitting=fitting
+            ).shape[0]
+        )
+    return data.load_images(
+        dataset,
+        resolution=resolution,
+        channels=channels,
+        split=split,
+        root=root,
+        emit=emit,
+        fitting=fitting,
+    )
 
 
 def save_npz_stats(path: Path, mu: np.ndarray, sigma: np.ndarray, protocol: str) -> None:

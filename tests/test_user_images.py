@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import TINY
 from PIL import Image
 
@@ -90,3 +91,47 @@ def test_resolution_defaults_to_the_datas_own(run_cli, isolated: Path) -> None:
     assert result.code == 0, result
     said = " ".join(result.err.split())
     assert "resolution 64 (the data's most common size, 68x56 in 10 of 10 images" in said
+
+
+def _noise_folder(path: Path, seed: int, n: int = 24) -> Path:
+    path.mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        blocks = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)  # coarse random patterns
+        Image.fromarray(blocks).resize((32, 32), Image.Resampling.NEAREST).save(path / f"{i}.png")
+    return path
+
+
+def test_copying_is_measured_and_raises_an_alarm(run_cli, isolated: Path, weights: Path) -> None:
+    """A "generator" that returns its training images, against one that makes new ones."""
+    train = _noise_folder(isolated / "train", seed=0)
+    copied = isolated / "copied"
+    copied.mkdir()
+    for p in sorted(train.iterdir())[:12]:
+        (copied / p.name).write_bytes(p.read_bytes())
+    new = _noise_folder(isolated / "new", seed=1, n=12)
+    pairs = isolated / "pairs.png"
+    args = ("--dataset", train, "--n-ref", "24", "--metrics", "copy", "--json")  # all of train
+    result = run_cli("eval", copied, *args, "--save-pairs", pairs)
+    assert result.code == 0, result
+    payload = json.loads(result.out)
+    assert payload["metrics"]["copies"] == 1.0 and payload["metrics"]["nn_ratio"] == 0.0
+    assert any(w.startswith("alarm: 100% of the samples") for w in payload["warnings"])
+    with Image.open(pairs) as strip:  # 8 samples above their nearest training images
+        assert strip.size == (8 * 34 + 2, 2 * 34 + 2)
+    honest = json.loads(run_cli("eval", new, *args).out)
+    assert honest["metrics"]["copies"] < 0.05 and honest["metrics"]["nn_ratio"] > 0.5
+    assert not any(w.startswith("alarm") for w in honest["warnings"])
+    refused = run_cli("eval", new, "--dataset", train, "--save-pairs", isolated / "p.png")
+    assert refused.code == 2 and "add copy to --metrics" in refused.err
+
+
+def test_nearest_neighbours_constructed() -> None:
+    from imagegen import metrics
+
+    real = np.array([[0.0, 0.0], [1.0, 0.0], [10.0, 0.0]])  # own neighbours at 1, 1, 9
+    fake = np.array([[0.1, 0.0], [10.0, 4.5]])
+    near = metrics.nearest_neighbours(real, fake, block_elements=2)  # a row at a time
+    assert near.index.tolist() == [0, 2]
+    assert near.distance.tolist() == pytest.approx([0.1, 4.5])
+    assert near.ratio.tolist() == pytest.approx([0.1, 0.5])

@@ -91,6 +91,11 @@ class TrainConfig:
         "Colour under transparent pixels (RGBA, grey+alpha, palette transparency), the same "
         "for every image, and the border of --fit pad: white, black or #rrggbb.",
     )
+    transparent: bool = option(
+        False,
+        "Train on RGBA (4 channels): samples are PNGs with their own alpha; eval and FIDs "
+        "composite them onto --background.",
+    )
     fit: Literal["crop", "pad"] = option(
         "crop",
         "How a non-square image becomes square: crop its centre, or pad it whole on the "

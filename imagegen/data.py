@@ -101,8 +101,8 @@ def load_images(
     """
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r} (valid: {', '.join(SPLITS)})")
-    if channels not in (None, 1, 3):
-        raise UsageError(f"channels must be 1 or 3, got {channels}")
+    if channels not in (None, 1, 3, 4):
+        raise UsageError(f"channels must be 1, 3 or 4, got {channels}")
     if dataset == "synthetic":
         images = synthetic_images(resolution, channels or 3, split)
         return ImageData(images=images, name=dataset, split=split)
@@ -110,6 +110,7 @@ def load_images(
     key = dict(source.fingerprint, resolution=resolution, channels=channels, v=CACHE_VERSION)
     if source.fitted:
         key |= {"background": list(fitting.background), "fit": fitting.fit, "alpha": 1}
+        key |= {"keep_alpha": True} if fitting.keep_alpha else {}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
     cache_file = locations.decoded_cache_dir() / f"{digest}.safetensors"
     if use_cache and source.cacheable and cache_file.is_file():
@@ -152,8 +153,12 @@ def load_images(
 
 def fitting_for(options: Mapping[str, Any]) -> Fitting:
     """The Fitting a run's training options (TrainConfig's fields, as a dict) name; runs
-    recorded before these options: white, crop."""
-    return Fitting(parse_colour(options.get("background", "white")), options.get("fit", "crop"))
+    recorded before these options: white, crop, no alpha."""
+    return Fitting(
+        parse_colour(options.get("background", "white")),
+        options.get("fit", "crop"),
+        bool(options.get("transparent", False)),
+    )
 
 
 def check_dataset(

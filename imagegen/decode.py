@@ -31,10 +31,15 @@ WHITE = (255, 255, 255)
 
 
 def convert_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
-    """Bring (N, C, H, W) uint8 images to 1 or 3 channels (ITU-R 601 luma for RGB -> gray)."""
+    """Bring (N, C, H, W) uint8 images to 1, 3 or 4 channels (ITU-R 601 luma for RGB -> gray;
+    opaque alpha for RGBA)."""
     have = images.shape[1]
     if have == channels:
         return images
+    if channels == 4 and have in (1, 3):
+        rgb = images.expand(-1, 3, -1, -1) if have == 1 else images
+        opaque = torch.full_like(rgb[:, :1], 255)
+        return torch.cat([rgb, opaque], dim=1)
     if have == 1 and channels == 3:
         return images.expand(-1, 3, -1, -1).contiguous()
     if have == 3 and channels == 1:
@@ -50,6 +55,7 @@ class Fitting:
 
     background: tuple[int, int, int] = WHITE  # under transparent pixels; pad's border
     fit: str = "crop"  # a non-square image: "crop" its centre, or "pad" it whole
+    keep_alpha: bool = False  # RGBA arrays (--transparent): nothing composited, pad clear
 
     @property
     def colour(self) -> str:
@@ -68,6 +74,13 @@ class Decoded:
     transparent: int = 0  # images that had transparency, composited onto the background
 
 
+def composite(images: torch.Tensor, background: tuple[int, int, int]) -> torch.Tensor:
+    """RGBA uint8 images (N, 4, H, W) over `background`: RGB uint8 (N, 3, H, W)."""
+    rgb, alpha = images[:, :3].float(), images[:, 3:].float() / 255
+    under = torch.tensor(background, dtype=torch.float32).view(1, 3, 1, 1)
+    return (rgb * alpha + under * (1 - alpha)).round_().clamp_(0, 255).to(torch.uint8)
+
+
 def has_transparency(image: Image.Image) -> bool:
     """Whether the image has an alpha channel or a transparent palette index or colour."""
     return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
@@ -81,18 +94,24 @@ def flatten(image: Image.Image, background: tuple[int, int, int]) -> Image.Image
 
 
 def fit_image(image: Image.Image, resolution: int, fitting: Fitting = Fitting()) -> np.ndarray:
-    """An (H, W, 3) uint8 square of `resolution`: transparency composited onto the background;
+    """An (H, W, 3) uint8 square of `resolution` ((H, W, 4) with `keep_alpha`): transparency
+    composited onto the background;
     crop: the shorter side resized to `resolution` and the centre cut; pad: the longer side
     resized to it and the whole image centred on the background."""
-    alpha = has_transparency(image)
-    image = flatten(image, fitting.background) if alpha else image.convert("RGB")
+    if fitting.keep_alpha:
+        image = image.convert("RGBA")
+    elif has_transparency(image):
+        image = flatten(image, fitting.background)
+    else:
+        image = image.convert("RGB")
     w, h = image.size
     if fitting.fit == "pad":
         scale = resolution / max(w, h)
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
         if (nw, nh) != (w, h):
             image = image.resize((nw, nh), Image.Resampling.BICUBIC)
-        canvas = Image.new("RGB", (resolution, resolution), fitting.background)
+        fill = (0, 0, 0, 0) if fitting.keep_alpha else fitting.background
+        canvas = Image.new(image.mode, (resolution, resolution), fill)
         canvas.paste(image, ((resolution - nw) // 2, (resolution - nh) // 2))
         return np.asarray(canvas, dtype=np.uint8)
     scale = resolution / min(w, h)
@@ -203,6 +222,7 @@ def _decode_one(
             grey_fill = len(set(fitting.background)) == 1  # composited or padded: still grey
             padded = fitting.fit == "pad" and im.size[0] != im.size[1]
             grey = im.mode in _GRAY_MODES and (grey_fill or not (alpha or padded))
+            grey &= not fitting.keep_alpha
             return fit_image(im, resolution, fitting), grey, alpha
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
@@ -233,7 +253,7 @@ def decode_files(
         out.arrays.append(result[0])
         all_grey &= result[1]
         out.transparent += result[2]
-    out.channels = 1 if (out.arrays and all_grey) else 3
+    out.channels = 4 if fitting.keep_alpha else 1 if (out.arrays and all_grey) else 3
     return out
 
 

@@ -7,7 +7,7 @@ checked is checked before the slow work (generating, decoding, feature extractio
 """
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from imagegen import (
     jsonl,
     runs,
 )
-from imagegen.decode import convert_channels
+from imagegen.decode import composite, convert_channels
 from imagegen.devices import resolve_device
 from imagegen.errors import UsageError, UserError
 from imagegen.eval_metrics import DEFAULT_METRICS
@@ -181,8 +181,9 @@ def _plan(request: EvalRequest) -> _Plan:
         resolution, how = native_resolution(str(source))
         channels = None
     plan = _Plan(ckpt, source, reference, root, resolution, how, channels, feature_metrics)
-    if ckpt is not None:
-        plan.fitting = data.fitting_for(ckpt.train_config)
+    if ckpt is not None:  # references as the run saw them; RGBA composited onto its background
+        plan.fitting = replace(data.fitting_for(ckpt.train_config), keep_alpha=False)
+        plan.channels = 3 if plan.channels == 4 else plan.channels
     plan.wants_logits = bool(eval_metrics.needing(wanted, "logits"))
     plan.wants_features = plan.wants_logits or bool(eval_metrics.needing(wanted, "features"))
     plan.save_stats = request.save_stats is not None
@@ -317,6 +318,9 @@ def _input_images(
     emit(ProgressEvent("stage", f"generating {request.n} images from {ckpt.path}"))
     z = latents(request.n, model.latent_dim, request.seed, None)
     images = generate_uint8(model, z, device, emit=emit)
+    if images.shape[1] == 4:  # Inception sees RGB: the samples over the run's background
+        images = composite(images, plan.fitting.background)
+        about["composited"] = f"RGBA onto {plan.fitting.colour}"
     about |= {
         "generated": int(images.shape[0]),
         "ema": use_ema,
@@ -426,7 +430,12 @@ def _test_elbo(
     dataset = request.test_data or ckpt.dataset
     split = "test" if data.native_channels(dataset) is not None else "train"
     test = data.load_images(
-        dataset, resolution=res, channels=c, split=split, root=plan.root, fitting=plan.fitting
+        dataset,
+        resolution=res,
+        channels=c,
+        split=split,
+        root=plan.root,
+        fitting=data.fitting_for(ckpt.train_config),  # as trained: RGBA where it was
     )
     # bits/dim is affine in the ELBO: the batch means commute
     terms = mean_elbo_terms(model, test.images, device, request.seed, request.batch_size * 4)

@@ -1,12 +1,13 @@
 """FID during training: the EMA model's FID against the training data, with fixed latents and a
 fixed, cached reference, so that the figures of one run can be compared with each other."""
 
+from dataclasses import replace
 from typing import Any
 
 import torch
 
 from imagegen import data, inception, metrics
-from imagegen.decode import Fitting
+from imagegen.decode import Fitting, composite
 from imagegen.generation import generate_uint8
 from imagegen.reference import reference_features
 
@@ -28,6 +29,9 @@ class FIDMonitor:
         self.extractor = inception.load_extractor(None, device)
         self.device = device
         c, res, _ = images.shape
+        self.background = fitting.background  # RGBA samples are composited onto it, and the
+        if c == 4:  # reference images too
+            c, fitting = 3, replace(fitting, keep_alpha=False)
         real, _ = reference_features(
             self.extractor,
             dataset,
@@ -47,5 +51,8 @@ class FIDMonitor:
 
     def fid(self, model: torch.nn.Module, net: torch.nn.Module) -> float:
         """FID of `net` (the model's sampling network, e.g. its EMA copy)."""
-        fake = self.extractor.features(generate_uint8(model, self.z, self.device, net))
+        images = generate_uint8(model, self.z, self.device, net)
+        if images.shape[1] == 4:
+            images = composite(images, self.background)
+        fake = self.extractor.features(images)
         return metrics.frechet_distance(*metrics.gaussian_stats(fake.numpy()), *self.reference)

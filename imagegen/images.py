@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from imagegen.errors import UsageError
 from imagegen.files import atomic_write_bytes
 
 
@@ -33,10 +34,12 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -
 
 
 def png_bytes(image: torch.Tensor, fmt: str = "PNG") -> bytes:
-    """Encode one uint8 image (C, H, W) with C in {1, 3} as PNG bytes (deterministic), or in
+    """Encode one uint8 image (C, H, W) with C in {1, 3, 4} as PNG bytes (deterministic), or in
     another PIL format (JPEG at quality 95, lossless WebP)."""
     arr = image.cpu().permute(1, 2, 0).numpy()
     arr = arr[..., 0] if arr.shape[2] == 1 else arr
+    if fmt == "JPEG" and arr.ndim == 3 and arr.shape[2] == 4:
+        raise UsageError("JPEG has no alpha channel: write RGBA samples as .png or .webp")
     buf = io.BytesIO()
     options = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True}}.get(fmt, {})
     Image.fromarray(np.ascontiguousarray(arr)).save(buf, format=fmt, **options)

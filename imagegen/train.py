@@ -446,6 +446,8 @@ def _describe_start(s: _Session) -> str:
             f"{images.transparent} of {images.images.shape[0]} images had transparency: "
             f"composited onto {colour} (--background)"
         )
+    if s.train.transparent:
+        parts.append("RGBA: samples keep an alpha channel (--transparent)")
     if s.train.fit == "pad":
         parts.append("non-square images padded (--fit pad)")
     if images.skipped:

@@ -15,7 +15,7 @@ from imagegen.config import (
     to_dict,
 )
 from imagegen.devices import resolve_device
-from imagegen.errors import UserError
+from imagegen.errors import UsageError, UserError
 from imagegen.registry import get_spec
 
 
@@ -82,6 +82,10 @@ def plan_training(request: TrainRequest, download: bool = True) -> TrainPlan:
         size, resolution_how = image_sizes.training_resolution(train.dataset)
         options |= {"resolution": size} if size is not None else {}
     channels = options.pop("channels", None) or data.native_channels(train.dataset)
+    if train.transparent:  # RGBA, whatever the data's own channels
+        if request.model_options.get("channels") not in (None, 4):
+            raise UsageError("--transparent trains on 4 channels (RGBA): leave --channels out")
+        channels = 4
     # Validate and resolve the model options now; a folder's channels are known once decoded.
     model_config = to_dict(
         build_dataclass(spec.config_cls, options | {"channels": channels or 3}, request.model)

@@ -42,8 +42,8 @@ def check_shape(model: str, resolution: int, channels: int) -> None:
             f"unsupported resolution {resolution} for {model} "
             f"(valid: {', '.join(map(str, RESOLUTIONS))})"
         )
-    if channels not in (1, 3):
-        raise UsageError(f"channels must be 1 or 3, got {channels}")
+    if channels not in (1, 3, 4):
+        raise UsageError(f"channels must be 1, 3 or 4 (RGBA: --transparent), got {channels}")
 
 
 def check_positive(config: object, *names: str) -> None:

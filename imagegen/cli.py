@@ -223,7 +223,7 @@ class _StageView:
             self._stage(_decoding(event).removesuffix(" ..."))
         if event.kind == "stage":
             self._stage(event.message)
-        elif event.kind in ("progress", "decode") and self.progress is not None and self.task:
+        elif event.kind in ("progress", "decode") and self.task is not None:  # a Rich bar
             self.progress.update(self.task, completed=event.done, total=event.total)
 
     def _stage(self, message: str) -> None:

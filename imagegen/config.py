@@ -136,12 +136,14 @@ class TrainConfig:
         parse_colour(self.background)
 
 
+COLOURS = {"white": (255, 255, 255), "black": (0, 0, 0)}  # the background's names
+
+
 def parse_colour(text: str) -> tuple[int, int, int]:
     """`white`, `black` or `#rrggbb` as (r, g, b); anything else is a usage error."""
-    named = {"white": (255, 255, 255), "black": (0, 0, 0)}
     value = text.strip().lower()
-    if value in named:
-        return named[value]
+    if value in COLOURS:
+        return COLOURS[value]
     digits = value.removeprefix("#")
     if value.startswith("#") and len(digits) == 6:
         try:

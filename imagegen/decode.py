@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from imagegen.config import COLOURS
 from imagegen.errors import UsageError, UserError
 from imagegen.progress import Counter
 
@@ -27,7 +28,7 @@ MAX_PIXELS = 2**26  # 67 Mpixels: larger images are decompression bombs here, ne
 MAX_FILE_BYTES = 64 * 2**20  # an image file (or zip member) larger than this is skipped
 MAX_IDX_BYTES = 2**31  # an IDX file claiming more pixels than this is refused
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F", "P;L"}
-WHITE = (255, 255, 255)
+WHITE = COLOURS["white"]
 
 
 def convert_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
@@ -60,7 +61,7 @@ class Fitting:
     @property
     def colour(self) -> str:
         """The background in words: white, black or #rrggbb."""
-        names = {WHITE: "white", (0, 0, 0): "black"}
+        names = {rgb: name for name, rgb in COLOURS.items()}
         return names.get(self.background, "#{:02x}{:02x}{:02x}".format(*self.background))
 
 

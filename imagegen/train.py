@@ -123,6 +123,7 @@ class _Session:
     noise: torch.Generator
     precision: str
     precision_why: str  # in words, for the run's first line
+    fitting: data.Fitting  # the background and fit the data was decoded with
     total: int
     ckpt: checkpoint.Checkpoint | None
     start_step: int = 0
@@ -161,6 +162,7 @@ def _setup(plan: TrainPlan, context: distributed.Context, emit: Emit) -> _Sessio
         distributed.check_sync_batchnorm(device)  # before the data is loaded
     ckpt = checkpoint.read_checkpoint(plan.resume_from) if plan.resume_from else None
     channels = plan.model_config.get("channels")
+    fitting = data.fitting_for(to_dict(train))  # how image files become squares
     with distributed.local_main_first(context):  # one decode per machine fills the cache
         images = data.load_images(
             train.dataset,
@@ -168,7 +170,7 @@ def _setup(plan: TrainPlan, context: distributed.Context, emit: Emit) -> _Sessio
             channels=channels,
             root=plan.data_root,
             emit=emit,
-            fitting=data.fitting_for(to_dict(train)),
+            fitting=fitting,
         )
     config = build_dataclass(
         spec.config_cls, {**plan.model_config, "channels": channels or images.shape[0]}, plan.model
@@ -205,6 +207,7 @@ def _setup(plan: TrainPlan, context: distributed.Context, emit: Emit) -> _Sessio
         noise=torch.Generator(device).manual_seed(noise_seed),
         precision=precision,
         precision_why=precision_reason(train.precision, device, spec.cpu_bf16, kept),
+        fitting=fitting,
         total=train.steps or math.ceil(train.epochs * batches.batches_per_epoch),
         ckpt=ckpt,
     )
@@ -441,7 +444,7 @@ def _describe_start(s: _Session) -> str:
                 f"initial value, not {linear_decay(ckpt.step, planned):.0%}"
             )
     if images.transparent:
-        colour = data.fitting_for(to_dict(s.train)).colour
+        colour = s.fitting.colour
         parts.append(
             f"{images.transparent} of {images.images.shape[0]} images had transparency: "
             f"composited onto {colour} (--background)"
@@ -715,10 +718,9 @@ def _train(
 
 def _fid_monitor(s: _Session) -> FIDMonitor:
     t = s.train
-    fitting = data.fitting_for(to_dict(t))
     return FIDMonitor(
         t.dataset, s.images, t.fid_n, s.config.latent_dim, t.seed, s.plan.data_root, s.device,
-        fitting,
+        s.fitting,
     )  # fmt: skip
 
 

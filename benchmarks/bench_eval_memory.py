@@ -2,10 +2,13 @@
 
 Each size runs in a fresh process (its peak resident memory is the process's own): FID
 statistics, KID, and precision/recall with density/coverage as `imagegen eval --metrics
-fid,kid,pr,dc` computes them (distances in blocks). Features are random 2048-d vectors shaped
-like pool3 features (non-negative, mean about 0.4), real and generated drawn apart a little.
+fid,kid,pr,dc` computes them (float32 matrix products, doubtful decisions in float64). At the
+`--previous-at` sizes the previous code (whole float64 distances, block by block) runs too,
+side by side in the same process, and the four values are compared. Features are random
+2048-d vectors shaped like pool3 features (non-negative, mean about 0.4), real and generated
+drawn apart a little.
 
-    python benchmarks/bench_eval_memory.py --sizes 10000 50000
+    python benchmarks/bench_eval_memory.py --sizes 10000 50000 --previous-at 10000
 """
 
 import argparse
@@ -22,7 +25,44 @@ def peak_mb() -> float:
     return int(line.split()[1]) / 1024
 
 
-def child(n: int) -> dict:
+def previous_manifold_metrics(real, fake, pr_k: int = 3, dc_k: int = 5) -> dict[str, float]:
+    """The code this replaced (imagegen before neighbours.py): float64 cdist, blocks of rows."""
+    import torch
+
+    r, f = torch.as_tensor(real).double(), torch.as_tensor(fake).double()
+    rows_of = lambda n: max(1, (1 << 24) // n)  # noqa: E731
+
+    def blocks(a, b):
+        for i in range(0, a.shape[0], rows_of(b.shape[0])):
+            yield i, torch.cdist(a[i : i + rows_of(b.shape[0])], b)
+
+    def radii(x, ks):
+        out = {k: [] for k in ks}
+        for _, d in blocks(x, x):
+            nearest = d.topk(max(ks) + 1, dim=1, largest=False).values
+            for k in ks:
+                out[k].append(nearest[:, k])
+        return {k: torch.cat(v) for k, v in out.items()}
+
+    rr, fr = radii(r, (pr_k, dc_k)), radii(f, (pr_k,))[pr_k]
+    precise = torch.zeros(f.shape[0], dtype=torch.bool)
+    recalled, covered, inside_count = [], [], 0
+    for i, d in blocks(r, f):
+        rows = slice(i, i + d.shape[0])
+        precise |= (d <= rr[pr_k][rows, None]).any(dim=0)
+        recalled.append((d <= fr[None, :]).any(dim=1))
+        inside = d <= rr[dc_k][rows, None]
+        inside_count += int(inside.sum())
+        covered.append(inside.any(dim=1))
+    return {
+        "precision": float(precise.double().mean()),
+        "recall": float(torch.cat(recalled).double().mean()),
+        "density": inside_count / (dc_k * f.shape[0]),
+        "coverage": float(torch.cat(covered).double().mean()),
+    }
+
+
+def child(n: int, previous: bool) -> dict:
     import numpy as np
 
     from imagegen import metrics
@@ -39,9 +79,18 @@ def child(n: int) -> dict:
     metrics.kernel_inception_distance(real, fake, 100, min(1000, n // 2))
     timings["kid_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    metrics.manifold_metrics(real, fake, pr_k=3, dc_k=5)
+    values = metrics.manifold_metrics(real, fake, pr_k=3, dc_k=5)
     timings["pr_dc_s"] = time.perf_counter() - t
     peak = peak_mb()
+    compared = {}
+    if previous:
+        t = time.perf_counter()
+        before = previous_manifold_metrics(real, fake)
+        timings["pr_dc_previous_s"] = time.perf_counter() - t
+        compared = {
+            "previous": before,
+            "largest_difference": max(abs(values[k] - before[k]) for k in values),
+        }
     features_mb = 2 * n * 2048 * 4 / 2**20
     full_matrix_gb = n * n * 8 / 2**30
     return {
@@ -51,22 +100,32 @@ def child(n: int) -> dict:
         "after_features_mb": round(base, 1),
         "one_full_nxn_float64_gb": round(full_matrix_gb, 1),
         **{k: round(v, 1) for k, v in timings.items()},
+        "values": values,
+        **compared,
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000])
+    parser.add_argument(
+        "--previous-at", type=int, nargs="*", default=[10_000],
+        help="sizes at which the previous float64 code runs too (20 minutes at 50,000)",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child-previous", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child)))
+        print(json.dumps(child(args.child, args.child_previous)))
         return
     rows = []
     for n in args.sizes:
         out = subprocess.run(
-            [sys.executable, __file__, "--child", str(n)], capture_output=True, text=True
+            [sys.executable, __file__, "--child", str(n)]
+            + (["--child-previous"] if n in args.previous_at else []),
+            capture_output=True,
+            text=True,
         )
         if out.returncode != 0:
             raise SystemExit(out.stderr[-2000:])
@@ -76,14 +135,16 @@ def main() -> None:
         return
     print(
         "| images | peak memory | features (real + fake, float32) | one N x N float64 matrix "
-        "| FID | KID | P/R + D/C |"
+        "| FID | KID | P/R + D/C | P/R + D/C, previous code | largest difference |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
+        before = f"{r['pr_dc_previous_s']} s" if "previous" in r else "–"
+        diff = f"{r['largest_difference']:.1e}" if "previous" in r else "–"
         print(
             f"| {r['n']:,} | {r['peak_mb'] / 1024:.2f} GB | {r['features_mb'] / 1024:.2f} GB "
             f"| {r['one_full_nxn_float64_gb']:.1f} GB | {r['fid_s']} s | {r['kid_s']} s "
-            f"| {r['pr_dc_s']} s |"
+            f"| {r['pr_dc_s']} s | {before} | {diff} |"
         )
 
 

@@ -1,15 +1,16 @@
 """Sample-quality metrics on feature vectors: FID, KID, precision/recall, density/coverage.
 
 Each function takes features of real (reference) and generated images as (N, D) arrays. FID's
-statistics and the Fréchet distance are computed in float64.
+statistics and the Fréchet distance are computed in float64; the k-NN metrics' decisions are
+those of float64 distances (neighbours.py: float32 matrix products, doubtful pairs again).
 """
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from imagegen import neighbours
 from imagegen.errors import UsageError
 
 FID_FULL_RANK = 2048  # fewer samples than features: the covariance is rank-deficient
@@ -93,78 +94,53 @@ def inception_score(logits: np.ndarray | torch.Tensor, splits: int = 10) -> tupl
     return float(np.mean(scores)), float(np.std(scores))
 
 
-BLOCK_ELEMENTS = 1 << 24  # distances held at once: 16M float64 = 128 MB, whatever N is
-
-
-def _rows_per_block(n: int, block_elements: int) -> int:
-    return max(1, block_elements // max(n, 1))
-
-
-def _blocks(
-    a: torch.Tensor, b: torch.Tensor, block_elements: int
-) -> Iterator[tuple[int, torch.Tensor]]:
-    """(start, distances of a[start:start+rows] to all of b) in float64, block by block."""
-    rows = _rows_per_block(b.shape[0], block_elements)
-    for i in range(0, a.shape[0], rows):
-        yield i, torch.cdist(a[i : i + rows].double(), b)
-
-
-def _knn_radii(
-    x: torch.Tensor, ks: tuple[int, ...], block_elements: int = BLOCK_ELEMENTS
-) -> dict[int, torch.Tensor]:
-    """Distance from each point to its k-th nearest other point (N,), for each k, in blocks."""
-    k_max = max(ks)
-    if x.shape[0] <= k_max:
-        raise UsageError(
-            f"need more than k={k_max} images for nearest neighbours, got {x.shape[0]}"
-        )
-    x = x.double()
-    out: dict[int, list[torch.Tensor]] = {k: [] for k in ks}
-    for _, d in _blocks(x, x, block_elements):
-        nearest = d.topk(k_max + 1, dim=1, largest=False).values  # +1: the point itself at 0
-        for k in ks:
-            out[k].append(nearest[:, k])
-    return {k: torch.cat(v) for k, v in out.items()}
-
-
 def manifold_metrics(
     real: np.ndarray | torch.Tensor,
     fake: np.ndarray | torch.Tensor,
     pr_k: int | None = 3,
     dc_k: int | None = 5,
-    block_elements: int = BLOCK_ELEMENTS,
+    tile: int = neighbours.TILE,
 ) -> dict[str, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019, k-NN balls with `pr_k`) and
     density and coverage (Naeem et al. 2020, the real samples' `dc_k`-NN balls).
 
-    Distances are computed in float64, a block of rows at a time: peak memory is the
-    features plus `block_elements` distances, never an N x N matrix. One pass over real x
-    real, one over fake x fake (for recall) and one over real x fake serve all four metrics.
+    Distances from float32 matrix products, every decision they leave in doubt taken again
+    in float64 (neighbours.py): the float64 computation's results, a tile at a time (never an
+    N x N matrix). One pass over real x real, one over fake x fake (for recall) and one over
+    real x fake serve all four metrics.
     """
-    r = torch.as_tensor(np.asarray(real)).double()
-    f = torch.as_tensor(np.asarray(fake)).double()
+    r, f = neighbours.Points.of(np.asarray(real)), neighbours.Points.of(np.asarray(fake))
     ks = tuple(k for k in (pr_k, dc_k) if k is not None)
-    r_radii = _knn_radii(r, ks, block_elements)
-    f_radii = _knn_radii(f, (pr_k,), block_elements)[pr_k] if pr_k is not None else None
-    precise = torch.zeros(f.shape[0], dtype=torch.bool)  # fake inside some real ball
-    recalled, covered = [], []
+    if len(r) <= max(ks) or (pr_k is not None and len(f) <= pr_k):
+        smallest = min(len(r), len(f)) if pr_k is not None else len(r)
+        raise UsageError(
+            f"need more than k={max(ks)} images for nearest neighbours, got {smallest}"
+        )
+    r_radii = neighbours.radii_sq(r, ks, tile)
+    balls = {}
+    if pr_k is not None:
+        balls["precision"] = neighbours.Ball(r_radii[pr_k], of_rows=True)
+        balls["recall"] = neighbours.Ball(neighbours.radii_sq(f, (pr_k,), tile)[pr_k], False)
+    if dc_k is not None:
+        balls["density"] = neighbours.Ball(r_radii[dc_k], of_rows=True)
+    precise = torch.zeros(len(f), dtype=torch.bool)  # fake inside some real ball
+    recalled = torch.zeros(len(r), dtype=torch.bool)  # real inside some fake ball
+    covered = torch.zeros(len(r), dtype=torch.bool)  # real ball holding some fake
     inside_count = 0
-    for i, d in _blocks(r, f, block_elements):  # d: (rows, N_fake)
-        rows = slice(i, i + d.shape[0])
+    for rows, cols, inside in neighbours.ball_pairs(r, f, balls, tile):
         if pr_k is not None:
-            precise |= (d <= r_radii[pr_k][rows, None]).any(dim=0)
-            recalled.append((d <= f_radii[None, :]).any(dim=1))
+            precise[cols] |= inside["precision"].any(dim=0)
+            recalled[rows] |= inside["recall"].any(dim=1)
         if dc_k is not None:
-            inside = d <= r_radii[dc_k][rows, None]
-            inside_count += int(inside.sum())
-            covered.append(inside.any(dim=1))
+            inside_count += int(inside["density"].sum())
+            covered[rows] |= inside["density"].any(dim=1)
     out: dict[str, float] = {}
     if pr_k is not None:
         out["precision"] = float(precise.double().mean())
-        out["recall"] = float(torch.cat(recalled).double().mean())
+        out["recall"] = float(recalled.double().mean())
     if dc_k is not None:
-        out["density"] = inside_count / (dc_k * f.shape[0])
-        out["coverage"] = float(torch.cat(covered).double().mean())
+        out["density"] = inside_count / (dc_k * len(f))
+        out["coverage"] = float(covered.double().mean())
     return out
 
 
@@ -185,20 +161,16 @@ class Neighbours:
 def nearest_neighbours(
     real: np.ndarray | torch.Tensor,
     fake: np.ndarray | torch.Tensor,
-    block_elements: int = BLOCK_ELEMENTS,
+    tile: int = neighbours.TILE,
 ) -> Neighbours:
-    """For each generated image, the nearest reference image and the distances above, in
-    float64, a block of rows at a time (never an N x N matrix)."""
-    r = torch.as_tensor(np.asarray(real)).double()
-    f = torch.as_tensor(np.asarray(fake)).double()
-    own = _knn_radii(r, (1,), block_elements)[1]  # (N_real,)
-    distance, index = [], []
-    for _, d in _blocks(f, r, block_elements):  # d: (rows, N_real)
-        nearest = d.min(dim=1)
-        distance.append(nearest.values)
-        index.append(nearest.indices)
-    index_t = torch.cat(index)
-    return Neighbours(torch.cat(distance), index_t, own[index_t])
+    """For each generated image, the nearest reference image and the distances above, exact
+    as in float64 (neighbours.py), a tile at a time (never an N x N matrix)."""
+    r, f = neighbours.Points.of(np.asarray(real)), neighbours.Points.of(np.asarray(fake))
+    if len(r) < 2:
+        raise UsageError(f"need at least 2 reference images for nearest neighbours, got {len(r)}")
+    own = neighbours.radii_sq(r, (1,), tile)[1].sqrt()  # (N_real,)
+    d, index = neighbours.kth_nearest(f, r, (1,), tile)[1]
+    return Neighbours(d.sqrt(), index, own[index])
 
 
 def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:

@@ -310,9 +310,11 @@ def test_bench_quality_takes_the_alarms_of_every_session_from_the_log(tmp_path: 
 
 
 def test_bench_eval_memory() -> None:
-    result = run("bench_eval_memory.py", "--sizes", "200", "400")
+    result = run("bench_eval_memory.py", "--sizes", "200", "400", "--previous-at", "400")
     assert [r["n"] for r in result["rows"]] == [200, 400]
     assert all(r["peak_mb"] > 0 and r["pr_dc_s"] >= 0 for r in result["rows"])
+    small, large = result["rows"]
+    assert "previous" not in small and large["previous"] == large["values"]
 
 
 def test_bench_quality_stops_where_the_folder_is_another_run(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ def run(run_cli, isolated: Path) -> Path:
     return path
 
 
-def test_blocked_manifold_metrics_equal_the_full_matrices() -> None:
+def test_tiled_manifold_metrics_equal_the_full_matrices() -> None:
     rng = np.random.default_rng(0)
     real = rng.normal(size=(60, 16)).astype(np.float32)
     fake = (rng.normal(size=(50, 16)) + 0.3).astype(np.float32)
@@ -52,8 +52,8 @@ def test_blocked_manifold_metrics_equal_the_full_matrices() -> None:
         "density": float(inside.sum()) / (5 * 50),
         "coverage": float(inside.any(1).double().mean()),
     }
-    for block in (1, 7, 64, 1 << 24):  # one row at a time ... everything at once
-        got = metrics.manifold_metrics(real, fake, 3, 5, block_elements=block)
+    for tile in (1, 7, 64, 4096):  # one pair at a time ... everything at once
+        got = metrics.manifold_metrics(real, fake, 3, 5, tile=tile)
         assert got == pytest.approx(want, abs=1e-12)
 
 

@@ -132,7 +132,7 @@ def test_nearest_neighbours_constructed() -> None:
 
     real = np.array([[0.0, 0.0], [1.0, 0.0], [10.0, 0.0]])  # own neighbours at 1, 1, 9
     fake = np.array([[0.1, 0.0], [10.0, 4.5]])
-    near = metrics.nearest_neighbours(real, fake, block_elements=2)  # a row at a time
+    near = metrics.nearest_neighbours(real, fake, tile=1)  # a pair at a time
     assert near.index.tolist() == [0, 2]
     assert near.distance.tolist() == pytest.approx([0.1, 4.5])
     assert near.ratio.tolist() == pytest.approx([0.1, 0.5])

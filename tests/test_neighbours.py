@@ -1,0 +1,72 @@
+"""The k-NN metrics' neighbours: float32 matrix products, the float64 computation's decisions."""
+
+import numpy as np
+import pytest
+import torch
+
+from imagegen import metrics, neighbours
+
+
+def _brute_sq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist").pow(2)
+
+
+def _crowded(n: int, seed: int) -> torch.Tensor:
+    """Points far from the origin and close together: float32's ||a||² + ||b||² - 2ab cannot
+    tell their distances apart (its error is larger than the gaps), float64 can."""
+    g = torch.Generator().manual_seed(seed)
+    return 100.0 + torch.randn(n, 64, generator=g, dtype=torch.float64) * 1e-2
+
+
+@pytest.mark.parametrize("tile", [16, 4096])  # many tiles (symmetry, merging) ... one
+def test_kth_nearest_is_exact_where_float32_alone_is_wrong(tile: int) -> None:
+    x = _crowded(300, 0)
+    points = neighbours.Points.of(x)
+    _, fast_index = neighbours._candidates(points, None, 1, tile)
+    d = _brute_sq(x, x).fill_diagonal_(float("inf"))
+    want = d.sort(dim=1, stable=True)
+    assert (fast_index[:, 0] != want.indices[:, 0]).float().mean() > 0.5  # the trap is real
+    got = neighbours.kth_nearest(points, None, (1, 3, 5), tile)
+    for k in (1, 3, 5):
+        assert torch.equal(got[k][1], want.indices[:, k - 1])
+        assert torch.equal(got[k][0], want.values[:, k - 1])
+
+
+def test_kth_nearest_between_two_sets_and_with_few_points() -> None:
+    a, b = _crowded(40, 1), _crowded(9, 2)
+    got = neighbours.kth_nearest(neighbours.Points.of(a), neighbours.Points.of(b), (1, 9), 8)
+    want = _brute_sq(a, b).sort(dim=1, stable=True)
+    assert torch.equal(got[1][1], want.indices[:, 0])
+    assert torch.equal(got[9][0], want.values[:, 8])  # every point a candidate
+
+
+def _manifold_float64(real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
+    """Precision/recall (k 3) and density/coverage (k 5) from whole float64 matrices."""
+    d = _brute_sq(real, fake)
+
+    def radii(x: torch.Tensor, k: int) -> torch.Tensor:
+        return _brute_sq(x, x).kthvalue(k + 1, dim=1).values
+
+    inside = d <= radii(real, 5)[:, None]
+    return {
+        "precision": float((d <= radii(real, 3)[:, None]).any(0).double().mean()),
+        "recall": float((d <= radii(fake, 3)[None, :]).any(1).double().mean()),
+        "density": float(inside.sum()) / (5 * fake.shape[0]),
+        "coverage": float(inside.any(1).double().mean()),
+    }
+
+
+@pytest.mark.parametrize("tile", [7, 64, 4096])
+def test_manifold_metrics_decide_as_float64_does(tile: int) -> None:
+    real, fake = _crowded(150, 3), _crowded(120, 4) + 2e-3
+    want = _manifold_float64(real, fake)
+    assert 0 < want["precision"] < 1 and 0 < want["recall"] < 1  # decisions to get wrong
+    assert metrics.manifold_metrics(real.numpy(), fake.numpy(), 3, 5, tile=tile) == want
+
+
+def test_manifold_metrics_on_float32_features_like_pool3() -> None:
+    rng = np.random.default_rng(0)
+    real = rng.gamma(2.0, 0.2, size=(400, 2048)).astype(np.float32)
+    fake = (rng.gamma(2.0, 0.2, size=(300, 2048)) * 1.05).astype(np.float32)
+    want = _manifold_float64(torch.as_tensor(real).double(), torch.as_tensor(fake).double())
+    assert metrics.manifold_metrics(real, fake, 3, 5, tile=128) == want

@@ -52,7 +52,12 @@ def _tiles(n: int, tile: int) -> list[slice]:
 
 def _fast_sq(a: Points, rows: slice, b: Points, cols: slice) -> torch.Tensor:
     """float32 squared distances of a[rows] to b[cols] (rows, cols)."""
-    gram = a.fast[rows] @ b.fast[cols].T
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")  # IEEE float32: what the bound assumes
+    try:
+        gram = a.fast[rows] @ b.fast[cols].T
+    finally:
+        torch.set_float32_matmul_precision(before)
     return a.sq[rows].float()[:, None] + b.sq[cols].float()[None, :] - 2 * gram
 
 

@@ -7,7 +7,10 @@ counted with torch.utils.flop_counter on one training step. The fraction of the 
 printed when the peak is known: --peak-tflops, or a table of CUDA devices.
 
     python benchmarks/bench_precision.py [--resolution 32] [--batch-size 64] [--steps 30]
-        [--presets classic adaptive-r1] [--precisions bf16] [--no-compile]
+        [--presets classic adaptive-r1 adaptive-r1:r1_every=16] [--precisions bf16] [--no-compile]
+
+A preset may carry model options after a colon (PRESET:key=value,key=value): a candidate
+measured beside the preset it changes.
 """
 
 import argparse
@@ -38,7 +41,11 @@ def peak_for(device: torch.device, precision: str, given: float | None) -> float
 
 def measure(device: torch.device, preset: str, precision: str, compiled: bool, args) -> dict:
     torch.manual_seed(0)
-    options = MODELS["dcgan"].preset(preset)[1].model
+    name, _, changes = preset.partition(":")
+    options = dict(MODELS["dcgan"].preset(name)[1].model)
+    for change in filter(None, changes.split(",")):
+        key, _, value = change.partition("=")
+        options[key] = type(getattr(DCGANConfig(), key))(value)
     cfg = DCGANConfig(**{**options, "resolution": args.resolution, "channels": 3})
     model = DCGAN(cfg).to(device, memory_format=torch.channels_last).train()
     opts = model.configure_optimizers(TrainConfig())
@@ -59,9 +66,10 @@ def measure(device: torch.device, preset: str, precision: str, compiled: bool, a
     if device.type == "cuda":
         torch.cuda.synchronize()
     warm_s = time.perf_counter() - t
-    with FlopCounterMode(display=False) as counter:
-        step()
-    flops = counter.get_total_flops()
+    with FlopCounterMode(display=False) as counter:  # lazy R1: the mean of its cycle
+        for _ in range(cfg.r1_every):
+            step()
+    flops = counter.get_total_flops() / cfg.r1_every
     t = time.perf_counter()
     for _ in range(args.steps):
         losses = step()
@@ -93,15 +101,16 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--peak-tflops", type=float, default=None)
     spec = MODELS["dcgan"]
-    parser.add_argument(
-        "--presets", nargs="+", default=["classic", spec.default_preset], choices=spec.presets
-    )
+    parser.add_argument("--presets", nargs="+", default=["classic", spec.default_preset])
     parser.add_argument(
         "--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"]
     )
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled settings")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    for preset in args.presets:
+        if preset.partition(":")[0] not in spec.presets:
+            parser.error(f"unknown preset {preset} (valid: {', '.join(spec.presets)})")
     device = torch.device(args.device)
     rows = []
     for compiled in (False,) if args.no_compile else (False, True):
@@ -120,13 +129,13 @@ def main() -> None:
         f"({torch.get_num_threads()} threads), {args.steps} timed steps"
     )
     print(
-        f"{'preset':>12} {'precision':>9} {'compile':>7} {'img/s':>9} {'x first':>7} "
+        f"{'preset':>24} {'precision':>9} {'compile':>7} {'img/s':>9} {'x first':>7} "
         f"{'GFLOP/step':>10} {'TFLOP/s':>8} {'of peak':>8} {'warm-up':>8}"
     )
     for r in rows:
         frac = f"{r['peak_fraction']:.1%}" if r["peak_fraction"] is not None else "-"
         print(
-            f"{r['preset']:>12} {r['precision']:>9} {r['compile']!s:>7} {r['images_per_s']:>9.1f} "
+            f"{r['preset']:>24} {r['precision']:>9} {r['compile']!s:>7} {r['images_per_s']:>9.1f} "
             f"{r['vs_first']:>7.3f} "
             f"{r['gflop_per_step']:>10.3f} {r['achieved_tflops']:>8.4f} {frac:>8} "
             f"{r['warmup_s']:>7.1f}s"

@@ -59,14 +59,19 @@ def test_bench_precision() -> None:
         "--presets",
         "classic",
         "adaptive-r1",
+        "adaptive-r1:r1_every=4",
     )
     rows = result["rows"]
     assert [(r["preset"], r["precision"]) for r in rows] == [
         ("classic", "fp32"),
         ("adaptive-r1", "fp32"),
+        ("adaptive-r1:r1_every=4", "fp32"),
         ("classic", "bf16"),
         ("adaptive-r1", "bf16"),
+        ("adaptive-r1:r1_every=4", "bf16"),
     ]
+    # lazy R1: its second backward in one step of four, so fewer FLOPs per step on average
+    assert rows[0]["gflop_per_step"] < rows[2]["gflop_per_step"] < rows[1]["gflop_per_step"]
     assert all(r["gflop_per_step"] > 0 for r in rows)
     # R1 is a second backward through D: more FLOPs than the classic step, and x first says so
     assert rows[1]["gflop_per_step"] > rows[0]["gflop_per_step"] and rows[0]["vs_first"] == 1.0
@@ -142,6 +147,8 @@ def test_bench_quality(tmp_path: Path) -> None:
         "16",
         "--recon-n",
         "16",
+        "--speed-steps",
+        "12",
     ]
     args += ["--work", str(tmp_path / "work"), "--docs", str(tmp_path / "docs")]
     result = run("bench_quality.py", *args)
@@ -163,6 +170,12 @@ def test_bench_quality(tmp_path: Path) -> None:
     assert vae["recon_fid"] > 0 and vae["test_bpd"] > 0 and "reconstruction FID" in report
     assert (tmp_path / "docs" / "quality" / "fid-curves.png").stat().st_size > 1000
     assert (tmp_path / "docs" / "quality" / f"synthetic-{dcgan}.png").is_file()
+    # Each recipe's speed alone, and the time axis built on it.
+    speeds = {k: r for k, r in ((r["key"], r) for r in result["rows"]) if k.endswith("/speed")}
+    assert len(speeds) == 3 and all(r["images_per_s"] > 0 for r in speeds.values())
+    assert "## Quality per training minute" in report
+    assert (tmp_path / "docs" / "quality" / "fid-curves-time.png").stat().st_size > 1000
+    assert not (tmp_path / "work" / "speed" / "synthetic" / "dcgan-classic").exists()
     # Resumable: a second call finds everything done and only rewrites the report.
     again = run("bench_quality.py", *args)
     assert len(again["rows"]) == len(result["rows"])
@@ -341,3 +354,37 @@ def test_bench_quality_stops_where_the_folder_is_another_run(tmp_path: Path) -> 
     carried = {"images": 64, "carried_from": "the report of commit abc1234"}
     results.put("mnist/dcgan-classic/train", carried)
     bq._same_run(results, "mnist/dcgan-classic", tmp_path / "absent")
+
+
+def test_bench_quality_time_table_and_small_data_section(tmp_path: Path) -> None:
+    """Minutes come from images / the speed measured alone; a recipe reaches the classic
+    recipe's last curve FID at its first curve point at or below it. The small-data section
+    puts both references and the copying figures side by side."""
+    from types import SimpleNamespace
+
+    bq = _bench_quality_module()
+    results = bq.Results(tmp_path / "results.jsonl")
+    ds = bq.datasets(tmp_path, tmp_path)["cifar10-jpeg-1k"]
+    curves = {
+        "dcgan-classic": [(100, 60.0), (200, 50.0)],
+        "dcgan-adaptive-r1": [(60, 55.0), (120, 40.0)],
+    }
+    for name, points in curves.items():
+        batch = 64 if name == "dcgan-classic" else 16
+        for step, fid in points:
+            row = {"step": step, "images": step * batch, "fid": fid}
+            results.put(f"{ds.key}/{name}/curve/{step}", row)
+        results.put(f"{ds.key}/{name}/train", {"images": 12_800})  # equal budgets
+        results.put(f"{ds.key}/{name}/speed", {"images_per_s": 32.0 if batch == 64 else 16.0})
+    lines = "\n".join(bq.time_table(results, [ds], list(curves)))
+    # classic: 12,800 images at 32/s = 6.7 min; the default reaches 50.0 at 1,920 images / 16
+    assert "| 32 | 6.7 min | 50.00 | 50.00 | 6.7 min (12,800 images) |" in lines
+    assert "| 16 | 2.0 min | 40.00 | 50.00 | 2.0 min (1,920 images) |" in lines
+    for name, fid in (("dcgan-classic", 50.0), ("dcgan-adaptive-r1", 30.0)):
+        copy = {"nn_ratio": 1.1, "nearer_than_nn": 0.2, "copies": 0.0}
+        results.put(f"{ds.key}/{name}/final", {"fid": fid, "precision": 0.5, "recall": 0.4, **copy})
+        results.put(f"{ds.key}/{name}/final-whole", {"fid": fid + 10})
+    args = SimpleNamespace(ref_n=10_000)
+    section = "\n".join(bq.small_data(results, [ds], list(curves), args))
+    assert "against the subset 30.00 / 50.00 = **0.60**" in section
+    assert "against the whole set 40.00 / 60.00 = **0.67**" in section

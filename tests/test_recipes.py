@@ -286,6 +286,40 @@ def test_r1_trains_and_resumes_exactly(run_cli, isolated: Path) -> None:
     assert all(r["r1"] > 0 for r in log), log
 
 
+def test_lazy_r1_takes_the_penalty_every_kth_step_weighted_k(monkeypatch) -> None:
+    """r1_every=4: R1 on D steps 0, 4, 8 only, weighted 4 x gamma (a due step moves D as the
+    every-step model with 4 x gamma does); the log's r1 is the last penalty computed."""
+    from imagegen.config import TrainConfig
+    from imagegen.models import dcgan
+
+    calls = []
+    original = dcgan.r1_penalty
+    monkeypatch.setattr(dcgan, "r1_penalty", lambda *a: calls.append(1) or original(*a))
+    models = []
+    for cfg in ({"r1_gamma": 0.5, "r1_every": 4}, {"r1_gamma": 2.0}):
+        torch.manual_seed(0)
+        models.append(DCGAN(DCGANConfig(**TINY_CFG, **cfg)))
+    lazy, every = models
+    opts = [m.configure_optimizers(TrainConfig()) for m in models]
+    real = torch.rand(4, 3, 32, 32)
+    logs = [m.training_step(real, o, gen(1)) for m, o in zip(models, opts, strict=True)]
+    assert torch.equal(lazy.discriminator.state_dict()["main.0.weight"],
+                       every.discriminator.state_dict()["main.0.weight"])  # fmt: skip
+    assert float(logs[0]["r1"]) == float(logs[1]["r1"])
+    calls.clear()
+    for step in range(1, 9):
+        out = lazy.training_step(real, opts[0], gen(step))
+        assert "r1" in out
+    assert len(calls) == 2 and int(lazy.d_steps) == 9  # steps 4 and 8
+
+
+def test_lazy_r1_is_refused_without_r1_and_resumes_exactly(run_cli, isolated: Path) -> None:
+    with pytest.raises(UsageError, match="r1_every needs the R1 penalty"):
+        DCGANConfig(**TINY_CFG, r1_every=4)
+    extra = ("--set", "r1_gamma=0.5", "--set", "r1_every=4", "--checkpoint-every", "3")
+    straight_and_resumed(run_cli, isolated, (*extra, "--keep", "5"), steps=6)  # resumed at 3
+
+
 def test_presets_resolve_and_are_recorded(run_cli, isolated: Path) -> None:
     result = run_cli("train", "dcgan", "-d", "synthetic", "--dry-run", "--json")
     plan = json.loads(result.out)

@@ -57,6 +57,9 @@ class DCGANConfig:
     augment_target: float = 0.0
     # > 0: add (r1_gamma / 2) E||grad_x D(x)||^2 over the real images to D's loss (R1)
     r1_gamma: float = 0.0
+    # > 1: lazy R1 (StyleGAN2, Karras et al. 2020): the penalty on every r1_every-th D step
+    # only, weighted r1_gamma * r1_every, so its double backward is paid that much less often
+    r1_every: int = 1
 
     def __post_init__(self) -> None:
         check_shape("dcgan", self.resolution, self.channels)
@@ -68,6 +71,9 @@ class DCGANConfig:
             raise UsageError("augment_target needs an augmentation: set augment too")
         check_d_batch(self.d_batch, self.d_norm)
         check_range(self, "r1_gamma", low=0.0)
+        check_positive(self, "r1_every")
+        if self.r1_every > 1 and not self.r1_gamma:
+            raise UsageError("r1_every needs the R1 penalty: set r1_gamma too")
 
 
 class Generator(nn.Module):
@@ -124,6 +130,10 @@ class DCGAN(GenerativeModel):
         if config.augment_target:  # the adaptive probability: state, saved with the weights
             self.register_buffer("augment_p", torch.zeros(()))
         self.augment_p: torch.Tensor | None = getattr(self, "augment_p", None)
+        if config.r1_every > 1:  # D steps taken: state, so a resumed run keeps its rhythm
+            self.register_buffer("d_steps", torch.zeros((), dtype=torch.long))
+        self._d_steps: int | None = None  # its host copy, read from the buffer once
+        self._last_r1: torch.Tensor | None = None
 
     def networks(self) -> dict[str, nn.Module]:
         return {"generator": self.generator, "discriminator": self.discriminator}
@@ -182,12 +192,13 @@ class DCGAN(GenerativeModel):
         # Discriminator: maximise log D(x) + log(1 - D(G(z))) (or the hinge version).
         opt_d, opt_g = optimizers["discriminator"], optimizers["generator"]
         opt_d.zero_grad(set_to_none=True)
-        gamma = self.config.r1_gamma
+        gamma = self.config.r1_gamma * self.config.r1_every if self._r1_due() else 0.0
         x_d = x.detach().requires_grad_(True) if gamma else x  # R1: the gradient at x
         logits_real, logits_fake = self._d_logits(discriminator, x_d, fake.detach(), noise)
         d_loss = discriminator_loss(logits_real, logits_fake, self.config.loss)
         r1 = r1_penalty(logits_real, x_d) if gamma else None
         (d_loss if r1 is None else d_loss + gamma / 2 * r1).backward()
+        self._last_r1 = r1.detach() if r1 is not None else self._last_r1
         opt_d.step()
         if self.augment_p is not None:
             with torch.no_grad():
@@ -210,7 +221,23 @@ class DCGAN(GenerativeModel):
         }
         if self.augment_p is not None:
             logs |= self._adaptive_log(logits_real)
-        return logs | ({"r1": r1.detach()} if r1 is not None else {})
+        # lazy R1: the last penalty computed, so that a log line's mean is not diluted
+        return logs | ({"r1": self._last_r1} if self._last_r1 is not None else {})
+
+    def load_state_dict(self, *args, **kwargs):
+        self._d_steps = None  # lazy R1's step count: read again from the loaded buffer
+        return super().load_state_dict(*args, **kwargs)
+
+    def _r1_due(self) -> bool:
+        """Whether this D step takes the R1 penalty (every step, or every r1_every-th)."""
+        if not self.config.r1_gamma or self.config.r1_every == 1:
+            return bool(self.config.r1_gamma)
+        if self._d_steps is None:  # the first step of this process: one host read
+            self._d_steps = int(self.d_steps)
+        due = self._d_steps % self.config.r1_every == 0
+        self._d_steps += 1
+        self.d_steps.add_(1)
+        return due
 
     def _g_logits(
         self, x: torch.Tensor, fake: torch.Tensor, noise: torch.Generator

@@ -109,7 +109,8 @@ def manifold_metrics(
     N x N matrix). One pass over real x real, one over fake x fake (for recall) and one over
     real x fake serve all four metrics.
     """
-    r, f = neighbours.Points.of(np.asarray(real)), neighbours.Points.of(np.asarray(fake))
+    r = neighbours.Points.of(np.asarray(real))
+    f = neighbours.Points.of(np.asarray(fake), r.centre)
     ks = tuple(k for k in (pr_k, dc_k) if k is not None)
     if len(r) <= max(ks) or (pr_k is not None and len(f) <= pr_k):
         smallest = min(len(r), len(f)) if pr_k is not None else len(r)
@@ -165,7 +166,8 @@ def nearest_neighbours(
 ) -> Neighbours:
     """For each generated image, the nearest reference image and the distances above, exact
     as in float64 (neighbours.py), a tile at a time (never an N x N matrix)."""
-    r, f = neighbours.Points.of(np.asarray(real)), neighbours.Points.of(np.asarray(fake))
+    r = neighbours.Points.of(np.asarray(real))
+    f = neighbours.Points.of(np.asarray(fake), r.centre)
     if len(r) < 2:
         raise UsageError(f"need at least 2 reference images for nearest neighbours, got {len(r)}")
     own = neighbours.radii_sq(r, (1,), tile)[1].sqrt()  # (N_real,)

@@ -21,19 +21,27 @@ _U = 2.0**-24  # float32's unit roundoff
 
 @dataclass(frozen=True)
 class Points:
-    """Features as given (the exact values), their float32 copy and float64 squared norms."""
+    """Features as given (the exact values), a float32 copy moved by a common centre (distances
+    do not change, the norms the error bound scales with shrink: pool3 features share a large
+    mean), and that copy's float64 squared norms."""
 
     exact: torch.Tensor  # (N, D) float32 or float64, as given
-    fast: torch.Tensor  # (N, D) float32
-    sq: torch.Tensor  # (N,) float64
+    fast: torch.Tensor  # (N, D) float32, exact - centre
+    sq: torch.Tensor  # (N,) float64, ||exact - centre||²
+    centre: torch.Tensor  # (D,) float64
 
     @classmethod
-    def of(cls, x: object) -> "Points":
+    def of(cls, x: object, centre: torch.Tensor | None = None) -> "Points":
+        """`x` (N, D); `centre` (D,): the same for every set compared [default: x's mean]."""
         exact = torch.as_tensor(x)
         if exact.dtype not in (torch.float32, torch.float64):
             exact = exact.double()
-        sq = torch.cat([c.double().pow(2).sum(1) for c in exact.split(TILE)])
-        return cls(exact, exact.float().contiguous(), sq)
+        if centre is None:
+            centre = sum(c.double().sum(0) for c in exact.split(TILE)) / max(len(exact), 1)
+        moved = [c.double() - centre for c in exact.split(TILE)]  # a tile at a time
+        fast = torch.cat([m.float() for m in moved]) if moved else exact.float()
+        sq = torch.cat([m.pow(2).sum(1) for m in moved]) if moved else exact.new_zeros(0)
+        return cls(exact, fast, sq.double(), centre)
 
     def __len__(self) -> int:
         return self.exact.shape[0]
@@ -44,6 +52,11 @@ class Points:
         product's γ_D (any summation order) plus the roundings of the inputs and sums."""
         d = self.exact.shape[1]
         return d * _U / (1 - d * _U) + 16 * _U
+
+
+def _same_centre(a: Points, b: Points) -> None:
+    if not torch.equal(a.centre, b.centre):
+        raise ValueError("points compared must share one centre: Points.of(x, other.centre)")
 
 
 def _tiles(n: int, tile: int) -> list[slice]:
@@ -111,6 +124,7 @@ def kth_nearest(
     """Each point of `a`'s k-th nearest point of `b` (b None: of `a`, itself excluded), by
     exact float64 distance, for each k: k -> (distance² (N_a,) float64, index (N_a,))."""
     other = a if b is None else b
+    _same_centre(a, other)
     available = len(other) - (b is None)
     m = min(max(ks) + EXTRA, available)
     values, index = _candidates(a, b, m, tile)
@@ -188,6 +202,7 @@ def ball_pairs(
 ) -> Iterator[tuple[slice, slice, dict[str, torch.Tensor]]]:
     """For each tile (rows of a, cols of b): per ball, a bool mask (rows, cols) of the pairs
     inside it, exact: the pairs within the bound of the radius are recomputed in float64."""
+    _same_centre(a, b)
     for rows in _tiles(len(a), tile):
         for cols in _tiles(len(b), tile):
             d = _fast_sq(a, rows, b, cols)  # (rows, cols)

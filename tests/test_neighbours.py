@@ -12,10 +12,12 @@ def _brute_sq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _crowded(n: int, seed: int) -> torch.Tensor:
-    """Points far from the origin and close together: float32's ||a||² + ||b||² - 2ab cannot
-    tell their distances apart (its error is larger than the gaps), float64 can."""
+    """Two tight clusters far apart (no common centre brings them near the origin): float32's
+    ||a||² + ||b||² - 2ab cannot tell the distances within a cluster apart (its error is
+    larger than the gaps), float64 can."""
     g = torch.Generator().manual_seed(seed)
-    return 100.0 + torch.randn(n, 64, generator=g, dtype=torch.float64) * 1e-2
+    sides = torch.where(torch.arange(n) % 2 == 0, 100.0, -100.0).double()[:, None]
+    return sides + torch.randn(n, 64, generator=g, dtype=torch.float64) * 1e-2
 
 
 @pytest.mark.parametrize("tile", [16, 4096])  # many tiles (symmetry, merging) ... one
@@ -34,7 +36,10 @@ def test_kth_nearest_is_exact_where_float32_alone_is_wrong(tile: int) -> None:
 
 def test_kth_nearest_between_two_sets_and_with_few_points() -> None:
     a, b = _crowded(40, 1), _crowded(9, 2)
-    got = neighbours.kth_nearest(neighbours.Points.of(a), neighbours.Points.of(b), (1, 9), 8)
+    pa = neighbours.Points.of(a)
+    with pytest.raises(ValueError, match="share one centre"):
+        neighbours.kth_nearest(pa, neighbours.Points.of(b), (1,), 8)
+    got = neighbours.kth_nearest(pa, neighbours.Points.of(b, pa.centre), (1, 9), 8)
     want = _brute_sq(a, b).sort(dim=1, stable=True)
     assert torch.equal(got[1][1], want.indices[:, 0])
     assert torch.equal(got[9][0], want.values[:, 8])  # every point a candidate

@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -57,6 +58,7 @@ class Recipe:
     args: tuple[str, ...]
     label: str
     batch: int  # images per step: the preset's, else TrainConfig's
+    changes: tuple[tuple[str, str], ...] = ()  # model options over the preset's (a candidate)
 
 
 def _recipes() -> dict[str, Recipe]:
@@ -79,15 +81,27 @@ RECIPES = _recipes()
 
 
 def recipe(name: str) -> Recipe:
-    """A recipe by name; `NAME@bf16` trains NAME under bf16 autocast (the precision check)."""
-    base, _, precision = name.partition("@")
-    if base not in RECIPES or precision not in ("", "bf16", "fp32"):
+    """A recipe by name; `NAME@bf16` trains NAME under bf16 autocast (the precision check);
+    `NAME+key=value` changes a model option of NAME's preset (a candidate measured beside it)."""
+    name, _, precision = name.partition("@")
+    base, *changed = name.split("+")
+    changes = tuple(tuple(c.split("=", 1)) for c in changed)
+    if (
+        base not in RECIPES
+        or precision not in ("", "bf16", "fp32")
+        or any(len(c) != 2 for c in changes)
+    ):
         valid = ", ".join(RECIPES)
-        raise SystemExit(f"unknown recipe {name} (valid: {valid}, each optionally @bf16)")
+        raise SystemExit(
+            f"unknown recipe {name} (valid: {valid}, each optionally +key=value... and @bf16)"
+        )
     r = RECIPES[base]
-    if not precision:
-        return r
-    return Recipe(r.model, (*r.args, "--precision", precision), f"{r.label}, {precision}", r.batch)
+    args, label = r.args, r.label
+    for key, value in changes:
+        args, label = (*args, "--set", f"{key}={value}"), f"{label}, {key}={value}"
+    if precision:
+        args, label = (*args, "--precision", precision), f"{label}, {precision}"
+    return Recipe(r.model, args, label, r.batch, changes)
 
 
 def default_recipe(model: str) -> str:
@@ -495,7 +509,8 @@ def retuned(done: dict[str, Any], name: str) -> str:
     spec = recipe(name)
     model = MODELS[spec.model]
     preset = model.presets[spec.args[spec.args.index("--preset") + 1]]
-    want_model = _plain(build_dataclass(model.config_cls, dict(preset.model), spec.model))
+    asked = dict(preset.model) | dict(spec.changes)  # as `--set` gives them: text
+    want_model = _plain(build_dataclass(model.config_cls, asked, spec.model))
     want_train = _plain(
         build_dataclass(TrainConfig, model.train_defaults | preset.train, "training")
     )
@@ -628,7 +643,8 @@ def plot(
             if by_time
             else "training images (thousands)"
         )
-        ax.set_ylabel(f"FID ({args.curve_n:,} generated vs {args.ref_n:,} train)")
+        ref_n = min(args.ref_n, ds.subset or args.ref_n)
+        ax.set_ylabel(f"FID ({args.curve_n:,} generated vs {ref_n:,} train)")
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
     handles = {}  # one legend for all panels, below them, where it covers no curve
@@ -787,7 +803,8 @@ def recorded(results: Results, known: dict[str, Dataset]) -> tuple[list[Dataset]
     them this invocation trained."""
     parts = [key.split("/") for key in results.rows]
     seen = {p[1] for p in parts if len(p) > 2}
-    variants = sorted(n for n in seen - set(RECIPES) if n.partition("@")[0] in RECIPES)
+    aside = re.compile(r"\.(config-[0-9a-f]{8}|\d+-images)$")  # runs set aside (_set_aside)
+    variants = sorted(n for n in seen - set(RECIPES) if _valid(n) and not aside.search(n))
     names = [n for n in (*RECIPES, *variants) if n in seen and _valid(n)]
     return [d for key, d in known.items() if key in {p[0] for p in parts}], names
 
@@ -912,7 +929,8 @@ def report(results: Results, dss: list[Dataset], names: list[str], args: Any) ->
     plot(results, dss, names, args.docs / "quality" / "fid-curves.png", args)
     timed = time_table(results, dss, names)
     if timed:
-        plot(results, dss, names, args.docs / "quality" / "fid-curves-time.png", args, True)
+        measured = [d for d in dss if any(results.get(f"{d.key}/{n}/speed") for n in names)]
+        plot(results, measured, names, args.docs / "quality" / "fid-curves-time.png", args, True)
     grids = [
         f"| {ds.label} | {recipe(n).label} | ![{ds.key} {n}](quality/{ds.key}-{n}.png) |"
         for ds in dss

@@ -388,3 +388,24 @@ def test_bench_quality_time_table_and_small_data_section(tmp_path: Path) -> None
     section = "\n".join(bq.small_data(results, [ds], list(curves), args))
     assert "against the subset 30.00 / 50.00 = **0.60**" in section
     assert "against the whole set 40.00 / 60.00 = **0.67**" in section
+
+
+def test_bench_quality_candidate_recipes(tmp_path: Path) -> None:
+    """NAME+key=value is NAME's preset with a model option changed (its record is checked
+    against that, not against the preset alone); the report lists it, not runs set aside."""
+    bq = _bench_quality_module()
+    name = "dcgan-adaptive-r1+augment_target=0.6"
+    r = bq.recipe(f"{name}@bf16")
+    assert r.args[-4:] == ("--set", "augment_target=0.6", "--precision", "bf16")
+    assert r.label.endswith("augment_target=0.6, bf16") and r.batch == 16
+    model = {"augment": "translation,cutout", "augment_target": 0.6, "r1_gamma": 0.01}
+    done = {"model_config": model, "train_config": {"batch_size": 16, "lr": 4e-4}}
+    assert bq.retuned(done, name) == ""
+    assert bq.retuned(done, "dcgan-adaptive-r1") == "augment_target: 0.6 -> 0.9"
+    with pytest.raises(SystemExit, match="unknown recipe"):
+        bq.recipe("dcgan-adaptive-r1+augment_target")
+    results = bq.Results(tmp_path / "results.jsonl")
+    for key in (name, "dcgan-classic", "dcgan-classic.config-0123abcd", "dcgan-classic.9-images"):
+        results.put(f"mnist/{key}/train", {"images": 1})
+    dss, names = bq.recorded(results, bq.datasets(tmp_path, tmp_path))
+    assert [d.key for d in dss] == ["mnist"] and names == ["dcgan-classic", name]

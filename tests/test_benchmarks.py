@@ -250,7 +250,7 @@ def test_bench_quality_rows_carried_over_from_an_earlier_report(tmp_path: Path) 
     results.put("mnist/dcgan-classic/train", train)
     final = {"step": 6000, "fid": 93.02, "kid_mean": 0.1034, "kid_std": 0.0019}
     results.put("mnist/dcgan-classic/final", final | {"precision": 0.003, "recall": 0.042})
-    mnist = bq.datasets(tmp_path)["mnist"]
+    mnist = bq.datasets(tmp_path, tmp_path)["mnist"]
     assert bq.table(results, [mnist], ["dcgan-classic"], tmp_path)[2] == (
         "| MNIST (32 px) | dcgan classic \\* | bf16 | 384,000 (64) | 93.02 | 103.4 ± 1.9 "
         "| 0.003 | 0.042 | 47.92 (192,000) | 1.98 | 17.1 min | 374 |"
@@ -301,7 +301,7 @@ def test_bench_quality_sets_aside_a_run_whose_preset_was_retuned(
     monkeypatch.setattr(bq, "train", trains_anew)
     args = SimpleNamespace(images=64, images_for={}, ae_images=0, points=1, work=tmp_path)
     with pytest.raises(RuntimeError, match="trains anew"):
-        bq.run_one(bq.datasets(tmp_path)["synthetic"], "dcgan-adaptive", results, args)
+        bq.run_one(bq.datasets(tmp_path, tmp_path)["synthetic"], "dcgan-adaptive", results, args)
     aside = f"{key}.{bq._config_tag(done)}"
     assert (tmp_path / aside / "checkpoints").is_dir() and not (tmp_path / key).exists()
     assert set(bq.Results(tmp_path / "results.jsonl").rows) == {f"{aside}/train", f"{aside}/final"}

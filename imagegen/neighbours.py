@@ -59,6 +59,11 @@ def _same_centre(a: Points, b: Points) -> None:
         raise ValueError("points compared must share one centre: Points.of(x, other.centre)")
 
 
+def _row_bound(a: Points, b: Points, rows: slice | torch.Tensor) -> torch.Tensor:
+    """The largest error of a float32 squared distance from a[rows] to any point of b (R,)."""
+    return (a.sq[rows] + b.sq.max()) * a.slack
+
+
 def _tiles(n: int, tile: int) -> list[slice]:
     return [slice(i, min(i + tile, n)) for i in range(0, n, tile)]
 
@@ -129,7 +134,7 @@ def kth_nearest(
     m = min(max(ks) + EXTRA, available)
     values, index = _candidates(a, b, m, tile)
     v = values.double()
-    gap = 2 * (a.sq + other.sq.max()) * a.slack  # (N_a,): two error bounds apart
+    gap = 2 * _row_bound(a, other, slice(None))  # (N_a,): two error bounds apart
     out, doubtful = {}, torch.zeros(len(a), dtype=torch.bool)
     for k in ks:
         # Candidate k-1 is the k-th nearest for sure when float32 puts it further than two
@@ -167,7 +172,7 @@ def _sorted_rows(
     exact = exact_sq(a.exact[rows], b.exact[index])  # (R, m)
     order = exact.argsort(dim=1, stable=True)
     exact, index = exact.gather(1, order), index.gather(1, order)
-    floor = values[:, -1].double() - (a.sq[rows] + b.sq.max()) * a.slack
+    floor = values[:, -1].double() - _row_bound(a, b, rows)
     if index.shape[1] < len(b) - exclude_self:  # else every point is a candidate
         for j in (floor < exact[:, need - 1]).nonzero().flatten().tolist():
             exact[j], index[j] = _whole_row(a, b, int(rows[j]), index.shape[1], exclude_self)

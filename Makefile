@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DATA ?= $(firstword $(wildcard ../shared/datasets) $(IMAGEGEN_DATA))
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-integration test-all lint format bench bench-quality docs clean
+.PHONY: install demo demo-classes test test-integration test-all lint format bench bench-quality docs clean
 
 install: $(STAMP)
 
@@ -27,6 +27,19 @@ demo: install
 		--run-dir checkpoints/demo-dcgan-mnist --force
 	$(VENV)/bin/imagegen sample checkpoints/demo-dcgan-mnist --n 64 --seed 0 \
 		--out checkpoints/demo-dcgan-mnist/demo-grid.png --force
+
+# A user's folder of class subfolders (600 Fashion-MNIST images of each class, written as PNGs),
+# a class-conditional DCGAN trained on it, a grid with a row per class and 16 sneakers.
+demo-classes: install
+	test -d checkpoints/fashion-folder || $(PY) docs/class_folder.py fashion-mnist \
+		checkpoints/fashion-folder --per-class 600 $(if $(DATA),--data-root $(DATA))
+	$(VENV)/bin/imagegen train dcgan --dataset checkpoints/fashion-folder --conditional \
+		--steps 6000 --sample-every 2000 --checkpoint-every 2000 \
+		--run-dir checkpoints/demo-classes --force
+	$(VENV)/bin/imagegen sample checkpoints/demo-classes --n 80 \
+		--out checkpoints/demo-classes/classes.png --force
+	$(VENV)/bin/imagegen sample checkpoints/demo-classes --class sneaker --n 16 \
+		--out checkpoints/demo-classes/sneakers.png --force
 
 # The fast tier, to run between edits (tiny configs, synthetic data, in-process CLI calls).
 test: install

@@ -80,12 +80,17 @@ def _recipes() -> dict[str, Recipe]:
 RECIPES = _recipes()
 
 
+FLAGS = ("conditional",)  # training flags a recipe may add: NAME+conditional
+
+
 def recipe(name: str) -> Recipe:
     """A recipe by name; `NAME@bf16` trains NAME under bf16 autocast (the precision check);
-    `NAME+key=value` changes a model option of NAME's preset (a candidate measured beside it)."""
+    `NAME+key=value` changes a model option of NAME's preset (a candidate measured beside it);
+    `NAME+conditional` trains it class-conditional on the data's classes."""
     name, _, precision = name.partition("@")
     base, *changed = name.split("+")
-    changes = tuple(tuple(c.split("=", 1)) for c in changed)
+    flags = [c for c in changed if c in FLAGS]
+    changes = tuple(tuple(c.split("=", 1)) for c in changed if c not in FLAGS)
     if (
         base not in RECIPES
         or precision not in ("", "bf16", "fp32")
@@ -93,12 +98,15 @@ def recipe(name: str) -> Recipe:
     ):
         valid = ", ".join(RECIPES)
         raise SystemExit(
-            f"unknown recipe {name} (valid: {valid}, each optionally +key=value... and @bf16)"
+            f"unknown recipe {name} (valid: {valid}, each optionally +key=value..., "
+            f"+{', +'.join(FLAGS)} and @bf16)"
         )
     r = RECIPES[base]
     args, label = r.args, r.label
     for key, value in changes:
         args, label = (*args, "--set", f"{key}={value}"), f"{label}, {key}={value}"
+    for flag in flags:
+        args, label = (*args, f"--{flag}"), f"{label}, {flag}"
     if precision:
         args, label = (*args, "--precision", precision), f"{label}, {precision}"
     return Recipe(r.model, args, label, r.batch, changes)
@@ -496,6 +504,8 @@ def _set_aside(results: Results, key: str, run_dir: Path, tag: str, why: str) ->
     results.rename(key, f"{key}.{tag}")
 
 
+# The model options the data sets, not the recipe.
+DATA_OPTIONS = ("channels", "resolution", "num_classes")
 # The training options a recipe's preset may set (the rest say how long, where and how often).
 RECIPE_OPTIONS = ("batch_size", "lr", "lr_d", "lr_decay", "beta1", "beta2", "ema_decay", "flip")
 
@@ -518,7 +528,7 @@ def retuned(done: dict[str, Any], name: str) -> str:
     diffs = [
         f"{k}: {done['model_config'].get(k, defaults[k])} -> {v}"
         for k, v in want_model.items()
-        if k not in ("channels", "resolution") and done["model_config"].get(k, defaults[k]) != v
+        if k not in DATA_OPTIONS and done["model_config"].get(k, defaults[k]) != v
     ]
     train_defaults = _plain(TrainConfig())
     diffs += [

@@ -43,9 +43,12 @@ class EpochBatches:
         assert self._order is not None
         return self._order
 
-    def batch(self, step: int) -> torch.Tensor:
-        """This rank's uint8 batch (B, C, H, W) at optimisation step `step` (0-based)."""
+    def indices(self, step: int) -> torch.Tensor:
+        """This rank's image indices (B,) at optimisation step `step` (0-based)."""
         epoch, i = divmod(step, self.batches_per_epoch)
         start = (i * self.world_size + self.rank) * self.batch_size
-        idx = self.order(epoch)[start : start + self.batch_size]
-        return self.images.index_select(0, idx)
+        return self.order(epoch)[start : start + self.batch_size]
+
+    def batch(self, step: int) -> torch.Tensor:
+        """This rank's uint8 batch (B, C, H, W) at optimisation step `step` (0-based)."""
+        return self.images.index_select(0, self.indices(step))

@@ -4,7 +4,8 @@ Tensors:   model/<state key>, ema/<state key>, optim/<name>/<param index>/<state
            rng/<name>
 Metadata:  format, format_version, imagegen_version, model, config (JSON), train_config
            (JSON), step, data_shape (JSON [C, H, W]), normalisation, dataset, optim (JSON of
-           the optimizers' non-tensor state), counters (JSON).
+           the optimizers' non-tensor state), counters (JSON), and for a conditional model
+           classes (JSON {name: training images}, in class-index order).
 Nothing is pickled. Files are written atomically.
 """
 
@@ -85,6 +86,15 @@ class Checkpoint:
     tensors: dict[str, torch.Tensor]
     optim_meta: dict[str, Any]
     contents: str = TRAINING  # TRAINING: everything to resume; SAMPLER: the sampling network
+    classes: dict[str, int] | None = None  # a conditional model's classes: {name: images}
+
+    @property
+    def class_names(self) -> list[str]:
+        """A conditional model's class names by index ([] when unconditional); indices as
+        names where the metadata does not name them all."""
+        k = int(getattr(self.config, "num_classes", 0))
+        names = list(self.classes or {})
+        return names if len(names) == k else [str(i) for i in range(k)]
 
     @property
     def has_ema(self) -> bool:
@@ -108,8 +118,10 @@ def save_checkpoint(
     optimizers: dict[str, torch.optim.Optimizer] | None = None,
     rng: dict[str, torch.Tensor] | None = None,
     counters: Counters | None = None,
+    classes: dict[str, int] | None = None,
 ) -> None:
-    """Write a checkpoint atomically (temporary file, fsync, rename)."""
+    """Write a checkpoint atomically (temporary file, fsync, rename); `classes`: a
+    conditional model's {name: training images}."""
     from safetensors.torch import save
 
     tensors: dict[str, torch.Tensor] = {}
@@ -131,7 +143,9 @@ def save_checkpoint(
         optim_meta[name] = {"param_groups": sd["param_groups"], "scalars": scalars}
     for name, state in (rng or {}).items():
         tensors[f"rng/{name}"] = state.detach().cpu().contiguous()
-    metadata = _metadata(model, model_name, to_json(train_config), step, data_shape, dataset)
+    metadata = _metadata(
+        model, model_name, to_json(train_config), step, data_shape, dataset, classes
+    )
     metadata["optim"] = json.dumps(optim_meta)
     metadata["counters"] = json.dumps((counters or Counters()).as_dict())
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,9 +159,11 @@ def _metadata(
     step: int,
     data_shape: tuple[int, int, int],
     dataset: str,
+    classes: dict[str, int] | None = None,
 ) -> dict[str, str]:
     """The metadata every checkpoint has (the module docstring lists them)."""
-    return {
+    named = {"classes": json.dumps(classes)} if classes else {}
+    return named | {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
         "imagegen_version": __version__,
@@ -255,6 +271,7 @@ def read_checkpoint(
         c, h, w = (int(v) for v in json.loads(meta["data_shape"]))
         optim_meta = _json_dict(meta.get("optim", "{}"))
         counters = Counters.from_dict(_json_dict(meta.get("counters", "{}")))
+        classes = {str(k): int(v) for k, v in _json_dict(meta.get("classes", "{}")).items()}
     except (KeyError, ValueError, TypeError) as e:
         raise UserError(f"{path} has damaged metadata ({brief(e)})") from None
     try:
@@ -280,6 +297,7 @@ def read_checkpoint(
         counters=counters,
         tensors=tensors,
         optim_meta=optim_meta,
+        classes=classes or None,
     )
 
 
@@ -366,7 +384,13 @@ def save_sampler(path: Path, ckpt: Checkpoint, model: nn.Module) -> None:
     }
     train_config = json.dumps(ckpt.train_config, sort_keys=True)
     metadata = _metadata(
-        model, ckpt.model_name, train_config, ckpt.step, ckpt.data_shape, ckpt.dataset
+        model,
+        ckpt.model_name,
+        train_config,
+        ckpt.step,
+        ckpt.data_shape,
+        ckpt.dataset,
+        ckpt.classes,
     )
     metadata["contents"] = SAMPLER
     path.parent.mkdir(parents=True, exist_ok=True)

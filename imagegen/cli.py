@@ -463,6 +463,8 @@ SAMPLE_EXAMPLE = """Examples:
 
   imagegen sample --n 64 --interpolate 8
 
+  imagegen sample checkpoints/00002-dcgan-pets --class dog --n 16
+
   imagegen sample checkpoints/00001-vae-mnist --reconstruct --n 32
 """
 
@@ -472,7 +474,12 @@ def sample(
     source: Path | None = typer.Argument(
         None, help="Checkpoint file or run folder [default: the newest run under checkpoints/]."
     ),
-    n: int = typer.Option(64, "--n", "-n", help="Number of images."),
+    n: int = typer.Option(
+        64, "--n", "-n", help="Number of images (a conditional model: whole rows, one per class)."
+    ),
+    class_: str | None = typer.Option(
+        None, "--class", help="A conditional model's class, by name or index [default: each]."
+    ),
     seed: int = typer.Option(0, help="Seed for the latents; the same seed gives the same PNG."),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="PNG grid to write [default: RUN/samples/sample-seedS-nN.png]."
@@ -521,6 +528,7 @@ def sample(
         use_ema=not no_ema,
         device=device,
         force=force,
+        class_=class_,
     )
     out_c, err = _consoles(quiet)
     with _StageView(err, quiet or as_json) as view:
@@ -536,6 +544,10 @@ def sample(
             else f"{len(result.files)} files in {Path(result.files[0]).parent}"
         )
         what = "reconstructions" if reconstruct else "images"
+        if result.class_ is not None:
+            what += f" of class {result.class_}"
+        elif result.classes:
+            what += f", a row per class ({', '.join(result.classes)})"
         out_c.print(
             f"{result.n} {what} from {result.checkpoint} ({result.model}, step {result.step}, "
             f"{'EMA' if result.ema else 'raw'} weights) -> {where}",

@@ -96,6 +96,11 @@ class TrainConfig:
         "Train on RGBA (4 channels): samples are PNGs with their own alpha; eval and FIDs "
         "composite them onto --background.",
     )
+    conditional: bool = option(
+        False,
+        "Class-conditional model of the data's classes: class subfolders, a dataset.json "
+        "(stylegan2-ada's), or mnist, fashion-mnist and cifar10's labels (dcgan).",
+    )
     fit: Literal["crop", "pad"] = option(
         "crop",
         "How a non-square image becomes square: crop its centre, or pad it whole on the "

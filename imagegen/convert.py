@@ -354,6 +354,8 @@ def _export_torch(request: ConvertRequest) -> ConvertResult:
         "normalisation": model.normalisation,
         "source": str(request.src),
     }
+    if ckpt.class_names:  # a conditional model: class index -> name
+        meta["classes"] = ckpt.class_names
     atomic_write_bytes(Path(request.dst), buf.getvalue())
     atomic_write_bytes(config_path, (json.dumps(meta, indent=2) + "\n").encode())
     return ConvertResult(
@@ -365,14 +367,24 @@ def _export_torch(request: ConvertRequest) -> ConvertResult:
 
 
 class _Sampler(nn.Module):
-    """latent (B, latent_dim) -> image (B, C, R, R) in [0, 1]: what the ONNX file computes."""
+    """latent (B, latent_dim) [and a conditional model's label (B,) int64] -> image
+    (B, C, R, R) in [0, 1]: what the ONNX file computes."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.model.generate(z)
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model.generate(z, labels=labels)
+
+
+def _onnx_inputs(model: nn.Module, n: int, seed: int) -> dict[str, torch.Tensor]:
+    """The exported graph's inputs for a batch of n: latent, and label where conditional."""
+    g = torch.Generator().manual_seed(seed)
+    inputs = {"latent": torch.randn(n, model.latent_dim, generator=g)}
+    if model.num_classes:
+        inputs["label"] = torch.arange(n) % model.num_classes
+    return inputs
 
 
 def _export_onnx(request: ConvertRequest) -> ConvertResult:
@@ -385,7 +397,7 @@ def _export_onnx(request: ConvertRequest) -> ConvertResult:
     ckpt = checkpoint.read_checkpoint(request.src, expect_model=request.model)
     model = checkpoint.build_model(ckpt, use_ema=request.use_ema)
     wrapper = _Sampler(model).eval()
-    z = torch.randn(2, model.latent_dim, generator=torch.Generator().manual_seed(0))
+    inputs = _onnx_inputs(model, 2, 0)
     buf = io.BytesIO()
     try:
         with warnings.catch_warnings():
@@ -393,20 +405,22 @@ def _export_onnx(request: ConvertRequest) -> ConvertResult:
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
                 wrapper,
-                (z,),
+                tuple(inputs.values()),
                 buf,
-                input_names=["latent"],
+                input_names=list(inputs),
                 output_names=["image"],
-                dynamic_axes={"latent": {0: "batch"}, "image": {0: "batch"}},
+                dynamic_axes={name: {0: "batch"} for name in [*inputs, "image"]},
                 opset_version=17,
                 dynamo=False,
             )
     except Exception as e:  # the exporter's errors are many and unstable
         raise UserError(f"ONNX export failed: {str(e).splitlines()[0][:200]}") from None
-    check = _onnx_check(buf.getvalue(), wrapper, model.latent_dim)
-    atomic_write_bytes(Path(request.dst), buf.getvalue())
+    blob = _with_classes(buf.getvalue(), ckpt.class_names)
+    check = _onnx_check(blob, wrapper, model)
+    atomic_write_bytes(Path(request.dst), blob)
+    takes = " and label (int64)" if model.num_classes else ""
     return ConvertResult(
-        "imagegen checkpoint -> ONNX (latent -> image in [0, 1])",
+        f"imagegen checkpoint -> ONNX (latent{takes} -> image in [0, 1])",
         ckpt.model_name,
         to_dict(ckpt.config),
         [str(request.dst)],
@@ -414,17 +428,29 @@ def _export_onnx(request: ConvertRequest) -> ConvertResult:
     )
 
 
-def _onnx_check(blob: bytes, wrapper: nn.Module, latent_dim: int) -> dict[str, float]:
+def _with_classes(blob: bytes, classes: list[str]) -> bytes:
+    """The ONNX model with a conditional model's class names (JSON, by index) in its
+    metadata as "classes"; unchanged for an unconditional one."""
+    if not classes:
+        return blob
+    import onnx
+
+    graph = onnx.load_model_from_string(blob)
+    onnx.helper.set_model_props(graph, {"classes": json.dumps(classes)})
+    return graph.SerializeToString()
+
+
+def _onnx_check(blob: bytes, wrapper: nn.Module, model: nn.Module) -> dict[str, float]:
     """Run the exported graph in onnxruntime (when installed) against PyTorch, batch 5."""
     try:
         import onnxruntime
     except ImportError:
         return {}
-    z = torch.randn(5, latent_dim, generator=torch.Generator().manual_seed(1))
+    inputs = _onnx_inputs(model, 5, 1)
     session = onnxruntime.InferenceSession(blob, providers=["CPUExecutionProvider"])
-    (onnx_out,) = session.run(["image"], {"latent": z.numpy()})
+    (onnx_out,) = session.run(["image"], {k: v.numpy() for k, v in inputs.items()})
     with torch.no_grad():
-        expected = wrapper(z)
+        expected = wrapper(*inputs.values())
     diff = float((torch.from_numpy(onnx_out) - expected).abs().max())
     if diff > 1e-4:
         raise UserError(f"the exported ONNX graph differs from PyTorch by {diff:.2e} (> 1e-4)")

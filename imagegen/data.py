@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from imagegen import labels as labelling
 from imagegen import locations
 from imagegen.config import parse_colour
 from imagegen.decode import (
@@ -30,16 +31,18 @@ from imagegen.decode import (
     open_image_file,
     read_cifar_batch,
     read_idx_images,
+    read_idx_labels,
     read_member,
     zip_chunks,
 )
 from imagegen.errors import UsageError, UserError
 from imagegen.files import atomic_write_bytes, file_sha256
+from imagegen.labels import Labels, Layout
 from imagegen.progress import Counter, Emit
 
 NAMED_DATASETS = ("mnist", "fashion-mnist", "cifar10", "celeba", "synthetic")
 SPLITS = ("train", "test")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: class labels kept with the images
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class ImageData:
     skipped_examples: tuple[str, ...] = ()
     cache_file: str | None = None  # where the decoded tensor is cached, if it is
     transparent: int = 0  # images that had transparency, composited onto the background
+    labels: Labels | None = None  # one class per image, where the data has classes
+    label_problem: str = ""  # why it has none a conditional run could use
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -78,6 +83,8 @@ class _Source:
     cacheable: bool = True
     fitted: bool = True  # image files, whose decoding depends on the Fitting (not IDX, CIFAR)
     files: list[str] = field(default_factory=list)
+    # the classes, from file names or label files: read when asked, before any decoding
+    find_layout: Callable[[], Layout] = lambda: Layout(None, "it has no classes")
 
 
 def load_images(
@@ -105,7 +112,7 @@ def load_images(
         raise UsageError(f"channels must be 1, 3 or 4, got {channels}")
     if dataset == "synthetic":
         images = synthetic_images(resolution, channels or 3, split)
-        return ImageData(images=images, name=dataset, split=split)
+        return ImageData(images, dataset, split, label_problem="the synthetic set has no classes")
     source = find_source(dataset, split=split, root=root)
     key = dict(source.fingerprint, resolution=resolution, channels=channels, v=CACHE_VERSION)
     if source.fitted:
@@ -116,7 +123,7 @@ def load_images(
     if use_cache and source.cacheable and cache_file.is_file():
         cached = _read_cache(cache_file)
         if cached is not None:
-            images, meta = cached
+            images, labels, meta = cached
             return ImageData(
                 images=images,
                 name=dataset,
@@ -125,6 +132,8 @@ def load_images(
                 skipped_examples=tuple(json.loads(meta.get("skipped_examples", "[]"))),
                 cache_file=str(cache_file),
                 transparent=int(meta.get("transparent", 0)),
+                labels=labels,
+                label_problem=meta.get("label_problem", ""),
             )
     decoded = source.decode(
         resolution, Counter(emit, 0, "decode", source.name, every=1024), fitting
@@ -137,9 +146,17 @@ def load_images(
     if native_channels == 1:
         images = images[:, :1].contiguous()
     images = convert_channels(images, channels or native_channels)
+    layout = source.find_layout()
+    labels = layout.labels
+    if labels is not None and decoded.kept is not None:  # the unreadable files' labels go
+        labels = labels.kept(decoded.kept)
+    if labels is not None and labels.of.shape[0] != images.shape[0]:
+        raise UserError(f"{source.name}: {labels.of.shape[0]} labels for {images.shape[0]} images")
     written = None
     if use_cache and source.cacheable:
-        written = _write_cache(cache_file, images, skipped, key, decoded.transparent)
+        written = _write_cache(
+            cache_file, images, skipped, key, decoded.transparent, labels, layout.problem
+        )
     return ImageData(
         images=images,
         name=dataset,
@@ -148,6 +165,8 @@ def load_images(
         skipped_examples=tuple(skipped[:5]),
         cache_file=str(written) if written else None,
         transparent=decoded.transparent,
+        labels=labels,
+        label_problem=layout.problem,
     )
 
 
@@ -165,9 +184,19 @@ def check_dataset(
     dataset: str, *, split: str = "train", root: str | Path | None = None, download: bool = True
 ) -> str:
     """Check that `dataset` exists (downloading a named one if allowed) without decoding it."""
+    return dataset_layout(dataset, split=split, root=root, download=download)[0]
+
+
+def dataset_layout(
+    dataset: str, *, split: str = "train", root: str | Path | None = None, download: bool = True
+) -> tuple[str, Layout]:
+    """`dataset` described, and its classes as its files say (before any decoding)."""
     if dataset == "synthetic":
-        return "synthetic (built in, deterministic)"
-    return find_source(dataset, split=split, root=root, download=download).name
+        return "synthetic (built in, deterministic)", Layout(
+            None, "the synthetic set has no classes"
+        )
+    source = find_source(dataset, split=split, root=root, download=download)
+    return source.name, source.find_layout()
 
 
 def native_channels(dataset: str) -> int | None:
@@ -249,7 +278,9 @@ def _try_download(what: str, make: Callable[[], object], needed: str, download: 
         ) from None
 
 
-def _mnist_like(folder_name: str, label: str, tv_name: str) -> Callable[[Path, str, bool], _Source]:
+def _mnist_like(
+    folder_name: str, label: str, tv_name: str, classes: tuple[str, ...]
+) -> Callable[[Path, str, bool], _Source]:
     def find(root: Path, split: str, download: bool) -> _Source:
         raw = root / folder_name / "raw"
         stem = "train-images-idx3-ubyte" if split == "train" else "t10k-images-idx3-ubyte"
@@ -271,8 +302,18 @@ def _mnist_like(folder_name: str, label: str, tv_name: str) -> Callable[[Path, s
             images = read_idx_images(path)  # (N, 28, 28)
             return Decoded(fit_arrays(images, resolution, done), [], 1)
 
+        def find_layout() -> Layout:
+            stem = "train-labels-idx1-ubyte" if split == "train" else "t10k-labels-idx1-ubyte"
+            found = _first_existing(raw, [stem])
+            if found is None:
+                return Layout(None, f"its label file {stem} is not in {raw}")
+            of = torch.from_numpy(read_idx_labels(found).copy())
+            return labelling.named(classes, of, label)
+
         key = {"idx": _content_key(path)}
-        return _Source(f"{label} {split} ({path})", key, decode, fitted=False)
+        return _Source(
+            f"{label} {split} ({path})", key, decode, fitted=False, find_layout=find_layout
+        )
 
     return find
 
@@ -292,11 +333,16 @@ def _cifar10(root: Path, split: str, download: bool) -> _Source:
     paths = [folder / n for n in names]
 
     def decode(resolution: int, done: Counter, fitting: Fitting) -> Decoded:
-        images = np.concatenate([read_cifar_batch(p) for p in paths])
+        images = np.concatenate([read_cifar_batch(p)[0] for p in paths])
         return Decoded(fit_arrays(images, resolution, done), [], 3)
 
+    def find_layout() -> Layout:
+        of = torch.from_numpy(np.concatenate([read_cifar_batch(p)[1] for p in paths]))
+        return labelling.named(labelling.CIFAR10_CLASSES, of, "CIFAR-10")
+
     key = {"cifar": [_content_key(p) for p in paths]}
-    return _Source(f"CIFAR-10 {split} ({folder})", key, decode, fitted=False)
+    name = f"CIFAR-10 {split} ({folder})"
+    return _Source(name, key, decode, fitted=False, find_layout=find_layout)
 
 
 def _celeba(root: Path, split: str, download: bool) -> _Source:
@@ -329,7 +375,10 @@ def _celeba(root: Path, split: str, download: bool) -> _Source:
         decoded.channels = 3
         return decoded
 
-    return _Source(f"CelebA {split} ({folder})", fingerprint, decode)
+    no_classes = Layout(None, "CelebA's attributes are not classes")
+    return _Source(
+        f"CelebA {split} ({folder})", fingerprint, decode, find_layout=lambda: no_classes
+    )
 
 
 def _digest(files: list[Path], base: Path) -> str:
@@ -348,11 +397,21 @@ def _folder_source(folder: Path) -> _Source:
     if not files:
         raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in folder {folder}")
     fingerprint = {"folder": str(folder.resolve()), "files": _digest(files, folder)}
+    names = [p.relative_to(folder).as_posix() for p in files]
+    listing = folder / labelling.DATASET_JSON
+    if listing.is_file():  # its labels are part of what the cache holds
+        fingerprint["dataset_json"] = _content_key(listing)
 
     def decode(resolution: int, done: Counter, fitting: Fitting) -> Decoded:
         return decode_files(files, open_image_file, resolution, folder, done, fitting)
 
-    return _Source(f"folder {folder} ({len(files)} files)", fingerprint, decode)
+    def find_layout() -> Layout:
+        if listing.is_file():
+            return labelling.from_dataset_json(listing.read_bytes(), names, str(listing))
+        return labelling.from_paths(names)
+
+    name = f"folder {folder} ({len(files)} files)"
+    return _Source(name, fingerprint, decode, find_layout=find_layout)
 
 
 def _zip_source(path: Path) -> _Source:
@@ -369,13 +428,14 @@ def _zip_source(path: Path) -> _Source:
         raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in zip {path}")
 
     def decode(resolution: int, done: Counter, fitting: Fitting) -> Decoded:
-        out, all_grey, done.total = Decoded([], [], 3), True, len(names)
+        out, all_grey, done.total = Decoded([], [], 3, kept=[]), True, len(names)
         with zipfile.ZipFile(path) as zf:
             for chunk in zip_chunks(zf, names):  # bounded memory, whatever the archive holds
                 blobs = {n: read_member(zf, n) for n in chunk}
                 part = decode_files(
                     chunk, lambda n, b=blobs: io.BytesIO(b[n]), resolution, None, done, fitting
                 )
+                out.kept += [len(out.arrays) + len(out.skipped) + i for i in part.kept or []]
                 out.arrays += part.arrays
                 out.skipped += part.skipped
                 out.transparent += part.transparent
@@ -383,21 +443,40 @@ def _zip_source(path: Path) -> _Source:
         out.channels = 1 if (out.arrays and all_grey) else 3
         return out
 
-    return _Source(f"zip {path} ({len(names)} files)", {"zip": _content_key(path)}, decode)
+    def find_layout() -> Layout:
+        with zipfile.ZipFile(path) as zf:
+            if labelling.DATASET_JSON in zf.namelist():
+                text = read_member(zf, labelling.DATASET_JSON)
+                return labelling.from_dataset_json(text, names, f"{path}:dataset.json")
+        return labelling.from_paths(names)
+
+    name = f"zip {path} ({len(names)} files)"
+    return _Source(name, {"zip": _content_key(path)}, decode, find_layout=find_layout)
 
 
-def _read_cache(path: Path) -> tuple[torch.Tensor, dict] | None:
+def _read_cache(path: Path) -> tuple[torch.Tensor, Labels | None, dict] | None:
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
-            return f.get_tensor("images"), f.metadata() or {}
-    except (SafetensorError, OSError, KeyError, RuntimeError):
+            meta = f.metadata() or {}
+            images, labels = f.get_tensor("images"), None
+            if "classes" in meta:
+                classes = tuple(json.loads(meta["classes"]))
+                labels = Labels(classes, f.get_tensor("labels"), meta["labels_how"])
+            return images, labels, meta
+    except (SafetensorError, OSError, KeyError, RuntimeError, ValueError):
         return None  # a damaged cache entry is rebuilt, not an error
 
 
 def _write_cache(
-    path: Path, images: torch.Tensor, skipped: list[str], key: dict, transparent: int
+    path: Path,
+    images: torch.Tensor,
+    skipped: list[str],
+    key: dict,
+    transparent: int,
+    labels: Labels | None,
+    label_problem: str,
 ) -> Path | None:
     from safetensors.torch import save
 
@@ -406,18 +485,25 @@ def _write_cache(
         "skipped": str(len(skipped)),
         "skipped_examples": json.dumps(skipped[:5]),
         "key": json.dumps(key, sort_keys=True),
+        "label_problem": label_problem,
     }
+    tensors = {"images": images}
+    if labels is not None:
+        meta |= {"classes": json.dumps(list(labels.classes)), "labels_how": labels.how}
+        tensors["labels"] = labels.of.contiguous()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, save({"images": images}, metadata=meta))
+        atomic_write_bytes(path, save(tensors, metadata=meta))
     except OSError:
         return None  # caching is an optimisation; a read-only cache folder is not an error
     return path
 
 
 _NAMED: dict[str, Callable[[Path, str, bool], _Source]] = {
-    "mnist": _mnist_like("MNIST", "MNIST", "MNIST"),
-    "fashion-mnist": _mnist_like("FashionMNIST", "Fashion-MNIST", "FashionMNIST"),
+    "mnist": _mnist_like("MNIST", "MNIST", "MNIST", labelling.MNIST_CLASSES),
+    "fashion-mnist": _mnist_like(
+        "FashionMNIST", "Fashion-MNIST", "FashionMNIST", labelling.FASHION_MNIST_CLASSES
+    ),
     "cifar10": _cifar10,
     "celeba": _celeba,
 }

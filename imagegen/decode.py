@@ -73,6 +73,7 @@ class Decoded:
     skipped: list[str]  # the unreadable files
     channels: int  # 1 when every image was grey, else 3
     transparent: int = 0  # images that had transparency, composited onto the background
+    kept: list[int] | None = None  # the items decoded, by index (None: every one)
 
 
 def composite(images: torch.Tensor, background: tuple[int, int, int]) -> torch.Tensor:
@@ -124,6 +125,22 @@ def fit_image(image: Image.Image, resolution: int, fitting: Fitting = Fitting())
     return np.asarray(image, dtype=np.uint8)
 
 
+def read_idx_labels(path: Path) -> np.ndarray:
+    """Read an IDX label file (MNIST's, optionally gzipped) as (N,) int64."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            magic, n = struct.unpack(">II", f.read(8))
+            if magic != 0x00000801:
+                raise UserError(f"{path} is not an IDX label file (magic {magic:#010x})")
+            data = f.read(min(n, MAX_IDX_BYTES))
+    except (OSError, struct.error, EOFError, zlib.error) as e:
+        raise UserError(f"cannot read IDX file {path}: {e}") from None
+    if len(data) < n:
+        raise UserError(f"{path} is truncated: expected {n} labels")
+    return np.frombuffer(data, dtype=np.uint8).astype(np.int64)
+
+
 def read_idx_images(path: Path) -> np.ndarray:
     """Read an IDX image file (MNIST's format, optionally gzipped) as (N, H, W) uint8."""
     opener = gzip.open if path.suffix == ".gz" else open
@@ -165,16 +182,20 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refused to load {module}.{name}")
 
 
-def read_cifar_batch(path: Path) -> np.ndarray:
-    """Read one CIFAR-10 python batch file as (N, 32, 32, 3) uint8, without running code."""
+def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read one CIFAR-10 python batch file, without running code: images (N, 32, 32, 3) uint8
+    and their labels (N,) int64."""
     try:
         with path.open("rb") as f:
             batch = _NumpyOnlyUnpickler(f, encoding="bytes").load()
         data = batch.get(b"data", batch.get("data"))
         arr = np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32)
-    except (pickle.UnpicklingError, OSError, EOFError, ValueError, AttributeError) as e:
+        labels = np.asarray(batch.get(b"labels", batch.get("labels")), dtype=np.int64)
+        if labels.shape != (arr.shape[0],):
+            raise ValueError(f"{labels.size} labels for {arr.shape[0]} images")
+    except (pickle.UnpicklingError, OSError, EOFError, ValueError, AttributeError, TypeError) as e:
         raise UserError(f"cannot read CIFAR-10 batch {path}: {e}") from None
-    return arr.transpose(0, 2, 3, 1)
+    return arr.transpose(0, 2, 3, 1), labels
 
 
 def open_image_file(path: Path) -> BinaryIO:
@@ -246,11 +267,12 @@ def decode_files(
         for result in pool.map(lambda it: _decode_one(opener, it, resolution, fitting), items):
             results.append(result)
             done.add(1)
-    out, all_grey = Decoded([], [], 3), True
-    for item, result in zip(items, results, strict=True):
+    out, all_grey = Decoded([], [], 3, kept=[]), True
+    for i, (item, result) in enumerate(zip(items, results, strict=True)):
         if result is None:
             out.skipped.append(str(item.relative_to(base)) if base else str(item))
             continue
+        out.kept.append(i)
         out.arrays.append(result[0])
         all_grey &= result[1]
         out.transparent += result[2]

@@ -29,7 +29,7 @@ from imagegen.devices import resolve_device
 from imagegen.errors import UsageError, UserError
 from imagegen.eval_metrics import DEFAULT_METRICS
 from imagegen.files import check_output_file
-from imagegen.generation import generate_uint8, latents
+from imagegen.generation import generate_uint8, latents, proportional_labels
 from imagegen.image_sizes import native_resolution
 from imagegen.images import make_grid, write_png
 from imagegen.likelihood import mean_elbo_terms
@@ -317,7 +317,12 @@ def _input_images(
         return None, model, about | {"ema": use_ema}
     emit(ProgressEvent("stage", f"generating {request.n} images from {ckpt.path}"))
     z = latents(request.n, model.latent_dim, request.seed, None)
-    images = generate_uint8(model, z, device, emit=emit)
+    labels = None
+    if model.num_classes:  # the classes in the training data's proportions
+        counts = [ckpt.classes[c] for c in ckpt.class_names] if ckpt.classes else None
+        labels = proportional_labels(request.n, counts or [1] * model.num_classes)
+        about["classes"] = "in the training data's proportions" if counts else "uniform"
+    images = generate_uint8(model, z, device, emit=emit, labels=labels)
     if images.shape[1] == 4:  # Inception sees RGB: the samples over the run's background
         images = composite(images, plan.fitting.background)
         about["composited"] = f"RGBA onto {plan.fitting.colour}"

@@ -8,7 +8,7 @@ import torch
 
 from imagegen import data, inception, metrics
 from imagegen.decode import Fitting, composite
-from imagegen.generation import generate_uint8
+from imagegen.generation import generate_uint8, proportional_labels
 from imagegen.reference import reference_features
 
 
@@ -25,7 +25,10 @@ class FIDMonitor:
         data_root: str | None,
         device: torch.device,
         fitting: Fitting,
+        class_counts: list[int] | None = None,
     ) -> None:
+        """`class_counts`: a conditional model's images per class in the data, whose
+        proportions the generated images' classes follow."""
         self.extractor = inception.load_extractor(None, device)
         self.device = device
         c, res, _ = images.shape
@@ -45,13 +48,14 @@ class FIDMonitor:
         )
         self.reference = metrics.gaussian_stats(real.numpy())
         self.z = torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed + 3))
+        self.labels = proportional_labels(n, class_counts) if class_counts else None
         self.protocol: dict[str, Any] = self.extractor.describe() | {
             "reference_images": int(real.shape[0])
         }
 
     def fid(self, model: torch.nn.Module, net: torch.nn.Module) -> float:
         """FID of `net` (the model's sampling network, e.g. its EMA copy)."""
-        images = generate_uint8(model, self.z, self.device, net)
+        images = generate_uint8(model, self.z, self.device, net, labels=self.labels)
         if images.shape[1] == 4:
             images = composite(images, self.background)
         fake = self.extractor.features(images)

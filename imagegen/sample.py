@@ -16,7 +16,7 @@ from imagegen.files import (
     check_output_dir,
     refuse_checkpoint_target,
 )
-from imagegen.generation import BATCH, generate_uint8, latents
+from imagegen.generation import BATCH, class_grid, generate_uint8, latents
 from imagegen.images import make_grid, png_bytes, to_uint8, write_png
 from imagegen.likelihood import mean_elbo_terms
 from imagegen.progress import Emit, ProgressEvent, ignore
@@ -45,6 +45,7 @@ class SampleRequest:
     use_ema: bool = True
     device: str = "auto"
     force: bool = False
+    class_: str | None = None  # a conditional model's class: its name or index
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ class SampleResult:
     images_per_s: float
     newest_run: Path | None  # set when the run was chosen automatically
     metrics: dict[str, float] = field(default_factory=dict)  # --reconstruct: on these images
+    class_: str | None = None  # the class asked for
+    classes: list[str] = field(default_factory=list)  # a conditional model's, by index
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +74,8 @@ class SampleResult:
             "n": self.n,
             "seed": self.seed,
             "ema": self.ema,
+            "class": self.class_,
+            "classes": self.classes,
             "files": self.files,
             "images_per_s": round(self.images_per_s, 2),
         }
@@ -91,6 +96,8 @@ def validate(request: SampleRequest) -> None:
         )
     if request.individual is not None and request.out is not None:
         raise UsageError("--out and --individual cannot be combined")
+    if request.class_ is not None and request.reconstruct:
+        raise UsageError("--reconstruct takes no --class: it reconstructs dataset images")
     if request.reconstruct and (request.interpolate or request.individual is not None):
         raise UsageError(
             "--reconstruct writes one grid; it takes neither --interpolate nor --individual"
@@ -102,6 +109,8 @@ def default_output(ckpt_path: Path, request: SampleRequest) -> Path:
     run = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else None
     folder = run / "samples" if run is not None and (run / "samples").is_dir() else Path(".")
     name = f"{'reconstruct' if request.reconstruct else 'sample'}-seed{request.seed}-n{request.n}"
+    if request.class_ is not None:
+        name += f"-class-{_safe(request.class_)}"
     if request.interpolate:
         name += f"-interp{request.interpolate}"
     if not request.use_ema:
@@ -140,16 +149,20 @@ def sample(request: SampleRequest, on_event: Emit | None = None) -> SampleResult
             + ", ".join(name for name, spec in MODELS.items() if spec.model_cls.can_reconstruct)
         )
     metrics: dict[str, float] = {}
+    names = ckpt.class_names
+    asked = resolve_class(request.class_, names) if request.class_ is not None else None
 
     start = time.perf_counter()
     if request.reconstruct:
         images, metrics = _reconstructions(request, ckpt, model, device)
-        nrow = request.nrow or 8
+        nrow, labels = request.nrow or 8, None
     else:
         z = latents(request.n, model.latent_dim, request.seed, request.interpolate)
+        labels, per_row = _labels(len(z), len(names), asked, request.interpolate)
+        z = z[: len(labels)] if labels is not None else z  # whole rows, one per class
         emit(ProgressEvent("stage", f"generating {len(z)} images"))
-        images = generate_uint8(model, z, device, emit=emit)  # uint8 NCHW
-        nrow = request.interpolate or request.nrow
+        images = generate_uint8(model, z, device, emit=emit, labels=labels)  # uint8 NCHW
+        nrow = request.interpolate or request.nrow or per_row
     elapsed = time.perf_counter() - start
 
     files: list[str] = []
@@ -160,7 +173,8 @@ def sample(request: SampleRequest, on_event: Emit | None = None) -> SampleResult
         out_dir.mkdir(exist_ok=True)
         emit(ProgressEvent("stage", f"writing {len(images)} PNG files to {out_dir}"))
         for i, image in enumerate(images):
-            target = out_dir / f"{i:06d}.png"
+            named = "" if labels is None else f"-{_safe(names[int(labels[i])])}"
+            target = out_dir / f"{i:06d}{named}.png"
             atomic_write_bytes(target, png_bytes(image))
             files.append(str(target))
             emit(ProgressEvent("progress", done=i + 1, total=len(images)))
@@ -168,14 +182,48 @@ def sample(request: SampleRequest, on_event: Emit | None = None) -> SampleResult
         checkpoint=path,
         model=ckpt.model_name,
         step=ckpt.step,
-        n=request.n,
+        n=request.n if request.reconstruct else len(images),  # a class grid: whole rows
         seed=request.seed,
         ema=use_ema,
         files=files,
         images_per_s=len(images) / max(elapsed, 1e-9),
         newest_run=chosen,
         metrics=metrics,
+        class_=None if asked is None else names[asked],
+        classes=names,
     )
+
+
+def resolve_class(asked: str, names: list[str]) -> int:
+    """A class index from its name or its index; the valid names in the error."""
+    if not names:
+        raise UsageError("--class: this model is not conditional (it was trained without classes)")
+    if asked in names:
+        return names.index(asked)
+    if asked.isdigit() and int(asked) < len(names):
+        return int(asked)
+    raise UsageError(
+        f"--class {asked!r}: unknown class (valid: {', '.join(names)}, or 0-{len(names) - 1})"
+    )
+
+
+def _labels(
+    n: int, num_classes: int, asked: int | None, interpolate: int | None
+) -> tuple[torch.Tensor | None, int | None]:
+    """A conditional model's classes for n images, and the images per row: all the asked
+    class; else one row per class (an interpolation row each, taking the classes in turn)."""
+    if not num_classes:
+        return None, None
+    if asked is not None:
+        return torch.full((n,), asked, dtype=torch.long), None
+    if interpolate:
+        return torch.arange(n) // interpolate % num_classes, interpolate
+    return class_grid(n, num_classes)
+
+
+def _safe(name: str) -> str:
+    """A class name as part of a file name."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
 
 def _reconstructions(

@@ -12,6 +12,7 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,15 @@ from typing import Any
 import torch
 
 from imagegen import __version__, checkpoint, data, distributed, jsonl, runs, tensorboard_log
+from imagegen import labels as labelling
 from imagegen.batches import EpochBatches
 from imagegen.config import TrainConfig, build_dataclass, to_dict
 from imagegen.devices import autocast, precision_reason, resolve_device, resolve_precision
-from imagegen.ema import EMA
+from imagegen.ema import EMA, STANDING_SEED
 from imagegen.errors import PeerError, UsageError, UserError
 from imagegen.fid_monitor import FIDMonitor
 from imagegen.files import atomic_link_or_copy, remove_stray_temp_files
+from imagegen.generation import class_grid
 from imagegen.health import Alarm, HealthMonitor
 from imagegen.images import make_grid, to_uint8, write_png
 from imagegen.models.base import GenerativeModel, ModelConfig
@@ -116,6 +119,7 @@ class _Session:
     device: torch.device
     images: data.ImageData
     batches: EpochBatches
+    labels: torch.Tensor | None  # (N,) class indices on the device: a conditional run's
     config: ModelConfig  # the model's frozen config dataclass
     model: GenerativeModel
     ema: EMA
@@ -148,6 +152,12 @@ class _Session:
             real = torch.where(flip[:, None, None, None], real.flip(3), real)
         return real.contiguous(memory_format=torch.channels_last)
 
+    def batch_labels(self, step: int) -> dict[str, torch.Tensor]:
+        """The classes of `step`'s images, as training_step takes them ({}: unconditional)."""
+        if self.labels is None:
+            return {}
+        return {"labels": self.labels.index_select(0, self.batches.indices(step))}
+
 
 def _setup(plan: TrainPlan, context: distributed.Context, emit: Emit) -> _Session:
     """Load the data, build the model, optimizers and EMA, and restore a checkpoint.
@@ -178,6 +188,7 @@ def _setup(plan: TrainPlan, context: distributed.Context, emit: Emit) -> _Sessio
     batches = EpochBatches(
         images.images.to(device), train.batch_size, train.seed, context.rank, context.world_size
     )
+    labels = _class_labels(images, config, plan, ckpt) if train.conditional else None
     torch.manual_seed(train.seed)  # the same initial weights on every rank
     # channels_last: oneDNN (CPU) and cuDNN (GPU) convolutions are faster in NHWC.
     model = spec.model_cls(config).to(device, memory_format=torch.channels_last).train()
@@ -200,6 +211,7 @@ def _setup(plan: TrainPlan, context: distributed.Context, emit: Emit) -> _Sessio
         device=device,
         images=images,
         batches=batches,
+        labels=None if labels is None else labels.to(device),
         config=config,
         model=model,
         ema=EMA(model.sampling_network(), train.ema_decay),
@@ -224,6 +236,22 @@ def _setup(plan: TrainPlan, context: distributed.Context, emit: Emit) -> _Sessio
     if context.enabled:  # after loading: DDP starts from rank 0's weights, which all ranks have
         model.set_wrappers(distributed.wrap(model.networks(), device))
     return session
+
+
+def _class_labels(
+    images: data.ImageData, config: Any, plan: TrainPlan, ckpt: checkpoint.Checkpoint | None
+) -> torch.Tensor:
+    """A conditional run's labels (N,); a resumed run's data must have the classes it had."""
+    labels = images.labels
+    if labels is None:
+        raise UserError(f"{plan.dataset} has no classes now: {images.label_problem}")
+    had = ckpt.class_names if ckpt is not None else list(labels.classes)
+    if list(labels.classes) != had or len(had) != config.num_classes:
+        raise UserError(
+            f"{plan.dataset} has the classes {', '.join(labels.classes)} now; the run was "
+            f"trained on {', '.join(had)}"
+        )
+    return labels.of
 
 
 def _restore(session: _Session, ckpt: checkpoint.Checkpoint, noise_seed: int) -> None:
@@ -372,6 +400,7 @@ class _Checkpointer:
             optimizers=s.optimizers,
             rng=rng,
             counters=counters,
+            classes=_classes(s) if s.labels is not None else None,
         )
         atomic_link_or_copy(path, self.folder / runs.LATEST)
         runs.rotate(s.plan.run_dir, s.train.keep_checkpoints)
@@ -455,7 +484,24 @@ def _describe_start(s: _Session) -> str:
         parts.append("non-square images padded (--fit pad)")
     if images.skipped:
         parts.append(images.skipped_text())
+    if _describe_classes(s):
+        parts.append(_describe_classes(s))
     return "; ".join(parts)
+
+
+def _classes(s: _Session) -> dict[str, int]:
+    """The data's classes and their training images ({} without classes)."""
+    return labelling.class_counts(s.images.labels)
+
+
+def _describe_classes(s: _Session) -> str:
+    """The data's classes on the first line: used, or how to use them."""
+    labels = s.images.labels
+    if labels is None:
+        return ""
+    if s.labels is not None:
+        return f"conditional on {labels.summary()}"
+    return f"{labels.summary()}; not used: --conditional trains a class-conditional model"
 
 
 def _write_run_folder(s: _Session) -> list[str]:
@@ -476,6 +522,7 @@ def _write_run_folder(s: _Session) -> list[str]:
         "precision": s.precision,
         "world_size": s.context.world_size,
         "global_batch_size": s.global_batch,
+        "classes": _classes(s),
         "imagegen_version": __version__,
     }
     files = [str(runs.write_config(run_dir, resolved))]  # first: it marks an imagegen run
@@ -614,14 +661,41 @@ def _ready_to_sample(s: _Session) -> torch.nn.Module:
     asks for them. Without averaging (decay 0) the copied statistics are the weights' own,
     and are kept (re-estimating them measured worse: docs/models.md, the DCGAN)."""
     if s.model.standing_statistics and s.train.ema_decay > 0:
-        s.ema.standing_statistics(s.model.generate, s.model.latent_dim, s.device)
+        s.ema.standing_statistics(_standing_generate(s.model), s.model.latent_dim, s.device)
     return s.ema.module
 
 
-def _sample(s: _Session, fixed_z: torch.Tensor, step: int, tb: TensorBoardLog | None) -> Path:
+def _standing_generate(model: GenerativeModel) -> Callable:
+    """`generate(z, net)` for the standing statistics: a conditional model's images of classes
+    drawn uniformly, from a fixed seed of their own (the training noise is untouched)."""
+    if not model.num_classes:
+        return model.generate
+    g = torch.Generator().manual_seed(STANDING_SEED + 1)
+
+    def generate(z: torch.Tensor, net: torch.nn.Module) -> torch.Tensor:
+        y = torch.randint(model.num_classes, (z.shape[0],), generator=g).to(z.device)
+        return model.generate(z, net, labels=y)
+
+    return generate
+
+
+def _fixed_samples(s: _Session) -> tuple[torch.Tensor, torch.Tensor | None, int | None]:
+    """The sample grids' fixed latents, classes (a conditional run's: one row per class) and
+    images per row (None: a square grid)."""
+    g = torch.Generator().manual_seed(s.train.seed + 2)
+    n, labels, per_row = s.train.num_samples, None, None
+    if s.model.num_classes:
+        labels, per_row = class_grid(n, s.model.num_classes)
+        labels, n = labels.to(s.device), len(labels)
+    return torch.randn(n, s.config.latent_dim, generator=g).to(s.device), labels, per_row
+
+
+def _sample(s: _Session, fixed: tuple, step: int, tb: TensorBoardLog | None) -> Path:
     """Rank 0: the EMA model's grid of the fixed latents, samples/step-NNNNNNN.png."""
     path = s.plan.run_dir / "samples" / f"{runs.step_name(step)}.png"
-    grid = make_grid(to_uint8(s.model.generate(fixed_z, _ready_to_sample(s)).cpu()))
+    z, labels, per_row = fixed
+    images = s.model.generate(z, _ready_to_sample(s), labels=labels)
+    grid = make_grid(to_uint8(images.cpu()), per_row)
     write_png(path, grid)
     if tb is not None:
         tb.grid(step, grid)
@@ -670,8 +744,7 @@ def _train(
         return _already_complete(s)
     files = _write_run_folder(s) if main else []
     checkpointer = _Checkpointer(s, emit)
-    g = torch.Generator().manual_seed(train.seed + 2)
-    fixed_z = torch.randn(train.num_samples, s.config.latent_dim, generator=g).to(s.device)
+    fixed = _fixed_samples(s)
     emit(ProgressEvent("start", _describe_start(s), s.start_step, total, path=plan.run_dir))
     monitor = _fid_monitor(s) if train.fid_every and main else None
     step = position.step = s.start_step
@@ -690,7 +763,7 @@ def _train(
                 set_lr_scale(s.optimizers, linear_decay(step, total))
             t1 = time.perf_counter()
             with autocast(s.device, s.precision):
-                losses = s.model.training_step(real, s.optimizers, s.noise)
+                losses = s.model.training_step(real, s.optimizers, s.noise, **s.batch_labels(step))
             if main:  # only rank 0's moving average is ever saved or sampled
                 s.ema.update(s.model.sampling_network())
             reporter.step_done(losses, t0, t1, time.perf_counter())
@@ -704,7 +777,7 @@ def _train(
             else:
                 reporter.progress(step)
             if main and (step % train.sample_every == 0 or step == total):
-                files.append(str(_sample(s, fixed_z, step, tb)))
+                files.append(str(_sample(s, fixed, step, tb)))
                 emit(ProgressEvent("sample", done=step, total=total, path=Path(files[-1])))
             if train.fid_every and (step % train.fid_every == 0 or step == total):
                 _measure_fid(s, monitor, checkpointer, reporter, step)
@@ -720,7 +793,7 @@ def _fid_monitor(s: _Session) -> FIDMonitor:
     t = s.train
     return FIDMonitor(
         t.dataset, s.images, t.fid_n, s.config.latent_dim, t.seed, s.plan.data_root, s.device,
-        s.fitting,
+        s.fitting, s.images.labels.counts() if s.labels is not None else None,
     )  # fmt: skip
 
 

@@ -2,7 +2,7 @@
 the data, before anything is written. A plan is printable (`--dry-run`) and is what every rank
 of a torchrun job trains from."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,8 @@ from imagegen.config import (
 )
 from imagegen.devices import resolve_device
 from imagegen.errors import UsageError, UserError
-from imagegen.registry import get_spec
+from imagegen.labels import Layout
+from imagegen.registry import MODELS, get_spec
 
 
 @dataclass(frozen=True)
@@ -76,12 +77,18 @@ def plan_training(request: TrainRequest, download: bool = True) -> TrainPlan:
         options["dataset"] = str(Path(options["dataset"]).expanduser().resolve())
     train = build_dataclass(TrainConfig, options, "training")
     tensorboard_log.wanted(train.tensorboard)  # asked for without the package: refused now
+    if "num_classes" in request.model_options:
+        raise UsageError("num_classes is the data's: train with --conditional instead")
     options = preset.model | request.model_options
     resolution_how = ""
     if "resolution" not in options:  # the data's own size, where it has one
         size, resolution_how = image_sizes.training_resolution(train.dataset)
         options |= {"resolution": size} if size is not None else {}
     channels = options.pop("channels", None) or data.native_channels(train.dataset)
+    described, layout = data.dataset_layout(
+        train.dataset, root=request.data_root, download=download
+    )
+    options |= _conditioning(spec, train, layout, described)
     if train.transparent:  # RGBA, whatever the data's own channels
         if request.model_options.get("channels") not in (None, 4):
             raise UsageError("--transparent trains on 4 channels (RGBA): leave --channels out")
@@ -94,7 +101,6 @@ def plan_training(request: TrainRequest, download: bool = True) -> TrainPlan:
         Path(request.run_dir) if request.run_dir else runs.next_run_dir(spec.name, train.dataset)
     )
     replace_run = _check_new_run_dir(run_dir, request.force)
-    described = data.check_dataset(train.dataset, root=request.data_root, download=download)
     return TrainPlan(
         model=spec.name,
         model_config=model_config,
@@ -106,6 +112,26 @@ def plan_training(request: TrainRequest, download: bool = True) -> TrainPlan:
         replace_run_dir=replace_run,
         resolution_how=resolution_how,
     )
+
+
+def _conditioning(spec: Any, train: TrainConfig, layout: Layout, described: str) -> dict:
+    """The model options a conditional run sets ({} otherwise); refuse data without classes
+    and models without a conditional form."""
+    if not train.conditional:
+        return {}
+    if "num_classes" not in _field_names(spec.config_cls):
+        have = [m.name for m in MODELS.values() if "num_classes" in _field_names(m.config_cls)]
+        raise UsageError(
+            f"--conditional: {spec.name} has no conditional form yet (conditional: "
+            f"{', '.join(have)})"
+        )
+    if layout.labels is None:
+        raise UsageError(f"--conditional needs classes, but {described}: {layout.problem}")
+    return {"num_classes": len(layout.labels.classes)}
+
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in fields(cls)}
 
 
 def _check_new_run_dir(run_dir: Path, force: bool) -> bool:

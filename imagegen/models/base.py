@@ -13,6 +13,9 @@ line in `imagegen/registry.py`; tests/test_contract.py then runs it through ever
     training_step(real, optimizers, noise)   one step on a batch in [0, 1]; detached losses
     generate(z, net=None)                    latents -> images in [0, 1]
 
+Conditional models (config.num_classes > 0) take the images' classes as well:
+training_step(..., labels=y) and generate(z, net, labels=y), y (B,) int64 class indices.
+
 Capabilities some models add, declared (not probed):
 
     can_reconstruct      reconstruct(x, net=None): images -> reconstructions, in [0, 1]
@@ -61,6 +64,23 @@ class GenerativeModel(nn.Module, ABC):
     def latent_dim(self) -> int:
         return int(self.config.latent_dim)
 
+    @property
+    def num_classes(self) -> int:
+        """Classes a conditional model generates; 0: unconditional."""
+        return int(getattr(self.config, "num_classes", 0))
+
+    def check_labels(self, labels: torch.Tensor | None, n: int) -> torch.Tensor | None:
+        """The class indices a call needs: (n,) for a conditional model, None otherwise."""
+        if not self.num_classes:
+            if labels is not None:
+                raise ValueError("an unconditional model takes no labels")
+            return None
+        if torch.jit.is_tracing():  # ONNX export: shapes are the graph's, not checked here
+            return labels
+        if labels is None or labels.shape != (n,):
+            raise ValueError(f"a conditional model needs labels of shape ({n},)")
+        return labels
+
     @abstractmethod
     def networks(self) -> dict[str, nn.Module]:
         """The separately optimised networks, by name."""
@@ -90,9 +110,11 @@ class GenerativeModel(nn.Module, ABC):
         """One step on `real` (B, C, R, R) in [0, 1]; all randomness from `noise`."""
 
     @abstractmethod
-    def generate(self, z: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
+    def generate(
+        self, z: torch.Tensor, net: nn.Module | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Latents (B, latent_dim) -> images (B, C, R, R) in [0, 1]; `net` replaces the
-        sampling network (an EMA copy of it)."""
+        sampling network (an EMA copy of it); `labels` (B,): a conditional model's classes."""
 
     def sampling_network(self) -> nn.Module:
         """The module sampled from, whose moving average training keeps."""

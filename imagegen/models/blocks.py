@@ -64,7 +64,7 @@ def init_weights(module: nn.Module) -> None:
         nn.init.normal_(module.weight, 0.0, 0.02)
         if isinstance(module, nn.Conv2d) and module.bias is not None:
             nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.BatchNorm2d):
+    elif isinstance(module, nn.BatchNorm2d) and module.affine:
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
 
@@ -188,11 +188,19 @@ class Discriminator(nn.Module):
     Strided convs + BatchNorm + LeakyReLU(0.2), no pooling; `features` is the last hidden
     layer (B, 8w, 4, 4) at 64 px, which the VAE-GAN uses as its similarity metric. With
     `norm="spectral"` every conv is spectrally normalised instead of followed by BatchNorm;
-    `arch="cnn"` is the deeper standard CNN of the spectral normalisation paper.
+    `arch="cnn"` is the deeper standard CNN of the spectral normalisation paper. With
+    `num_classes` it is a projection discriminator (Miyato & Koyama 2018): the logit gains
+    <embed(y), sum of the features over positions>.
     """
 
     def __init__(
-        self, channels: int, width: int, resolution: int, norm: str = "batch", arch: str = "dcgan"
+        self,
+        channels: int,
+        width: int,
+        resolution: int,
+        norm: str = "batch",
+        arch: str = "dcgan",
+        num_classes: int = 0,
     ) -> None:
         super().__init__()
         if norm not in D_NORMS:
@@ -204,16 +212,52 @@ class Discriminator(nn.Module):
         self.main, top = stack(channels, width, resolution, norm)  # (B, top, 4, 4)
         self.head = nn.Conv2d(top, 1, 4, 1, 0, bias=norm != "batch")  # (B, 1, 1, 1)
         self.apply(init_weights)
+        if num_classes:  # the class embedding projected onto the features
+            self.embed = nn.Embedding(num_classes, top)
+            nn.init.normal_(self.embed.weight, 0.0, 0.02)
         if norm == "spectral":
             spectral_normalise(self)
 
     def forward(
-        self, x: torch.Tensor, with_features: bool = False
+        self, x: torch.Tensor, labels: torch.Tensor | None = None, with_features: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Logits (B,); with `with_features`, also the hidden features (B, top, 4, 4)."""
+        """Logits (B,) of images x and, when conditional, their classes `labels` (B,); with
+        `with_features`, also the hidden features (B, top, 4, 4)."""
         features = self.main(x)  # (B, top, 4, 4)
         logits = self.head(features).flatten()  # (B,)
+        if labels is not None:  # projection: (B, top) . (B, top)
+            pooled = features.sum(dim=(2, 3))  # (B, top)
+            logits = logits + (self.embed(labels).to(pooled.dtype) * pooled).sum(dim=1)
         return (logits, features) if with_features else logits
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """BatchNorm whose scale and shift are chosen by the class (de Vries et al. 2017; the
+    generator of Miyato & Koyama 2018): statistics shared, affine parameters per class."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels, affine=False)
+        self.scale = nn.Embedding(num_classes, channels)
+        self.shift = nn.Embedding(num_classes, channels)
+        nn.init.normal_(self.scale.weight, 1.0, 0.02)  # as init_weights sets BatchNorm's
+        nn.init.zeros_(self.shift.weight)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        h = self.norm(x)  # (B, C, H, W)
+        scale, shift = self.scale(labels), self.shift(labels)  # (B, C) each
+        return h * scale[:, :, None, None].to(h.dtype) + shift[:, :, None, None].to(h.dtype)
+
+
+def conditional_stack(
+    layers: nn.Sequential, h: torch.Tensor, labels: torch.Tensor | None
+) -> torch.Tensor:
+    """Run `layers` on h, giving `labels` to the ConditionalBatchNorm2d among them."""
+    if labels is None:
+        return layers(h)
+    for layer in layers:
+        h = layer(h, labels) if isinstance(layer, ConditionalBatchNorm2d) else layer(h)
+    return h
 
 
 class Encoder(nn.Module):

@@ -7,7 +7,9 @@ BatchNorm scale N(1, 0.02). The layer stack follows from the resolution (32, 64 
 The config's defaults are the paper's. Options replace parts of the recipe: spectral
 normalisation in D instead of BatchNorm (Miyato et al. 2018), the hinge loss (Lim & Ye 2017;
 Miyato et al. 2018), differentiable augmentation of D's inputs (Zhao et al. 2020) and the R1
-gradient penalty on real images (Mescheder, Geiger & Nowozin 2018).
+gradient penalty on real images (Mescheder, Geiger & Nowozin 2018). With `num_classes` the
+model is class-conditional as in Miyato & Koyama 2018: conditional BatchNorm in G (a scale and
+shift per class) and a projection discriminator.
 """
 
 import itertools
@@ -22,11 +24,13 @@ from imagegen.errors import UsageError
 from imagegen.models.augment import adapt, diff_augment, parse_policy
 from imagegen.models.base import GenerativeModel
 from imagegen.models.blocks import (
+    ConditionalBatchNorm2d,
     Discriminator,
     adam_optimizers,
     check_d_batch,
     check_positive,
     check_shape,
+    conditional_stack,
     init_weights,
     num_stages,
     reference_batch,
@@ -60,9 +64,12 @@ class DCGANConfig:
     # > 1: lazy R1 (StyleGAN2, Karras et al. 2020): the penalty on every r1_every-th D step
     # only, weighted r1_gamma * r1_every, so its double backward is paid that much less often
     r1_every: int = 1
+    # > 0: class-conditional on this many classes (set by `train --conditional` from the data)
+    num_classes: int = 0
 
     def __post_init__(self) -> None:
         check_shape("dcgan", self.resolution, self.channels)
+        check_range(self, "num_classes", low=0)
         check_positive(self, "latent_dim", "g_width", "d_width")
         parse_policy(self.augment)
         if not 0.0 <= self.augment_target < 1.0:
@@ -77,21 +84,26 @@ class DCGANConfig:
 
 
 class Generator(nn.Module):
-    """z (B, latent_dim) -> image (B, C, R, R) in [-1, 1]."""
+    """z (B, latent_dim) [and classes (B,)] -> image (B, C, R, R) in [-1, 1]."""
 
     def __init__(self, config: DCGANConfig) -> None:
         super().__init__()
         n, w = num_stages(config.resolution), config.g_width
         widths = [w * 2 ** (n - 1 - i) for i in range(n)]  # 64px: 8w, 4w, 2w, w
+
+        def norm(c: int) -> nn.Module:
+            k = config.num_classes
+            return ConditionalBatchNorm2d(c, k) if k else nn.BatchNorm2d(c)
+
         layers: list[nn.Module] = [
             nn.ConvTranspose2d(config.latent_dim, widths[0], 4, 1, 0, bias=False),  # (B, 8w, 4, 4)
-            nn.BatchNorm2d(widths[0]),
+            norm(widths[0]),
             nn.ReLU(inplace=True),
         ]
         for c_in, c_out in itertools.pairwise(widths):  # each doubles H and W
             layers += [
                 nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(c_out),
+                norm(c_out),
                 nn.ReLU(inplace=True),
             ]
         layers += [
@@ -101,8 +113,9 @@ class Generator(nn.Module):
         self.main = nn.Sequential(*layers)
         self.apply(init_weights)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.main(z[:, :, None, None])  # (B, latent, 1, 1) -> (B, C, R, R)
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        # (B, latent, 1, 1) -> (B, C, R, R)
+        return conditional_stack(self.main, z[:, :, None, None], labels)
 
 
 def r1_penalty(logits_real: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -124,7 +137,12 @@ class DCGAN(GenerativeModel):
         self.config = config
         self.generator = Generator(config)
         self.discriminator = Discriminator(
-            config.channels, config.d_width, config.resolution, config.d_norm, config.d_arch
+            config.channels,
+            config.d_width,
+            config.resolution,
+            config.d_norm,
+            config.d_arch,
+            config.num_classes,
         )
         self.policy = parse_policy(config.augment)
         if config.augment_target:  # the adaptive probability: state, saved with the weights
@@ -151,7 +169,12 @@ class DCGAN(GenerativeModel):
         return adam_optimizers(self.networks(), train)
 
     def _d_logits(
-        self, d: nn.Module, x: torch.Tensor, fake: torch.Tensor, noise: torch.Generator
+        self,
+        d: nn.Module,
+        x: torch.Tensor,
+        fake: torch.Tensor,
+        noise: torch.Generator,
+        y: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """D's logits on real and generated images, each (B,), through the augmentation.
 
@@ -166,35 +189,41 @@ class DCGAN(GenerativeModel):
                 diff_augment(fake, self.policy, noise, p),
             )
         if self.config.d_norm == "batch" and self.config.d_batch == "separate":
-            return d(x), d(fake)
-        logits = self._together(d, x, fake)  # (2B,)
+            return d(x, y), d(fake, y)
+        logits = self._together(d, x, fake, y)  # (2B,)
         return logits[: x.shape[0]], logits[x.shape[0] :]
 
-    def _together(self, d: nn.Module, x: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        """D's logits (2B,) on real and generated images in one batch; with d_batch
-        "reference" its BatchNorm takes its statistics from the real ones alone."""
+    def _together(
+        self, d: nn.Module, x: torch.Tensor, fake: torch.Tensor, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """D's logits (2B,) on real and generated images in one batch (both of classes y,
+        when conditional); with d_batch "reference" its BatchNorm takes its statistics from
+        the real ones alone."""
         n = x.shape[0] if self.config.d_batch == "reference" else 0  # 0: the whole batch
         with reference_batch(d, n):
-            return d(torch.cat([x, fake]))
+            return d(torch.cat([x, fake]), None if y is None else torch.cat([y, y]))
 
     def training_step(
         self,
         real: torch.Tensor,
         optimizers: dict[str, torch.optim.Optimizer],
         noise: torch.Generator,
+        labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """One D step and one G step on a batch `real` (B, C, R, R) in [0, 1]."""
+        """One D step and one G step on a batch `real` (B, C, R, R) in [0, 1]; a conditional
+        model takes the batch's classes `labels` (B,) and generates images of the same classes."""
         generator, discriminator = self.net("generator"), self.net("discriminator")
+        y = self.check_labels(labels, real.shape[0])
         x = real * 2 - 1  # (B, C, R, R) in [-1, 1]
         z = torch.randn(x.shape[0], self.latent_dim, generator=noise, device=x.device)
-        fake = generator(z)  # (B, C, R, R)
+        fake = generator(z) if y is None else generator(z, y)  # (B, C, R, R)
 
         # Discriminator: maximise log D(x) + log(1 - D(G(z))) (or the hinge version).
         opt_d, opt_g = optimizers["discriminator"], optimizers["generator"]
         opt_d.zero_grad(set_to_none=True)
         gamma = self.config.r1_gamma * self.config.r1_every if self._r1_due() else 0.0
         x_d = x.detach().requires_grad_(True) if gamma else x  # R1: the gradient at x
-        logits_real, logits_fake = self._d_logits(discriminator, x_d, fake.detach(), noise)
+        logits_real, logits_fake = self._d_logits(discriminator, x_d, fake.detach(), noise, y)
         d_loss = discriminator_loss(logits_real, logits_fake, self.config.loss)
         r1 = r1_penalty(logits_real, x_d) if gamma else None
         (d_loss if r1 is None else d_loss + gamma / 2 * r1).backward()
@@ -208,7 +237,7 @@ class DCGAN(GenerativeModel):
         # called unwrapped: under DDP only G's gradients are averaged in this backward.
         opt_g.zero_grad(set_to_none=True)
         self.discriminator.requires_grad_(False)
-        g_loss = generator_loss(self._g_logits(x, fake, noise), self.config.loss)
+        g_loss = generator_loss(self._g_logits(x, fake, noise, y), self.config.loss)
         g_loss.backward()
         self.discriminator.requires_grad_(True)
         opt_g.step()
@@ -240,7 +269,11 @@ class DCGAN(GenerativeModel):
         return due
 
     def _g_logits(
-        self, x: torch.Tensor, fake: torch.Tensor, noise: torch.Generator
+        self,
+        x: torch.Tensor,
+        fake: torch.Tensor,
+        noise: torch.Generator,
+        y: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """D's logits (B,) on the generated images in G's step, through the augmentation. With
         d_batch "joint" or "reference" the real images go through with them, as in D's step:
@@ -248,9 +281,9 @@ class DCGAN(GenerativeModel):
         d, augment = self.discriminator, self.policy
         seen = diff_augment(fake, augment, noise, self.augment_p) if augment else fake
         if self.config.d_batch == "separate":
-            return d(seen)
+            return d(seen, y)
         anchor = diff_augment(x, augment, noise, self.augment_p) if augment else x
-        return self._together(d, anchor, seen)[x.shape[0] :]  # (B,)
+        return self._together(d, anchor, seen, y)[x.shape[0] :]  # (B,)
 
     def _adaptive_log(self, logits_real: torch.Tensor) -> dict[str, torch.Tensor]:
         """ADA's state: p for the next step and r_t = E[sign D(x)] over this step's real
@@ -259,7 +292,10 @@ class DCGAN(GenerativeModel):
         return {"augment_p": self.augment_p.clone(), "augment_rt": rate}
 
     @torch.no_grad()
-    def generate(self, z: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
-        """Latents (B, latent_dim) -> images (B, C, R, R) in [0, 1]."""
+    def generate(
+        self, z: torch.Tensor, net: nn.Module | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Latents (B, latent_dim) [and classes (B,)] -> images (B, C, R, R) in [0, 1]."""
         net = net if net is not None else self.generator
-        return net(z).add(1).mul(0.5).clamp(0, 1)
+        y = self.check_labels(labels, z.shape[0])
+        return (net(z) if y is None else net(z, y)).add(1).mul(0.5).clamp(0, 1)

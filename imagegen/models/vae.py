@@ -172,8 +172,11 @@ class VAE(GenerativeModel):
         }
 
     @torch.no_grad()
-    def generate(self, z: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
+    def generate(
+        self, z: torch.Tensor, net: nn.Module | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Latents (B, latent_dim) -> mean images (B, C, R, R) in [0, 1]."""
+        self.check_labels(labels, z.shape[0])  # unconditional: none
         net = net if net is not None else self.autoencoder
         return torch.sigmoid(net.decoder(z))
 

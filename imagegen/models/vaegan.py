@@ -209,8 +209,11 @@ class VAEGAN(GenerativeModel):
         return train_d, train_dec
 
     @torch.no_grad()
-    def generate(self, z: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
+    def generate(
+        self, z: torch.Tensor, net: nn.Module | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Latents (B, latent_dim) -> images (B, C, R, R) in [0, 1]."""
+        self.check_labels(labels, z.shape[0])  # unconditional: none
         net = net if net is not None else self.autoencoder
         return torch.tanh(net.decoder(z)).add(1).mul(0.5)
 

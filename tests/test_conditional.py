@@ -1,0 +1,261 @@
+"""Class labels from the user's data, and class-conditional models through every command:
+train -> checkpoint -> resume (exactly) -> sample --class -> eval -> convert (weights only,
+state dict, ONNX with a label input)."""
+
+import dataclasses
+import json
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from test_contract import _has, tiny
+
+from imagegen import checkpoint, data, labels
+from imagegen.errors import UserError
+from imagegen.generation import class_grid, proportional_labels
+from imagegen.registry import MODELS
+
+COLOURS = {"blue": (30, 30, 220), "green": (30, 200, 30), "red": (220, 30, 30)}
+CONDITIONAL = [
+    name for name, spec in MODELS.items() if "num_classes" in spec.config_cls.__dataclass_fields__
+]
+
+
+def class_folder(root: Path, per_class: int = 16, size: int = 32) -> Path:
+    """A folder of class subfolders: squares of each class's colour at random places."""
+    rng = np.random.default_rng(0)
+    for name, rgb in COLOURS.items():
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            image = Image.new("RGB", (size, size), (0, 0, 0))
+            x, y = rng.integers(0, size // 2, 2)
+            image.paste(rgb, (int(x), int(y), int(x) + size // 2, int(y) + size // 2))
+            image.save(root / name / f"{i:03d}.png")
+    return root
+
+
+# --- labels from file names ------------------------------------------------------------
+
+
+def test_class_subfolders_are_the_classes_sorted_stepping_into_shared_folders() -> None:
+    layout = labels.from_paths(["train/dog/1.jpg", "train/cat/2.jpg", "train/dog/3.jpg"])
+    assert layout.labels is not None and layout.labels.classes == ("cat", "dog")
+    assert layout.labels.of.tolist() == [1, 0, 1] and layout.labels.counts() == [1, 2]
+    assert labels.from_paths(["cat/a/1.png", "dog/b/2.png"]).labels.classes == ("cat", "dog")
+
+
+def test_loose_images_beside_class_folders_are_named_as_the_ambiguity() -> None:
+    layout = labels.from_paths(["cat/1.png", "dog/2.png", "stray.png"])
+    assert layout.labels is None and "stray.png" in layout.problem and "loose" in layout.problem
+    flat = labels.from_paths(["a.png", "b.png"])
+    assert flat.labels is None and "not in class subfolders" in flat.problem
+    one = labels.from_paths(["pets/a.png", "pets/b.png"])  # one folder holding all: no classes
+    assert one.labels is None
+
+
+def test_dataset_json_labels_and_its_mistakes() -> None:
+    names = ["a.png", "sub/b.png", "c.png"]
+    text = json.dumps({"labels": [["a.png", 3], ["sub/b.png", 0], ["c.png", 3]]}).encode()
+    layout = labels.from_dataset_json(text, names, "dataset.json")
+    assert layout.labels.classes == ("0", "3") and layout.labels.of.tolist() == [1, 0, 1]
+    missing = labels.from_dataset_json(json.dumps({"labels": [["a.png", 1]]}).encode(), names, "x")
+    assert missing.labels is None and "2 image(s) have no label" in missing.problem
+    assert labels.from_dataset_json(b'{"labels": null}', names, "x").labels is None
+    with pytest.raises(UserError, match=r"not a dataset\.json"):
+        labels.from_dataset_json(b'{"labels": [["a.png"]]}', names, "x")
+
+
+def test_labels_follow_the_images_through_unreadable_files_and_the_cache(isolated: Path) -> None:
+    folder = class_folder(isolated / "pets", per_class=4)
+    (folder / "green" / "000.png").write_bytes(b"not a png")  # skipped: its label goes too
+    for _ in range(2):  # decoded, then from the cache
+        images = data.load_images(str(folder), resolution=32)
+        assert images.skipped == 1 and images.labels.counts() == [4, 3, 4]
+        means = images.images.float().mean(dim=(2, 3))  # (N, 3): each class's colour dominates
+        for k in range(3):
+            assert (means[images.labels.of == k].argmax(1) == [2, 1, 0][k]).all()
+    assert images.cache_file is not None
+
+
+def test_a_zip_of_class_folders_and_a_zips_dataset_json(isolated: Path) -> None:
+    folder = class_folder(isolated / "pets", per_class=2)
+    path = isolated / "pets.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for file in sorted(folder.rglob("*.png")):
+            zf.write(file, f"train/{file.relative_to(folder).as_posix()}")
+    images = data.load_images(str(path), resolution=32)
+    assert images.labels.classes == ("blue", "green", "red") and images.labels.counts() == [2] * 3
+    with zipfile.ZipFile(path, "a") as zf:  # a dataset.json overrides the folders
+        listing = [[n, i % 2] for i, n in enumerate(sorted(zf.namelist()))]
+        zf.writestr("dataset.json", json.dumps({"labels": listing}))
+    assert data.load_images(str(path), resolution=32).labels.counts() == [3, 3]
+
+
+def _idx(path: Path, magic: int, dims: tuple[int, ...], values: np.ndarray) -> None:
+    path.write_bytes(struct.pack(">I" + "I" * len(dims), magic, *dims) + values.tobytes())
+
+
+def test_named_datasets_have_their_labels(isolated: Path) -> None:
+    raw = isolated / "root" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    _idx(raw / "train-images-idx3-ubyte", 0x803, (3, 28, 28), np.zeros((3, 28, 28), np.uint8))
+    _idx(raw / "train-labels-idx1-ubyte", 0x801, (3,), np.array([9, 0, 9], np.uint8))
+    images = data.load_images("fashion-mnist", resolution=32, root=isolated / "root")
+    assert images.labels.of.tolist() == [9, 0, 9] and images.labels.classes[9] == "ankle-boot"
+
+
+def test_class_grids_and_proportional_labels() -> None:
+    grid, per_row = class_grid(64, 10)
+    assert per_row == 6 and grid.tolist() == [k for k in range(10) for _ in range(6)]
+    assert class_grid(4, 10)[0].tolist() == [0, 1, 2, 3]
+    drawn = proportional_labels(10, [1, 1, 2])
+    assert torch.bincount(drawn).tolist() == [3, 2, 5]  # a tie goes to the first class
+    assert torch.bincount(proportional_labels(1000, [50, 30, 20])).tolist() == [500, 300, 200]
+
+
+# --- the conditional models ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", CONDITIONAL)
+def test_the_class_changes_the_image_and_the_discriminators_verdict(name: str) -> None:
+    spec = MODELS[name]
+    config = spec.config_cls(resolution=32, num_classes=3, **_small(spec))
+    model = spec.model_cls(config).eval()
+    z = torch.randn(4, config.latent_dim).repeat(3, 1)
+    y = torch.arange(3).repeat_interleave(4)
+    images = model.generate(z, labels=y)
+    assert not torch.allclose(images[:4], images[4:8])
+    d = model.discriminator
+    x = images[:4] * 2 - 1
+    assert not torch.allclose(
+        d(x, torch.zeros(4, dtype=torch.long)), d(x, torch.ones(4, dtype=torch.long))
+    )
+    with pytest.raises(ValueError, match="needs labels"):
+        model.generate(z)
+
+
+def _small(spec) -> dict:
+    fields = {f.name for f in dataclasses.fields(spec.config_cls)}
+    return {k: v for k, v in {"g_width": 8, "d_width": 8, "latent_dim": 8}.items() if k in fields}
+
+
+@pytest.mark.parametrize("name", CONDITIONAL)
+def test_conditional_model_through_every_command(
+    name: str, run_cli, isolated: Path, weights
+) -> None:
+    folder = class_folder(isolated / "pets")
+    base = ["train", name, "-d", folder, "--conditional", "--batch-size", "8", "-q"]
+    base += ["--checkpoint-every", "3", "--flip", *tiny(name)]
+    straight, resumed = isolated / "straight", isolated / "resumed"
+    assert run_cli(*base, "--steps", "6", "--run-dir", straight).code == 0
+    middle = straight / "checkpoints" / "step-0000003.safetensors"
+    result = run_cli("train", name, "--resume", middle, "--run-dir", resumed, "-q")
+    assert result.code == 0, result
+    a = load_file(str(straight / "checkpoints/latest.safetensors"))
+    b = load_file(str(resumed / "checkpoints/latest.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert any("embed" in k for k in a)  # the projection, trained and saved
+
+    config = json.loads((straight / "config.json").read_text())
+    assert config["classes"] == {"blue": 16, "green": 16, "red": 16}
+    assert config["train_config"]["conditional"] and config["model_config"]["num_classes"] == 3
+    ckpt = checkpoint.read_checkpoint(straight / "checkpoints/latest.safetensors")
+    assert ckpt.class_names == ["blue", "green", "red"]
+    grid = Image.open(sorted((straight / "samples").glob("step-*.png"))[-1])
+    assert grid.size[1] == 3 * 32 + 4 * 2  # one row per class (64 // 3 = 21 images each)
+
+    result = run_cli("sample", straight, "--class", "green", "-n", "4", "--out", "g.png", "--json")
+    assert result.code == 0 and json.loads(result.out)["class"] == "green", result
+    result = run_cli("sample", straight, "--class", "2", "-n", "3", "--individual", "each")
+    assert (
+        result.code == 0 and sorted(p.name for p in Path("each").iterdir())[0] == "000000-red.png"
+    )
+    result = run_cli("sample", straight, "--class", "cat", "-n", "4", "--out", "c.png")
+    assert (
+        result.code == 2 and "valid: blue, green, red" in result.err and not Path("c.png").exists()
+    )
+    result = run_cli("eval", straight, "-n", "9", "--metrics", "fid", "--json", "-q")
+    assert result.code == 0 and json.loads(result.out)["metrics"]["fid"] > 0, result
+
+    model = checkpoint.build_model(ckpt)
+    z, y = torch.randn(3, 8), torch.tensor([2, 0, 1])
+    assert run_cli("convert", straight, "small.safetensors", "--weights-only").code == 0
+    small = checkpoint.read_checkpoint(Path("small.safetensors"))
+    assert small.class_names == ckpt.class_names
+    assert torch.equal(
+        model.generate(z, labels=y), checkpoint.build_model(small).generate(z, labels=y)
+    )
+    assert run_cli("convert", straight, "m.pt").code == 0
+    assert json.loads(Path("config.json").read_text())["classes"] == ["blue", "green", "red"]
+    if _has("onnxruntime"):
+        result = run_cli("convert", straight, "m.onnx", "--json", "-q")
+        assert result.code == 0, result
+        assert json.loads(result.out)["check"]["onnxruntime_max_abs_diff"] < 1e-4
+        import onnx
+
+        props = {p.key: p.value for p in onnx.load("m.onnx").metadata_props}
+        assert json.loads(props["classes"]) == ["blue", "green", "red"]
+
+
+def test_the_first_line_says_what_the_classes_are_and_refusals_are_one_line(
+    run_cli, isolated: Path
+) -> None:
+    folder = class_folder(isolated / "pets", per_class=8)
+    base = ["train", "dcgan", "--batch-size", "8", "--steps", "1", *tiny("dcgan")]
+    result = run_cli(*base, "-d", folder, "--run-dir", "plain")
+    assert result.code == 0, result
+    assert "3 classes (class subfolders): blue 8, green 8, red 8; not used: --conditional" in (
+        result.out + result.err
+    )
+    assert "classes" not in json.loads(load_meta(Path("plain")))  # unconditional: none kept
+    result = run_cli("sample", "plain", "--class", "red", "-n", "2", "--out", "x.png")
+    assert result.code == 2 and "not conditional" in result.err
+
+    for data_arg, why in [("synthetic", "synthetic set has no classes")]:
+        result = run_cli(*base, "-d", data_arg, "--conditional", "--run-dir", "r1")
+        assert result.code == 2 and why in result.err and not Path("r1").exists(), result
+    Image.new("RGB", (32, 32)).save(folder / "stray.png")
+    result = run_cli(*base, "-d", folder, "--conditional", "--run-dir", "r2")
+    assert result.code == 2 and "stray.png" in result.err and len(result.err.splitlines()) == 1
+    for other in set(MODELS) - set(CONDITIONAL):
+        result = run_cli("train", other, "-d", folder, "--conditional", "--run-dir", "r3")
+        assert result.code == 2 and "no conditional form" in result.err, result
+    result = run_cli(*base, "-d", folder, "--set", "num_classes=3", "--run-dir", "r4")
+    assert result.code == 2 and "--conditional" in result.err
+
+
+def load_meta(run: Path) -> str:
+    """The metadata of a run's latest checkpoint, as JSON text."""
+    return json.dumps(
+        checkpoint.read_header(run / "checkpoints/latest.safetensors")["__metadata__"]
+    )
+
+
+@pytest.mark.integration
+def test_mnist_labels_are_mnists(mnist_root: Path) -> None:
+    images = data.load_images("mnist", resolution=32, root=mnist_root, split="test")
+    assert images.labels.counts() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_each_training_image_comes_with_its_own_class(
+    run_cli, isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model_cls = MODELS["dcgan"].model_cls
+    original, seen = model_cls.training_step, []
+
+    def spy(self, real, optimizers, noise, labels=None):
+        seen.append((real.detach().clone(), labels.clone()))
+        return original(self, real, optimizers, noise, labels=labels)
+
+    monkeypatch.setattr(model_cls, "training_step", spy)
+    folder = class_folder(isolated / "pets", per_class=8)
+    args = ["train", "dcgan", "-d", folder, "--conditional", "--batch-size", "8", "-q"]
+    assert run_cli(*args, "--steps", "5", "--flip", *tiny("dcgan")).code == 0
+    for real, classes in seen:  # blue, green, red: the class's colour channel dominates
+        assert torch.equal(real.mean(dim=(2, 3)).argmax(1), 2 - classes)
+    assert len({tuple(classes.tolist()) for _, classes in seen}) > 1

@@ -99,7 +99,7 @@ class TrainConfig:
     conditional: bool = option(
         False,
         "Class-conditional model of the data's classes: class subfolders, a dataset.json "
-        "(stylegan2-ada's), or mnist, fashion-mnist and cifar10's labels (dcgan).",
+        "(stylegan2-ada's), or mnist, fashion-mnist and cifar10's labels.",
     )
     fit: Literal["crop", "pad"] = option(
         "crop",

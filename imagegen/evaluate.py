@@ -24,6 +24,7 @@ from imagegen import (
     jsonl,
     runs,
 )
+from imagegen import labels as labelling
 from imagegen.decode import composite, convert_channels
 from imagegen.devices import resolve_device
 from imagegen.errors import UsageError, UserError
@@ -442,8 +443,13 @@ def _test_elbo(
         root=plan.root,
         fitting=data.fitting_for(ckpt.train_config),  # as trained: RGBA where it was
     )
+    labels = None
+    if model.num_classes:  # a conditional VAE's bound on -log p(x|y): the images' own classes
+        where = f"{dataset} ({split})"
+        labels = labelling.of_images(ckpt.class_names, test.labels, where, test.label_problem)
     # bits/dim is affine in the ELBO: the batch means commute
-    terms = mean_elbo_terms(model, test.images, device, request.seed, request.batch_size * 4)
+    batch = request.batch_size * 4
+    terms = mean_elbo_terms(model, test.images, device, request.seed, batch, labels)
     return {
         "test_neg_elbo": terms["neg_elbo"],
         "test_bpd": terms["bpd"],

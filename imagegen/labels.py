@@ -131,3 +131,21 @@ def class_counts(labels: Labels | None) -> dict[str, int]:
     if labels is None:
         return {}
     return dict(zip(labels.classes, labels.counts(), strict=True))
+
+
+def of_images(
+    model_classes: list[str], data: Labels | None, where: str, problem: str
+) -> torch.Tensor:
+    """The class indices (N,) of a dataset's images for a conditional model trained on
+    `model_classes`: the data must name the same classes (in the same order)."""
+    if data is None:
+        raise UserError(
+            f"a conditional model needs the classes of the images it encodes, and {where} has "
+            f"none: {problem}"
+        )
+    if list(data.classes) != list(model_classes):
+        raise UserError(
+            f"{where} has the classes {', '.join(data.classes)}; the model was trained on "
+            f"{', '.join(model_classes)}"
+        )
+    return data.of

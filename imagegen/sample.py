@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from imagegen import checkpoint, data
+from imagegen import labels as labelling
 from imagegen.devices import resolve_device
 from imagegen.errors import UsageError
 from imagegen.files import (
@@ -248,13 +249,24 @@ def _reconstructions(
         raise UsageError(f"--n {request.n} is more than the {total} images of that split")
     pick = torch.randperm(total, generator=torch.Generator().manual_seed(request.seed))[: request.n]
     x = source.images[pick].float().div_(255)  # (n, C, H, W) in [0, 1]
+    y = None  # a conditional model encodes and decodes each image with its class
+    if model.num_classes:
+        where = f"{request.dataset or ckpt.dataset} ({request.split})"
+        y = labelling.of_images(ckpt.class_names, source.labels, where, source.label_problem)
+        y = y[pick]
     recon = torch.cat(
-        [model.reconstruct(x[i : i + BATCH].to(device)).cpu() for i in range(0, len(x), BATCH)]
+        [
+            model.reconstruct(
+                x[i : i + BATCH].to(device),
+                labels=None if y is None else y[i : i + BATCH].to(device),
+            ).cpu()
+            for i in range(0, len(x), BATCH)
+        ]
     )
     metrics = {"mse": float((recon - x).pow(2).mean())}
     metrics["psnr_db"] = float(10 * torch.log10(1.0 / torch.tensor(max(metrics["mse"], 1e-12))))
     if model.has_likelihood:  # the negative ELBO
-        metrics |= mean_elbo_terms(model, source.images[pick], device, request.seed, BATCH)
+        metrics |= mean_elbo_terms(model, source.images[pick], device, request.seed, BATCH, y)
     nrow = request.nrow or 8
     rows = []
     for i in range(0, len(x), nrow):

@@ -260,30 +260,47 @@ def conditional_stack(
     return h
 
 
-class Encoder(nn.Module):
-    """image (B, C, R, R) -> diagonal Gaussian posterior: mean, log-variance (B, latent)."""
+def with_class(h: torch.Tensor, labels: torch.Tensor | None, num_classes: int) -> torch.Tensor:
+    """h (B, F) with the one-hot class appended (B, F + K): a conditional VAE's conditioning
+    by concatenation (Sohn, Lee & Yan 2015); h itself when unconditional."""
+    if labels is None:
+        return h
+    return torch.cat([h, nn.functional.one_hot(labels, num_classes).to(h.dtype)], dim=1)
 
-    def __init__(self, channels: int, width: int, resolution: int, latent_dim: int) -> None:
+
+class Encoder(nn.Module):
+    """image (B, C, R, R) [and class (B,)] -> diagonal Gaussian posterior: mean, log-variance
+    (B, latent)."""
+
+    def __init__(
+        self, channels: int, width: int, resolution: int, latent_dim: int, num_classes: int = 0
+    ) -> None:
         super().__init__()
+        self.num_classes = num_classes
         self.main, top = _down_stack(channels, width, resolution)  # (B, top, 4, 4)
-        self.head = nn.Linear(top * 16, 2 * latent_dim)
+        self.head = nn.Linear(top * 16 + num_classes, 2 * latent_dim)
         self.apply(init_weights)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.main(x).flatten(1)  # (B, top * 16)
+    def forward(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        h = with_class(self.main(x).flatten(1), labels, self.num_classes)  # (B, top * 16 [+ K])
         mean, logvar = self.head(h).chunk(2, dim=1)  # (B, latent) each
         return mean, logvar
 
 
 class Decoder(nn.Module):
-    """z (B, latent) -> pre-activation image (B, C, R, R): logits or pre-sigmoid means."""
+    """z (B, latent) [and class (B,)] -> pre-activation image (B, C, R, R): logits or
+    pre-sigmoid means."""
 
-    def __init__(self, channels: int, width: int, resolution: int, latent_dim: int) -> None:
+    def __init__(
+        self, channels: int, width: int, resolution: int, latent_dim: int, num_classes: int = 0
+    ) -> None:
         super().__init__()
         n = num_stages(resolution)
         widths = [width * 2 ** (n - 1 - i) for i in range(n)]  # 64px: 8w, 4w, 2w, w
-        self.top = widths[0]
-        self.project = nn.Linear(latent_dim, widths[0] * 16)  # -> (B, 8w, 4, 4)
+        self.top, self.num_classes = widths[0], num_classes
+        self.project = nn.Linear(latent_dim + num_classes, widths[0] * 16)  # -> (B, 8w, 4, 4)
         layers: list[nn.Module] = [nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)]
         for c_in, c_out in itertools.pairwise(widths):  # each doubles H and W
             layers += [
@@ -295,18 +312,21 @@ class Decoder(nn.Module):
         self.main = nn.Sequential(*layers)
         self.apply(init_weights)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.project(z).view(z.shape[0], self.top, 4, 4)  # (B, 8w, 4, 4)
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        zy = with_class(z, labels, self.num_classes)  # (B, latent [+ K])
+        h = self.project(zy).view(z.shape[0], self.top, 4, 4)  # (B, 8w, 4, 4)
         return self.main(h)
 
 
 class AutoEncoder(nn.Module):
     """Encoder and decoder kept together, so one moving average covers both."""
 
-    def __init__(self, channels: int, width: int, resolution: int, latent_dim: int) -> None:
+    def __init__(
+        self, channels: int, width: int, resolution: int, latent_dim: int, num_classes: int = 0
+    ) -> None:
         super().__init__()
-        self.encoder = Encoder(channels, width, resolution, latent_dim)
-        self.decoder = Decoder(channels, width, resolution, latent_dim)
+        self.encoder = Encoder(channels, width, resolution, latent_dim, num_classes)
+        self.decoder = Decoder(channels, width, resolution, latent_dim, num_classes)
 
 
 def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,10 @@ Gaussian with a fixed standard deviation (MSE up to constants) on a sigmoid mean
 with the optimal shared standard deviation (the sigma-VAE, Rybkin et al. 2021): each batch's
 sigma is sqrt(MSE), at which the likelihood is highest, so a fixed sigma's blur (too large) or
 noise (too small) is not chosen by hand. A running average of it is kept for evaluation.
+
+With `num_classes` it is a conditional VAE (Sohn, Lee & Yan 2015): the class, one-hot, is
+appended to the encoder's features and to the decoder's latent, so q(z|x,y) and p(x|z,y); the
+prior stays N(0, I) and the ELBO bounds log p(x|y).
 """
 
 import math
@@ -40,9 +44,12 @@ class VAEConfig:
     gaussian_std: float = 0.1  # fixed sigma of the Gaussian likelihood, in [0, 1] pixel units
     beta: float = 1.0
     beta_warmup_steps: int = 0  # beta rises linearly from 0 over this many steps
+    # > 0: a conditional VAE of this many classes (set by `train --conditional` from the data)
+    num_classes: int = 0
 
     def __post_init__(self) -> None:
         check_shape("vae", self.resolution, self.channels)
+        check_range(self, "num_classes", low=0)
         check_positive(self, "latent_dim", "width")
         check_range(self, "beta", low=0.0)
         check_range(self, "gaussian_std", low=0.0, low_open=True)
@@ -87,7 +94,7 @@ class VAE(GenerativeModel):
         super().__init__()
         self.config = config
         self.autoencoder = AutoEncoder(
-            config.channels, config.width, config.resolution, config.latent_dim
+            config.channels, config.width, config.resolution, config.latent_dim, config.num_classes
         )
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))  # for warm-up
         if config.likelihood == "gaussian-optimal":  # kept with the autoencoder: its EMA and
@@ -112,16 +119,22 @@ class VAE(GenerativeModel):
         return adam_optimizers({"autoencoder": self.autoencoder}, train)
 
     def terms(
-        self, x: torch.Tensor, noise: torch.Generator, net: AutoEncoder | None = None
+        self,
+        x: torch.Tensor,
+        noise: torch.Generator,
+        net: AutoEncoder | None = None,
+        labels: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reconstruction NLL and KL per image (B,) each, for images x in [0, 1]."""
+        """Reconstruction NLL and KL per image (B,) each, for images x in [0, 1] (of classes
+        `labels` (B,), when conditional)."""
         if net is None:  # training: through the data-parallel wrappers, if any
             encoder, decoder = self.net("encoder"), self.net("decoder")
         else:
             encoder, decoder = net.encoder, net.decoder
-        mean, logvar = encoder(x)  # (B, latent) each
+        y = self.check_labels(labels, x.shape[0])
+        mean, logvar = encoder(x) if y is None else encoder(x, y)  # (B, latent) each
         z = reparameterize(mean, logvar, noise)
-        output = decoder(z)  # (B, C, R, R)
+        output = decoder(z) if y is None else decoder(z, y)  # (B, C, R, R)
         c = self.config
         std: float | torch.Tensor = c.gaussian_std
         if c.likelihood == "gaussian-optimal":
@@ -139,11 +152,13 @@ class VAE(GenerativeModel):
         real: torch.Tensor,
         optimizers: dict[str, torch.optim.Optimizer],
         noise: torch.Generator,
+        labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """One Adam step on the batch's mean of NLL + beta * KL."""
+        """One Adam step on the batch's mean of NLL + beta * KL (a conditional VAE's: of the
+        batch's classes `labels`)."""
         opt = optimizers["autoencoder"]
         opt.zero_grad(set_to_none=True)
-        nll, kl = self.terms(real, noise)
+        nll, kl = self.terms(real, noise, labels=labels)
         beta = self.beta_now()
         loss = (nll + beta * kl).mean()
         loss.backward()
@@ -159,10 +174,15 @@ class VAE(GenerativeModel):
 
     @torch.no_grad()
     def evaluate(
-        self, x: torch.Tensor, noise: torch.Generator, net: nn.Module | None = None
+        self,
+        x: torch.Tensor,
+        noise: torch.Generator,
+        net: nn.Module | None = None,
+        labels: torch.Tensor | None = None,
     ) -> dict[str, float]:
-        """Negative ELBO (beta = 1) per image in nats and in bits/dim, one posterior sample."""
-        nll, kl = self.terms(x, noise, net)
+        """Negative ELBO (beta = 1) per image in nats and in bits/dim, one posterior sample
+        (a conditional VAE's: a bound on -log p(x|y), given the classes `labels`)."""
+        nll, kl = self.terms(x, noise, net, labels)
         neg_elbo = (nll + kl).mean()
         return {
             "neg_elbo": float(neg_elbo),
@@ -175,14 +195,19 @@ class VAE(GenerativeModel):
     def generate(
         self, z: torch.Tensor, net: nn.Module | None = None, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Latents (B, latent_dim) -> mean images (B, C, R, R) in [0, 1]."""
-        self.check_labels(labels, z.shape[0])  # unconditional: none
+        """Latents (B, latent_dim) [and classes (B,)] -> mean images (B, C, R, R) in [0, 1]."""
+        y = self.check_labels(labels, z.shape[0])
         net = net if net is not None else self.autoencoder
-        return torch.sigmoid(net.decoder(z))
+        return torch.sigmoid(net.decoder(z) if y is None else net.decoder(z, y))
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
-        """Images in [0, 1] -> decoded posterior means (B, C, R, R) in [0, 1]."""
+    def reconstruct(
+        self, x: torch.Tensor, net: nn.Module | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Images in [0, 1] [and their classes (B,)] -> decoded posterior means (B, C, R, R)
+        in [0, 1]."""
+        y = self.check_labels(labels, x.shape[0])
         net = net if net is not None else self.autoencoder
-        mean, _ = net.encoder(x)
-        return torch.sigmoid(net.decoder(mean))
+        if y is None:
+            return torch.sigmoid(net.decoder(net.encoder(x)[0]))
+        return torch.sigmoid(net.decoder(net.encoder(x, y)[0], y))

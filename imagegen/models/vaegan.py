@@ -19,6 +19,11 @@ with equilibrium e and margin m, D's step is skipped when its loss on real or on
 samples is below e - m, the decoder's when above e + m, both taken if both would be skipped),
 a KL weight `beta` in the encoder's loss, D without reconstructions among its fakes (the
 authors' CelebA code), and the DCGAN's spectral normalisation and hinge loss for D.
+
+With `num_classes` it is conditional in both halves: a conditional VAE (the one-hot class
+appended to the encoder's features and to the decoder's latent, Sohn et al. 2015) whose
+decoder is the generator, and a projection discriminator (Miyato & Koyama 2018). Prior
+samples are drawn for the batch's own classes.
 """
 
 from dataclasses import dataclass
@@ -65,9 +70,12 @@ class VAEGANConfig:
     balance: bool = False  # the authors' rule: skip D's or the decoder's step (see above)
     equilibrium: float = 0.68  # the rule's target for D's BCE on real and on prior samples
     margin: float = 0.35
+    # > 0: conditional on this many classes (set by `train --conditional` from the data)
+    num_classes: int = 0
 
     def __post_init__(self) -> None:
         check_shape("vaegan", self.resolution, self.channels)
+        check_range(self, "num_classes", low=0)
         check_positive(self, "latent_dim", "width", "d_width")
         check_range(self, "gamma", low=0.0)
         check_range(self, "beta", low=0.0)
@@ -102,11 +110,12 @@ class VAEGAN(GenerativeModel):
     def __init__(self, config: VAEGANConfig) -> None:
         super().__init__()
         self.config = config
+        k = config.num_classes
         self.autoencoder = AutoEncoder(
-            config.channels, config.width, config.resolution, config.latent_dim
+            config.channels, config.width, config.resolution, config.latent_dim, k
         )
         self.discriminator = Discriminator(
-            config.channels, config.d_width, config.resolution, config.d_norm
+            config.channels, config.d_width, config.resolution, config.d_norm, num_classes=k
         )
 
     def networks(self) -> dict[str, nn.Module]:
@@ -120,18 +129,23 @@ class VAEGAN(GenerativeModel):
         """One Adam per network; the discriminator's lr is `lr_d` where given."""
         return adam_optimizers(self.networks(), train)
 
-    def losses(self, real: torch.Tensor, noise: torch.Generator) -> dict[str, torch.Tensor]:
-        """The three networks' losses on a batch `real` (B, C, R, R) in [0, 1]."""
+    def losses(
+        self, real: torch.Tensor, noise: torch.Generator, labels: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The three networks' losses on a batch `real` (B, C, R, R) in [0, 1] (of classes
+        `labels` (B,), when conditional)."""
         encoder, decoder = self.net("encoder"), self.net("decoder")
         dis = self.net("discriminator")
+        y = self.check_labels(labels, real.shape[0])
+        cond = () if y is None else (y,)  # the class, for every network that takes one
         x = real * 2 - 1  # (B, C, R, R) in [-1, 1]
-        mean, logvar = encoder(x)  # (B, latent) each
-        x_rec = torch.tanh(decoder(reparameterize(mean, logvar, noise)))  # x~
+        mean, logvar = encoder(x, *cond)  # (B, latent) each
+        x_rec = torch.tanh(decoder(reparameterize(mean, logvar, noise), *cond))  # x~
         z_p = torch.randn(mean.shape, generator=noise, device=x.device, dtype=mean.dtype)
-        x_prior = torch.tanh(decoder(z_p))  # x_p
+        x_prior = torch.tanh(decoder(z_p, *cond))  # x_p
         c = self.config
         (logit_real, f_real), (logit_rec, f_rec), (logit_prior, _) = self._dis(
-            dis, [x, x_rec, x_prior]
+            dis, [x, x_rec, x_prior], y
         )  # Dis(x), Dis_l(x); Dis(x~), Dis_l(x~); Dis(x_p)
         prior = gaussian_kl(mean, logvar).mean()
         llike = feature_nll(f_rec, f_real.detach()).mean()
@@ -150,16 +164,17 @@ class VAEGAN(GenerativeModel):
         }
 
     def _dis(
-        self, dis: nn.Module, batches: list[torch.Tensor]
+        self, dis: nn.Module, batches: list[torch.Tensor], y: torch.Tensor | None = None
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """D's logits (B,) and Dis_l features (B, top, 4, 4) of each batch: in one call with
-        d_batch "joint" (BatchNorm statistics over all of them) or "reference" (over the
-        first, the real images), else one call each."""
+        """D's logits (B,) and Dis_l features (B, top, 4, 4) of each batch (all of classes y,
+        when conditional): in one call with d_batch "joint" (BatchNorm statistics over all of
+        them) or "reference" (over the first, the real images), else one call each."""
         if self.config.d_batch == "separate":
-            return [dis(b, with_features=True) for b in batches]
+            return [dis(b, y, with_features=True) for b in batches]
         n = batches[0].shape[0] if self.config.d_batch == "reference" else 0
+        ys = None if y is None else y.repeat(len(batches))
         with reference_batch(dis, n):
-            logits, features = dis(torch.cat(batches), with_features=True)
+            logits, features = dis(torch.cat(batches), ys, with_features=True)
         return list(zip(logits.chunk(len(batches)), features.chunk(len(batches)), strict=True))
 
     def training_step(
@@ -167,13 +182,14 @@ class VAEGAN(GenerativeModel):
         real: torch.Tensor,
         optimizers: dict[str, torch.optim.Optimizer],
         noise: torch.Generator,
+        labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Gradients of each network's own loss at the same parameters, then three steps.
 
         Each backward pass accumulates into one network's parameters only (`inputs=`), so
         under DDP each network's gradients are averaged once, in its own backward.
         """
-        losses = self.losses(real, noise)
+        losses = self.losses(real, noise, labels)
         nets = self.networks()
         for opt in optimizers.values():
             opt.zero_grad(set_to_none=True)
@@ -212,14 +228,19 @@ class VAEGAN(GenerativeModel):
     def generate(
         self, z: torch.Tensor, net: nn.Module | None = None, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Latents (B, latent_dim) -> images (B, C, R, R) in [0, 1]."""
-        self.check_labels(labels, z.shape[0])  # unconditional: none
+        """Latents (B, latent_dim) [and classes (B,)] -> images (B, C, R, R) in [0, 1]."""
+        y = self.check_labels(labels, z.shape[0])
         net = net if net is not None else self.autoencoder
-        return torch.tanh(net.decoder(z)).add(1).mul(0.5)
+        cond = () if y is None else (y,)
+        return torch.tanh(net.decoder(z, *cond)).add(1).mul(0.5)
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
-        """Images in [0, 1] -> decoded posterior means in [0, 1]."""
+    def reconstruct(
+        self, x: torch.Tensor, net: nn.Module | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Images in [0, 1] [and their classes (B,)] -> decoded posterior means in [0, 1]."""
+        y = self.check_labels(labels, x.shape[0])
         net = net if net is not None else self.autoencoder
-        mean, _ = net.encoder(x * 2 - 1)
-        return torch.tanh(net.decoder(mean)).add(1).mul(0.5)
+        cond = () if y is None else (y,)
+        mean, _ = net.encoder(x * 2 - 1, *cond)
+        return torch.tanh(net.decoder(mean, *cond)).add(1).mul(0.5)

@@ -43,6 +43,9 @@ class Inputs:
     real_stats: tuple[np.ndarray, np.ndarray] | None = None  # mu, sigma (an .npz reference)
     logits: Callable[[torch.Tensor], torch.Tensor] | None = None  # features -> class logits
     elbo: Callable[[], dict[str, float]] | None = None  # a likelihood model on held-out images
+    classes: list[str] = field(default_factory=list)  # a conditional model's, by index
+    fake_labels: torch.Tensor | None = None  # (N,) the evaluated images' classes
+    real_labels: torch.Tensor | None = None  # (M,) the reference images' classes
     protocol: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     cache: dict[str, Any] = field(default_factory=dict)
@@ -190,6 +193,40 @@ def _bits_per_dim(inputs: Inputs) -> dict[str, float]:
     return inputs.elbo()
 
 
+def _intra_fid(inputs: Inputs) -> dict[str, float]:
+    """FID of each class's samples against that class's reference images; their mean."""
+    from imagegen import metrics
+
+    per_class, sizes = {}, []
+    for k, name in enumerate(inputs.classes):
+        fake = inputs.fake[inputs.fake_labels == k].numpy()
+        real = inputs.real[inputs.real_labels == k].numpy()
+        sizes.append((len(fake), len(real)))
+        if min(len(fake), len(real)) < 2:
+            inputs.warnings.append(
+                f"intra_fid: class {name} has {len(fake)} samples and "
+                f"{len(real)} reference images: left out of the mean"
+            )
+            continue
+        stats = metrics.gaussian_stats(fake), metrics.gaussian_stats(real)
+        per_class[f"intra_fid/{name}"] = metrics.frechet_distance(*stats[0], *stats[1])
+    if not per_class:
+        raise UsageError("intra_fid: no class has 2 samples and 2 reference images; use more")
+    smallest = min(min(s) for s in sizes)
+    if smallest < metrics.FID_FULL_RANK:
+        inputs.warnings.append(
+            f"intra_fid from as few as {smallest} images a class (< 2048): biased upwards; "
+            "compare only figures with the same n"
+        )
+    inputs.protocol["intra_fid"] = {
+        "classes": len(inputs.classes),
+        "samples_per_class": [s[0] for s in sizes],
+        "reference_per_class": [s[1] for s in sizes],
+    }
+    mean = sum(per_class.values()) / len(per_class)
+    return {"intra_fid": mean} | per_class
+
+
 METRICS: dict[str, Metric] = {
     "fid": Metric(
         summary="Fréchet distance of the pool3 features' Gaussians, in float64",
@@ -233,6 +270,14 @@ METRICS: dict[str, Metric] = {
         needs="reference",
         compute=_copying,
         check=_check_copying,
+    ),
+    "intra_fid": Metric(
+        summary="a conditional model's intra-class FID: each class's samples against that "
+        "class's reference images; the mean, and each class as intra_fid/NAME",
+        notes="with fid whenever the checkpoint is conditional (samples drawn in the training "
+        "data's class proportions); the reference must name the model's classes",
+        needs="reference",
+        compute=_intra_fid,
     ),
     "is": Metric(
         summary="Inception Score",

@@ -39,6 +39,7 @@ from imagegen.reference import (
     load_npz_stats,
     reference_features,
     reference_images,
+    reference_labels,
     save_npz_stats,
 )
 from imagegen.registry import get_spec
@@ -106,6 +107,8 @@ class _Plan:
     npz: tuple[np.ndarray, np.ndarray, str | None] | None = None
     warnings: list[str] = field(default_factory=list)
     fitting: data.Fitting = field(default_factory=data.Fitting)  # a checkpoint: its run's
+    wanted: tuple[str, ...] = ()  # the metrics computed: those asked, and what they imply
+    fake_labels: torch.Tensor | None = None  # a conditional model's samples' classes
 
     @property
     def needs_features(self) -> bool:
@@ -157,7 +160,7 @@ def _plan(request: EvalRequest) -> _Plan:
         source.is_file() and source.suffix.lower() == ".zip"
     )
     ckpt = None if is_images else checkpoint.read_checkpoint(runs.find_checkpoint(source))
-    wanted = request.metrics
+    wanted = _implied(request.metrics, ckpt)
     feature_metrics = eval_metrics.needing(wanted, "reference")
     reference = request.reference
     if reference is None and ckpt is not None and ckpt.dataset not in ("", "imported"):
@@ -182,6 +185,7 @@ def _plan(request: EvalRequest) -> _Plan:
         resolution, how = native_resolution(str(source))
         channels = None
     plan = _Plan(ckpt, source, reference, root, resolution, how, channels, feature_metrics)
+    plan.wanted = wanted
     if ckpt is not None:  # references as the run saw them; RGBA composited onto its background
         plan.fitting = replace(data.fitting_for(ckpt.train_config), keep_alpha=False)
         plan.channels = 3 if plan.channels == 4 else plan.channels
@@ -210,6 +214,16 @@ def _plan(request: EvalRequest) -> _Plan:
     if eval_metrics.needing(wanted, "likelihood"):
         _check_bpd(plan, request)
     return plan
+
+
+def _implied(asked: tuple[str, ...], ckpt: checkpoint.Checkpoint | None) -> tuple[str, ...]:
+    """The metrics to compute: a conditional model's FID brings its intra-class FID."""
+    conditional = ckpt is not None and bool(ckpt.class_names)
+    if "intra_fid" in asked and not conditional:
+        raise UsageError("intra_fid needs the checkpoint of a conditional model (--conditional)")
+    if conditional and "fid" in asked and "intra_fid" not in asked:
+        return (*asked, "intra_fid")
+    return asked
 
 
 def _check_bpd(plan: _Plan, request: EvalRequest) -> None:
@@ -244,7 +258,7 @@ def evaluate(request: EvalRequest, on_event: Emit | None = None) -> EvalResult:
         _check_sizes(plan, request, request.n, request.n_ref or request.n)
     images, model, protocol["input"] = _input_images(plan, request, device, emit)
     inputs = eval_metrics.Inputs(
-        _settings(request), request.metrics, protocol=protocol, warnings=list(plan.warnings)
+        _settings(request), plan.wanted, protocol=protocol, warnings=list(plan.warnings)
     )
     if extractor is not None:
         n_ref = request.n_ref or int(images.shape[0])
@@ -323,6 +337,7 @@ def _input_images(
         counts = [ckpt.classes[c] for c in ckpt.class_names] if ckpt.classes else None
         labels = proportional_labels(request.n, counts or [1] * model.num_classes)
         about["classes"] = "in the training data's proportions" if counts else "uniform"
+        plan.fake_labels = labels
     images = generate_uint8(model, z, device, emit=emit, labels=labels)
     if images.shape[1] == 4:  # Inception sees RGB: the samples over the run's background
         images = composite(images, plan.fitting.background)
@@ -375,7 +390,7 @@ def _settings(request: EvalRequest) -> eval_metrics.Settings:
 def _check_sizes(plan: _Plan, request: EvalRequest, n: int, n_ref: int) -> None:
     """Refuse, before features are computed, metrics these counts cannot give."""
     n_ref_images = None if plan.npz is not None else n_ref
-    eval_metrics.check_sizes(request.metrics, n, n_ref_images, _settings(request))
+    eval_metrics.check_sizes(plan.wanted, n, n_ref_images, _settings(request))
 
 
 def _reference_resolution(plan: _Plan, request: EvalRequest) -> tuple[int, str]:
@@ -424,6 +439,20 @@ def _reference(
         "resolution": ref_res,
         "resolution_chosen": how,
     }
+    if "intra_fid" in plan.wanted:  # the reference images' classes, in the features' order
+        labels, problem = reference_labels(
+            str(plan.reference),
+            split=request.split,
+            resolution=ref_res,
+            channels=plan.channels,
+            n=int(inputs.real.shape[0]),
+            root=plan.root,
+            fitting=plan.fitting,
+        )
+        where = f"the reference {plan.reference} ({request.split})"
+        inputs.classes = plan.ckpt.class_names
+        inputs.real_labels = labelling.of_images(inputs.classes, labels, where, problem)
+        inputs.fake_labels = plan.fake_labels
 
 
 def _test_elbo(

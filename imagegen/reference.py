@@ -17,6 +17,7 @@ from imagegen import data, inception, locations
 from imagegen.decode import Fitting
 from imagegen.errors import UserError
 from imagegen.files import atomic_write_bytes
+from imagegen.labels import Labels
 from imagegen.progress import Emit, ProgressEvent, ignore
 
 
@@ -97,6 +98,24 @@ def reference_images(
     of, in the same order."""
     images = _reference_set(dataset, split, resolution, channels, root, ignore, fitting)
     return images.images[reference_pick(images.images.shape[0], min(n, len(images.images)))]
+
+
+def reference_labels(
+    dataset: str,
+    *,
+    split: str,
+    resolution: int,
+    channels: int | None,
+    n: int,
+    root: str | None,
+    fitting: Fitting = Fitting(),
+) -> tuple[Labels | None, str]:
+    """The classes of the reference images `reference_features` gives features of, in the
+    same order (None where the data has none), and why there are none."""
+    images = _reference_set(dataset, split, resolution, channels, root, ignore, fitting)
+    if images.labels is None:
+        return None, images.label_problem
+    return images.labels.kept(reference_pick(len(images.images), n).tolist()), ""
 
 
 def _reference_set(

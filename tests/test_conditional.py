@@ -183,8 +183,11 @@ def test_conditional_model_through_every_command(
     assert (
         result.code == 2 and "valid: blue, green, red" in result.err and not Path("c.png").exists()
     )
-    result = run_cli("eval", straight, "-n", "9", "--metrics", "fid", "--json", "-q")
+    result = run_cli("eval", straight, "-n", "30", "--metrics", "fid", "--json", "-q")
     assert result.code == 0 and json.loads(result.out)["metrics"]["fid"] > 0, result
+    measured = json.loads(result.out)  # a conditional model's FID brings the intra-class FID
+    assert {"intra_fid", "intra_fid/blue", "intra_fid/red"} <= measured["metrics"].keys()
+    assert measured["protocol"]["intra_fid"]["samples_per_class"] == [10, 10, 10]
     if MODELS[name].model_cls.can_reconstruct:  # each image encoded with its own class
         result = run_cli("sample", straight, "--reconstruct", "-n", "4", "--out", "r.png")
         assert result.code == 0, result
@@ -291,3 +294,29 @@ def test_conditional_torchrun_job_keeps_its_ranks_in_sync(name: str, isolated: P
     ckpt = checkpoint.read_checkpoint(latest)
     assert digests == [distributed.weights_digest(checkpoint.build_model(ckpt, use_ema=False))] * 2
     assert ckpt.class_names == ["blue", "green", "red"]
+
+
+def test_intra_class_fid_sees_samples_of_the_wrong_class() -> None:
+    """Samples that are the right images under the wrong labels: the overall FID cannot tell,
+    the intra-class FID can."""
+    from imagegen import eval_metrics
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(3, 16, generator=g) * 4
+    real_labels = torch.arange(3).repeat_interleave(200)
+    real = centres[real_labels] + torch.randn(600, 16, generator=g)
+    fake = centres[real_labels] + torch.randn(600, 16, generator=g)  # (600, 16)
+
+    def measure(fake_labels: torch.Tensor) -> dict[str, float]:
+        inputs = eval_metrics.Inputs(eval_metrics.Settings(), ("fid", "intra_fid"))
+        inputs.real, inputs.fake = real, fake
+        inputs.classes, inputs.real_labels, inputs.fake_labels = (
+            ["a", "b", "c"],
+            real_labels,
+            fake_labels,
+        )
+        return eval_metrics.compute(inputs)
+
+    right, wrong = measure(real_labels), measure((real_labels + 1) % 3)
+    assert right["fid"] == wrong["fid"] and right["intra_fid"] < 1.0
+    assert wrong["intra_fid"] > 50 * right["intra_fid"] and wrong["intra_fid/a"] > 10

@@ -463,6 +463,10 @@ SAMPLE_EXAMPLE = """Examples:
 
   imagegen sample --n 64 --interpolate 8
 
+  imagegen sample --n 16 --interpolate 12 --out walk.gif
+
+  imagegen sample --seeds 0-7,42 --trunc 0.7 --individual picks/
+
   imagegen sample checkpoints/00002-dcgan-pets --class dog --n 16
 
   imagegen sample checkpoints/00001-vae-mnist --reconstruct --n 32
@@ -474,8 +478,22 @@ def sample(
     source: Path | None = typer.Argument(
         None, help="Checkpoint file or run folder [default: the newest run under checkpoints/]."
     ),
-    n: int = typer.Option(
-        64, "--n", "-n", help="Number of images (a conditional model: whole rows, one per class)."
+    n: int | None = typer.Option(
+        None,
+        "--n",
+        "-n",
+        help="Number of images (a conditional model: whole rows, one per class) [default: 64].",
+        show_default=False,
+    ),
+    seeds: str | None = typer.Option(
+        None,
+        help="One image per seed, e.g. 0-63 or 1,5,9-12 (the same seed, the same image; "
+        "--individual files named seedNNNN) instead of --n from --seed.",
+    ),
+    trunc: float | None = typer.Option(
+        None,
+        help="Truncation trick: latent entries beyond +-TRUNC drawn again (e.g. 0.7: "
+        "typical images, less variety).",
     ),
     class_: str | None = typer.Option(
         None, "--class", help="A conditional model's class, by name or index [default: each]."
@@ -510,12 +528,18 @@ def sample(
     ),
 ) -> int:
     """Generate images from a checkpoint and write them as PNG."""
+    from imagegen.generation import parse_seeds
     from imagegen.sample import SampleRequest
     from imagegen.sample import sample as run_sample
 
+    chosen = parse_seeds(seeds) if seeds is not None else None
+    if chosen is not None and n is not None:
+        raise UsageError("give --n or --seeds, not both (--seeds makes one image per seed)")
     request = SampleRequest(
         source=source,
-        n=n,
+        n=len(chosen) if chosen is not None else 64 if n is None else n,
+        seeds=None if chosen is None else tuple(chosen),
+        trunc=trunc,
         seed=seed,
         out=out,
         nrow=nrow,

@@ -85,7 +85,7 @@ def fsync_dir(path: Path) -> None:
 
 
 # Image files the commands write, by suffix: the format PIL writes them in.
-IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".gif": "GIF"}
 
 
 def refuse_checkpoint_target(path: Path, what: str = "output") -> None:

@@ -1,7 +1,10 @@
 """Generating images from a model: latents, interpolations, and uint8 images as a PNG holds."""
 
+import re
+
 import torch
 
+from imagegen.errors import UsageError
 from imagegen.images import to_uint8
 from imagegen.progress import Counter, Emit
 
@@ -19,15 +22,60 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
 
 
-def latents(n: int, dim: int, seed: int, interpolate: int | None = None) -> torch.Tensor:
-    """The latents for a request: n i.i.d. normals, or rows of slerps between random pairs."""
+def truncated(z: torch.Tensor, threshold: float | None, g: torch.Generator) -> torch.Tensor:
+    """The truncation trick (Brock et al. 2019): every entry of z beyond +-threshold drawn
+    again from `g` until none is, so z follows N(0, 1) truncated to [-t, t]. None: z as is."""
+    if threshold is None:
+        return z
+    z = z.clone()
+    while (beyond := z.abs() > threshold).any():
+        z[beyond] = torch.randn(int(beyond.sum()), generator=g)
+    return z
+
+
+def latents(
+    n: int, dim: int, seed: int, interpolate: int | None = None, trunc: float | None = None
+) -> torch.Tensor:
+    """The latents for a request: n i.i.d. normals, or rows of slerps between random pairs
+    (the pairs' ends truncated at `trunc` where given)."""
     g = torch.Generator().manual_seed(seed)
     if not interpolate:
-        return torch.randn(n, dim, generator=g)
+        return truncated(torch.randn(n, dim, generator=g), trunc, g)
     rows = max(1, n // interpolate)
-    ends = torch.randn(rows, 2, dim, generator=g)
+    ends = truncated(torch.randn(rows, 2, dim, generator=g), trunc, g)
     t = torch.linspace(0, 1, interpolate)
     return torch.cat([slerp(ends[r, 0], ends[r, 1], t) for r in range(rows)])
+
+
+def seed_latents(seeds: list[int], dim: int, trunc: float | None = None) -> torch.Tensor:
+    """One latent per seed, each from its own generator (seed s gives the same image in any
+    list): (len(seeds), dim)."""
+    out = []
+    for s in seeds:
+        g = torch.Generator().manual_seed(s)
+        out.append(truncated(torch.randn(1, dim, generator=g), trunc, g))
+    return torch.cat(out) if out else torch.zeros(0, dim)
+
+
+MAX_SEEDS = 100_000
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Seeds as `0-63`, `1,5,9-12` or `7`: a list in the order given (repeats refused)."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if m is None:
+            raise UsageError(f"--seeds {text!r}: give seeds as 0-63 or 1,5,9-12")
+        first, last = int(m[1]), int(m[2] if m[2] is not None else m[1])
+        if last < first:
+            raise UsageError(f"--seeds {text!r}: the range {first}-{last} runs backwards")
+        if len(seeds) + last - first + 1 > MAX_SEEDS:
+            raise UsageError(f"--seeds {text!r}: more than {MAX_SEEDS:,} seeds")
+        seeds += range(first, last + 1)
+    if len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds {text!r} names a seed twice")
+    return seeds
 
 
 def class_grid(n: int, num_classes: int) -> tuple[torch.Tensor, int]:

@@ -49,3 +49,31 @@ def png_bytes(image: torch.Tensor, fmt: str = "PNG") -> bytes:
 def write_png(path: Path, image: torch.Tensor, fmt: str = "PNG") -> None:
     """Write one uint8 image (C, H, W) as a PNG (or `fmt`), atomically."""
     atomic_write_bytes(Path(path), png_bytes(image, fmt))
+
+
+FRAME_MS = 120  # an animation's frame time
+
+
+def animation_bytes(frames: list[torch.Tensor], fmt: str) -> bytes:
+    """uint8 frames (C, H, W) as an endlessly looping animation, there and back again: a GIF
+    (RGB or grey; no alpha) or a lossless animated WebP (alpha kept)."""
+    if fmt == "GIF" and frames[0].shape[0] == 4:
+        raise UsageError("GIF has no alpha channel: write an RGBA animation as .webp")
+    images = []
+    for frame in [*frames, *frames[-2:0:-1]]:  # forwards, then back without repeating the ends
+        arr = frame.cpu().permute(1, 2, 0).numpy()
+        images.append(
+            Image.fromarray(np.ascontiguousarray(arr[..., 0] if arr.shape[2] == 1 else arr))
+        )
+    options = {"WEBP": {"lossless": True}}.get(fmt, {})
+    buf = io.BytesIO()
+    images[0].save(
+        buf,
+        format=fmt,
+        save_all=True,
+        append_images=images[1:],
+        duration=FRAME_MS,
+        loop=0,
+        **options,
+    )
+    return buf.getvalue()

@@ -1,5 +1,6 @@
 """Sampling a checkpoint to PNG: a grid, one file per image, or latent interpolations."""
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +18,8 @@ from imagegen.files import (
     check_output_dir,
     refuse_checkpoint_target,
 )
-from imagegen.generation import BATCH, class_grid, generate_uint8, latents
-from imagegen.images import make_grid, png_bytes, to_uint8, write_png
+from imagegen.generation import BATCH, class_grid, generate_uint8, latents, seed_latents
+from imagegen.images import animation_bytes, make_grid, png_bytes, to_uint8, write_png
 from imagegen.likelihood import mean_elbo_terms
 from imagegen.progress import Emit, ProgressEvent, ignore
 from imagegen.registry import MODELS
@@ -47,6 +48,8 @@ class SampleRequest:
     device: str = "auto"
     force: bool = False
     class_: str | None = None  # a conditional model's class: its name or index
+    seeds: tuple[int, ...] | None = None  # one image per seed, instead of --n from --seed
+    trunc: float | None = None  # the truncation trick's threshold
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,8 @@ class SampleResult:
     metrics: dict[str, float] = field(default_factory=dict)  # --reconstruct: on these images
     class_: str | None = None  # the class asked for
     classes: list[str] = field(default_factory=list)  # a conditional model's, by index
+    seeds: list[int] | None = None
+    trunc: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +82,8 @@ class SampleResult:
             "ema": self.ema,
             "class": self.class_,
             "classes": self.classes,
+            "seeds": self.seeds,
+            "latents": _latents_said(self.trunc),
             "files": self.files,
             "images_per_s": round(self.images_per_s, 2),
         }
@@ -99,6 +106,15 @@ def validate(request: SampleRequest) -> None:
         raise UsageError("--out and --individual cannot be combined")
     if request.class_ is not None and request.reconstruct:
         raise UsageError("--reconstruct takes no --class: it reconstructs dataset images")
+    if request.seeds is not None and (request.interpolate or request.reconstruct):
+        raise UsageError(
+            "--seeds gives one image per seed: not with --interpolate or --reconstruct"
+        )
+    if request.trunc is not None and (request.trunc <= 0 or request.reconstruct):
+        raise UsageError("--trunc must be above 0, and --reconstruct draws no latents")
+    animated = request.out is not None and Path(request.out).suffix.lower() == ".gif"
+    if animated and not request.interpolate:
+        raise UsageError("--out .gif writes an interpolation's animation: add --interpolate")
     if request.reconstruct and (request.interpolate or request.individual is not None):
         raise UsageError(
             "--reconstruct writes one grid; it takes neither --interpolate nor --individual"
@@ -110,6 +126,10 @@ def default_output(ckpt_path: Path, request: SampleRequest) -> Path:
     run = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else None
     folder = run / "samples" if run is not None and (run / "samples").is_dir() else Path(".")
     name = f"{'reconstruct' if request.reconstruct else 'sample'}-seed{request.seed}-n{request.n}"
+    if request.seeds:
+        name = f"sample-seeds{request.seeds[0]}-{request.seeds[-1]}-n{len(request.seeds)}"
+    if request.trunc is not None:
+        name += f"-trunc{request.trunc:g}"
     if request.class_ is not None:
         name += f"-class-{_safe(request.class_)}"
     if request.interpolate:
@@ -156,29 +176,15 @@ def sample(request: SampleRequest, on_event: Emit | None = None) -> SampleResult
     start = time.perf_counter()
     if request.reconstruct:
         images, metrics = _reconstructions(request, ckpt, model, device)
-        nrow, labels = request.nrow or 8, None
+        made = _Made(images, None, request.nrow or 8, [f"{i:06d}" for i in range(len(images))])
     else:
-        z = latents(request.n, model.latent_dim, request.seed, request.interpolate)
-        labels, per_row = _labels(len(z), len(names), asked, request.interpolate)
-        z = z[: len(labels)] if labels is not None else z  # whole rows, one per class
-        emit(ProgressEvent("stage", f"generating {len(z)} images"))
-        images = generate_uint8(model, z, device, emit=emit, labels=labels)  # uint8 NCHW
-        nrow = request.interpolate or request.nrow or per_row
+        made = _generated(request, model, len(names), asked, device, emit)
     elapsed = time.perf_counter() - start
-
-    files: list[str] = []
     if out_file is not None:
-        write_png(out_file, make_grid(images, nrow), fmt)
-        files.append(str(out_file))
+        files = [str(_write_grid(out_file, fmt, made, request))]
     else:
-        out_dir.mkdir(exist_ok=True)
-        emit(ProgressEvent("stage", f"writing {len(images)} PNG files to {out_dir}"))
-        for i, image in enumerate(images):
-            named = "" if labels is None else f"-{_safe(names[int(labels[i])])}"
-            target = out_dir / f"{i:06d}{named}.png"
-            atomic_write_bytes(target, png_bytes(image))
-            files.append(str(target))
-            emit(ProgressEvent("progress", done=i + 1, total=len(images)))
+        files = _write_each(out_dir, made, names, emit)
+    images = made.images
     return SampleResult(
         checkpoint=path,
         model=ckpt.model_name,
@@ -192,7 +198,81 @@ def sample(request: SampleRequest, on_event: Emit | None = None) -> SampleResult
         metrics=metrics,
         class_=None if asked is None else names[asked],
         classes=names,
+        seeds=None if request.seeds is None else list(request.seeds),
+        trunc=request.trunc,
     )
+
+
+@dataclass
+class _Made:
+    """Images made for a request, their classes, the grid's row length and the file stems."""
+
+    images: torch.Tensor  # uint8 (N, C, H, W)
+    labels: torch.Tensor | None
+    nrow: int | None
+    stems: list[str]
+
+
+def _generated(
+    request: SampleRequest,
+    model: torch.nn.Module,
+    num_classes: int,
+    asked: int | None,
+    device: torch.device,
+    emit: Emit,
+) -> _Made:
+    """The latents (from --seed, or one per --seeds seed; truncated at --trunc), their classes,
+    and the images."""
+    if request.seeds is not None:
+        seeds = list(request.seeds)
+        z = seed_latents(seeds, model.latent_dim, request.trunc)
+        stems = [f"seed{s:04d}" for s in seeds]
+        labels, per_row = _labels(len(z), num_classes, asked, None)
+        if labels is not None and asked is None:  # each seed's latent in every class
+            z, stems = z.repeat(num_classes, 1), stems * num_classes
+            labels, per_row = torch.arange(num_classes).repeat_interleave(len(seeds)), len(seeds)
+    else:
+        z = latents(request.n, model.latent_dim, request.seed, request.interpolate, request.trunc)
+        labels, per_row = _labels(len(z), num_classes, asked, request.interpolate)
+        z = z[: len(labels)] if labels is not None else z  # whole rows, one per class
+        stems = [f"{i:06d}" for i in range(len(z))]
+    emit(ProgressEvent("stage", f"generating {len(z)} images"))
+    images = generate_uint8(model, z, device, emit=emit, labels=labels)  # uint8 NCHW
+    return _Made(images, labels, request.interpolate or request.nrow or per_row, stems)
+
+
+def _write_grid(out_file: Path, fmt: str, made: _Made, request: SampleRequest) -> Path:
+    """One grid; an interpolation as .gif (or .webp): an animation, a frame per step."""
+    if request.interpolate and fmt in ("GIF", "WEBP"):
+        steps = request.interpolate
+        rows = made.images.view(-1, steps, *made.images.shape[1:])  # (R, steps, C, H, W)
+        nrow = request.nrow or max(1, math.ceil(math.sqrt(rows.shape[0])))
+        frames = [make_grid(rows[:, t], nrow) for t in range(steps)]
+        atomic_write_bytes(out_file, animation_bytes(frames, fmt))
+    else:
+        write_png(out_file, make_grid(made.images, made.nrow), fmt)
+    return out_file
+
+
+def _write_each(out_dir: Path, made: _Made, names: list[str], emit: Emit) -> list[str]:
+    """One PNG per image, named by its index or seed (and class)."""
+    out_dir.mkdir(exist_ok=True)
+    emit(ProgressEvent("stage", f"writing {len(made.images)} PNG files to {out_dir}"))
+    files = []
+    for i, image in enumerate(made.images):
+        named = "" if made.labels is None else f"-{_safe(names[int(made.labels[i])])}"
+        target = out_dir / f"{made.stems[i]}{named}.png"
+        atomic_write_bytes(target, png_bytes(image))
+        files.append(str(target))
+        emit(ProgressEvent("progress", done=i + 1, total=len(made.images)))
+    return files
+
+
+def _latents_said(trunc: float | None) -> str:
+    """The latents' distribution, in words, for the JSON."""
+    if trunc is None:
+        return "N(0, I)"
+    return f"N(0, I) truncated to [-{trunc:g}, {trunc:g}] (entries beyond it drawn again)"
 
 
 def resolve_class(asked: str, names: list[str]) -> int:

@@ -409,3 +409,25 @@ def test_bench_quality_candidate_recipes(tmp_path: Path) -> None:
         results.put(f"mnist/{key}/train", {"images": 1})
     dss, names = bq.recorded(results, bq.datasets(tmp_path, tmp_path))
     assert [d.key for d in dss] == ["mnist"] and names == ["dcgan-classic", name]
+
+
+def test_bench_quality_conditional_recipes_and_their_section(tmp_path: Path) -> None:
+    """NAME+conditional trains NAME with --conditional; its record's num_classes is the data's,
+    not a retuning; the report sets it beside NAME at equal images, with the intra-class FID."""
+    bq = _bench_quality_module()
+    name = "dcgan-adaptive-r1+conditional"
+    r = bq.recipe(name)
+    assert r.args[-1] == "--conditional" and r.label.endswith(", conditional")
+    model = {"augment": "translation,cutout", "augment_target": 0.9, "r1_gamma": 0.01}
+    done = {"model_config": model | {"num_classes": 10}, "train_config": {"batch_size": 16}}
+    assert bq.retuned(done | {"train_config": {"batch_size": 16, "lr": 4e-4}}, name) == ""
+    results = bq.Results(tmp_path / "results.jsonl")
+    ds = bq.datasets(tmp_path, tmp_path)["mnist"]
+    for key, fid in ((name, 8.0), ("dcgan-adaptive-r1", 10.0)):
+        results.put(f"mnist/{key}/train", {"images": 384_000})
+        results.put(f"mnist/{key}/final", {"fid": fid})
+    per_class = {"intra_fid/0": 20.0, "intra_fid/1": 12.0, "intra_fid/7": 31.5}
+    results.put(f"mnist/{name}/final", {"fid": 8.0, "intra_fid": 21.17, **per_class})
+    section = "\n".join(bq.conditional(results, [ds], ["dcgan-adaptive-r1", name]))
+    assert "| 384,000 | 10.00 | 8.00 | **0.80** | 21.17 | 1 12.0, 7 31.5 |" in section
+    assert f"quality/mnist-{name}.png" in section

@@ -323,3 +323,27 @@ def test_intra_class_fid_sees_samples_of_the_wrong_class() -> None:
     right, wrong = measure(real_labels), measure((real_labels + 1) % 3)
     assert right["fid"] == wrong["fid"] and right["intra_fid"] < 1.0
     assert wrong["intra_fid"] > 50 * right["intra_fid"] and wrong["intra_fid/a"] > 10
+
+
+@pytest.mark.integration
+def test_the_readmes_class_folder_example(run_cli, isolated: Path, mnist_root: Path) -> None:
+    """`make demo-classes`, small: Fashion-MNIST written as a folder of class subfolders, a
+    conditional DCGAN trained on it, and sneakers sampled by name."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "class_folder", Path(__file__).resolve().parents[1] / "docs" / "class_folder.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not (mnist_root / "FashionMNIST" / "raw").is_dir():
+        pytest.skip("Fashion-MNIST is not in the data root")
+    folder = isolated / "fashion-folder"
+    assert module.write_folder("fashion-mnist", folder, 10, mnist_root) == 100
+    assert len(list((folder / "sneaker").glob("*.png"))) == 10
+    args = ["train", "dcgan", "--dataset", folder, "--conditional", "--steps", "3", *tiny("dcgan")]
+    result = run_cli(*args, "--run-dir", "demo-classes")
+    assert result.code == 0, result
+    assert "conditional on 10 classes (class subfolders): ankle-boot 10, bag 10" in result.err
+    result = run_cli("sample", "demo-classes", "--class", "sneaker", "--n", "16", "--json")
+    assert result.code == 0 and json.loads(result.out)["class"] == "sneaker", result

@@ -10,12 +10,28 @@ printed when the peak is known: --peak-tflops, or a table of CUDA devices.
         [--presets classic adaptive-r1 adaptive-r1:r1_every=16] [--precisions bf16] [--no-compile]
 
 A preset may carry model options after a colon (PRESET:key=value,key=value): a candidate
-measured beside the preset it changes.
+measured beside the preset it changes; `num_classes=10` measures the class-conditional step
+(labels drawn with the batch).
+
+`--previous REV` measures the same rows with the code of git revision REV as well, alternately
+with this code for `--rounds` rounds on the same machine, and reports each row's median
+images/s under both and their ratio: whether a change made a step slower.
+
+    python benchmarks/bench_precision.py --presets classic adaptive-r1 --precisions bf16 \
+        --no-compile --previous ef55443 --rounds 3
 """
 
 import argparse
+import io
 import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -55,10 +71,12 @@ def measure(device: torch.device, preset: str, precision: str, compiled: bool, a
     data = torch.rand(args.batch_size, 3, args.resolution, args.resolution, device=device)
     data = data.contiguous(memory_format=torch.channels_last)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    classes = getattr(cfg, "num_classes", 0)
+    labels = {"labels": torch.arange(args.batch_size, device=device) % classes} if classes else {}
 
     def step() -> dict:
         with autocast:
-            return model.training_step(data, opts, noise)
+            return model.training_step(data, opts, noise, **labels)
 
     t = time.perf_counter()
     for _ in range(args.warmup):
@@ -106,8 +124,12 @@ def main() -> None:
         "--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"]
     )
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled settings")
+    parser.add_argument("--previous", default=None, help="a git revision measured side by side")
+    parser.add_argument("--rounds", type=int, default=3, help="alternations with --previous")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.previous:
+        return side_by_side(args)
     for preset in args.presets:
         if preset.partition(":")[0] not in spec.presets:
             parser.error(f"unknown preset {preset} (valid: {', '.join(spec.presets)})")
@@ -139,6 +161,54 @@ def main() -> None:
             f"{r['vs_first']:>7.3f} "
             f"{r['gflop_per_step']:>10.3f} {r['achieved_tflops']:>8.4f} {frac:>8} "
             f"{r['warmup_s']:>7.1f}s"
+        )
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def side_by_side(args: argparse.Namespace) -> None:
+    """This code and revision `args.previous` (its own bench_precision.py, importing its own
+    imagegen), alternately, `args.rounds` times each; the median images/s of every row."""
+    same = ["--resolution", str(args.resolution), "--batch-size", str(args.batch_size)]
+    same += ["--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device]
+    same += ["--presets", *args.presets, "--precisions", *args.precisions, "--json"]
+    same += ["--no-compile"] if args.no_compile else []
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", args.previous], capture_output=True, check=True
+        ).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(tmp, filter="data")
+        runs: dict[str, list[list[dict]]] = {"this": [], "previous": []}
+        for _ in range(args.rounds):
+            for which, root in (("this", ROOT), ("previous", Path(tmp))):
+                env = os.environ | {"PYTHONPATH": str(root)}
+                script = root / "benchmarks" / "bench_precision.py"
+                out = subprocess.run(
+                    [sys.executable, str(script), *same], env=env, capture_output=True, text=True
+                )
+                if out.returncode != 0:  # e.g. a preset or option the revision lacks
+                    raise SystemExit(f"the {which} code failed: {out.stderr.strip()[-800:]}")
+                runs[which].append(json.loads(out.stdout.splitlines()[-1])["rows"])
+    rows = []
+    for i, row in enumerate(runs["this"][0]):
+        now = statistics.median(r[i]["images_per_s"] for r in runs["this"])
+        before = statistics.median(r[i]["images_per_s"] for r in runs["previous"])
+        key = {k: row[k] for k in ("preset", "precision", "compile")}
+        rows.append(key | {"this": now, "previous": before, "ratio": round(now / before, 3)})
+    if args.json:
+        print(json.dumps({"previous": args.previous, "rounds": args.rounds, "rows": rows}))
+        return
+    print(
+        f"DCGAN {args.resolution} px step, batch {args.batch_size}: this code against "
+        f"{args.previous}, median of {args.rounds} alternating rounds ({torch.get_num_threads()} "
+        "threads)"
+    )
+    for r in rows:
+        print(
+            f"{r['preset']:>24} {r['precision']:>5} compile={r['compile']!s:<5} "
+            f"{r['this']:>8.1f} vs {r['previous']:>8.1f} img/s  x{r['ratio']:.3f}"
         )
 
 

@@ -60,22 +60,35 @@ def test_bench_precision() -> None:
         "classic",
         "adaptive-r1",
         "adaptive-r1:r1_every=4",
+        "adaptive-r1:num_classes=10",
+        "--precisions",
+        "fp32",
     )
     rows = result["rows"]
     assert [(r["preset"], r["precision"]) for r in rows] == [
         ("classic", "fp32"),
         ("adaptive-r1", "fp32"),
         ("adaptive-r1:r1_every=4", "fp32"),
-        ("classic", "bf16"),
-        ("adaptive-r1", "bf16"),
-        ("adaptive-r1:r1_every=4", "bf16"),
+        ("adaptive-r1:num_classes=10", "fp32"),
     ]
+    # the conditional step: its class embeddings are lookups, its projection elementwise; no
+    # more matrix FLOPs (the counter counts those)
+    assert rows[3]["gflop_per_step"] == rows[1]["gflop_per_step"]
     # lazy R1: its second backward in one step of four, so fewer FLOPs per step on average
     assert rows[0]["gflop_per_step"] < rows[2]["gflop_per_step"] < rows[1]["gflop_per_step"]
     assert all(r["gflop_per_step"] > 0 for r in rows)
     # R1 is a second backward through D: more FLOPs than the classic step, and x first says so
     assert rows[1]["gflop_per_step"] > rows[0]["gflop_per_step"] and rows[0]["vs_first"] == 1.0
     assert rows[1]["vs_first"] == round(rows[1]["images_per_s"] / rows[0]["images_per_s"], 3)
+
+
+def test_bench_precision_side_by_side_with_a_revision() -> None:
+    """--previous REV runs REV's own script and imagegen, alternately with this code."""
+    args = ["--steps", "2", "--warmup", "1", "--batch-size", "8", "--device", "cpu"]
+    args += ["--no-compile", "--presets", "classic", "--precisions", "fp32"]
+    result = run("bench_precision.py", *args, "--previous", "HEAD", "--rounds", "1")
+    (row,) = result["rows"]
+    assert row["preset"] == "classic" and row["ratio"] == round(row["this"] / row["previous"], 3)
 
 
 def test_bench_fid() -> None:

@@ -49,8 +49,10 @@ def test_sample_writes_the_format_its_suffix_names(run_cli, run: Path, isolated:
         assert result.code == 0, result
         with Image.open(isolated / name) as im:
             assert im.format == fmt
-    message = one_line_error(run_cli("sample", run, "--out", isolated / "grid.gif"))
-    assert "must end in .png, .jpg, .jpeg, .webp" in message
+    message = one_line_error(run_cli("sample", run, "--out", isolated / "grid.tiff"))
+    assert "must end in .png, .jpg, .jpeg, .webp, .gif" in message
+    message = one_line_error(run_cli("sample", run, "--out", isolated / "grid.gif"), 2)
+    assert "--out .gif writes an interpolation's animation" in message
 
 
 def test_individual_folder_cannot_be_a_checkpoints_folder(run_cli, run: Path) -> None:

@@ -39,7 +39,6 @@ from imagegen.reference import (
     load_npz_stats,
     reference_features,
     reference_images,
-    reference_labels,
     save_npz_stats,
 )
 from imagegen.registry import get_spec
@@ -357,7 +356,7 @@ PAIRS = 8  # the closest sample/reference pairs --save-pairs shows
 def _save_pairs(plan: _Plan, request: EvalRequest, images: torch.Tensor, near: Any) -> None:
     """A strip of the samples nearest to a reference image (top row) above those images."""
     ref_res, _ = _reference_resolution(plan, request)
-    reference = reference_images(
+    reference, _, _ = reference_images(
         str(plan.reference),
         split=request.split,
         resolution=ref_res,
@@ -440,7 +439,7 @@ def _reference(
         "resolution_chosen": how,
     }
     if "intra_fid" in plan.wanted:  # the reference images' classes, in the features' order
-        labels, problem = reference_labels(
+        _, labels, problem = reference_images(
             str(plan.reference),
             split=request.split,
             resolution=ref_res,

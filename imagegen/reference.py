@@ -93,29 +93,13 @@ def reference_images(
     n: int,
     root: str | None,
     fitting: Fitting = Fitting(),
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, Labels | None, str]:
     """The reference images (uint8, N x C x H x W) that `reference_features` gives features
-    of, in the same order."""
+    of, in the same order; their classes (None where the data has none), and why none."""
     images = _reference_set(dataset, split, resolution, channels, root, ignore, fitting)
-    return images.images[reference_pick(images.images.shape[0], min(n, len(images.images)))]
-
-
-def reference_labels(
-    dataset: str,
-    *,
-    split: str,
-    resolution: int,
-    channels: int | None,
-    n: int,
-    root: str | None,
-    fitting: Fitting = Fitting(),
-) -> tuple[Labels | None, str]:
-    """The classes of the reference images `reference_features` gives features of, in the
-    same order (None where the data has none), and why there are none."""
-    images = _reference_set(dataset, split, resolution, channels, root, ignore, fitting)
-    if images.labels is None:
-        return None, images.label_problem
-    return images.labels.kept(reference_pick(len(images.images), n).tolist()), ""
+    pick = reference_pick(images.images.shape[0], min(n, len(images.images)))
+    labels = None if images.labels is None else images.labels.kept(pick.tolist())
+    return images.images[pick], labels, images.label_problem
 
 
 def _reference_set(

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file
-from test_contract import _has, tiny
+from test_contract import _has, tiny, trains_and_resumes_exactly
 
 from imagegen import checkpoint, data, labels
 from imagegen.errors import UserError
@@ -155,15 +154,7 @@ def test_conditional_model_through_every_command(
 ) -> None:
     folder = class_folder(isolated / "pets")
     base = ["train", name, "-d", folder, "--conditional", "--batch-size", "8", "-q"]
-    base += ["--checkpoint-every", "3", "--flip", *tiny(name)]
-    straight, resumed = isolated / "straight", isolated / "resumed"
-    assert run_cli(*base, "--steps", "6", "--run-dir", straight).code == 0
-    middle = straight / "checkpoints" / "step-0000003.safetensors"
-    result = run_cli("train", name, "--resume", middle, "--run-dir", resumed, "-q")
-    assert result.code == 0, result
-    a = load_file(str(straight / "checkpoints/latest.safetensors"))
-    b = load_file(str(resumed / "checkpoints/latest.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    straight = trains_and_resumes_exactly(run_cli, name, base, isolated)
 
     config = json.loads((straight / "config.json").read_text())
     assert config["classes"] == {"blue": 16, "green": 16, "red": 16}

@@ -36,17 +36,7 @@ def test_every_model_keeps_the_contract(
     assert dataclasses.is_dataclass(spec.config_cls) and spec.config_cls.__dataclass_params__.frozen
     base = ["train", name, "-d", "synthetic", "--resolution", resolution, "--batch-size", "8"]
     base += ["-q"]
-    base += ["--checkpoint-every", "3", "--flip", *tiny(name)]
-    # Resumed from its step-3 checkpoint, a 6-step run ends as it did straight through (its
-    # planned total stays 6, so a default preset's lr schedule is resumed mid-way too).
-    straight, resumed = isolated / "straight", isolated / "resumed"
-    assert run_cli(*base, "--steps", "6", "--run-dir", straight).code == 0
-    middle = straight / "checkpoints" / "step-0000003.safetensors"
-    result = run_cli("train", name, "--resume", middle, "--run-dir", resumed, "-q")
-    assert result.code == 0, result
-    a = load_file(str(straight / "checkpoints/latest.safetensors"))
-    b = load_file(str(resumed / "checkpoints/latest.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    straight = trains_and_resumes_exactly(run_cli, name, base, isolated)
 
     ckpt = checkpoint.read_checkpoint(straight / "checkpoints/latest.safetensors")
     model = checkpoint.build_model(ckpt)
@@ -82,6 +72,22 @@ def test_every_model_keeps_the_contract(
         assert (
             result.code == 0 and json.loads(result.out)["check"]["onnxruntime_max_abs_diff"] < 1e-4
         )
+
+
+def trains_and_resumes_exactly(run_cli, name: str, base: list, isolated: Path) -> Path:
+    """`base` (a train command) for 6 steps straight through, and resumed from its step-3
+    checkpoint: both end with the same bits (the planned total stays 6, so a default preset's
+    lr schedule is resumed mid-way too). Returns the straight run."""
+    base = [*base, "--checkpoint-every", "3", "--flip", *tiny(name)]
+    straight, resumed = isolated / "straight", isolated / "resumed"
+    assert run_cli(*base, "--steps", "6", "--run-dir", straight).code == 0
+    middle = straight / "checkpoints" / "step-0000003.safetensors"
+    result = run_cli("train", name, "--resume", middle, "--run-dir", resumed, "-q")
+    assert result.code == 0, result
+    a = load_file(str(straight / "checkpoints/latest.safetensors"))
+    b = load_file(str(resumed / "checkpoints/latest.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    return straight
 
 
 def _has(module: str) -> bool:

@@ -41,6 +41,7 @@ from imagegen.labels import Labels, Layout
 from imagegen.progress import Counter, Emit
 
 NAMED_DATASETS = ("mnist", "fashion-mnist", "cifar10", "celeba", "synthetic")
+_SYNTHETIC_CLASSES = Layout(None, "the synthetic set has no classes")
 SPLITS = ("train", "test")
 CACHE_VERSION = 2  # 2: class labels kept with the images
 
@@ -112,7 +113,7 @@ def load_images(
         raise UsageError(f"channels must be 1, 3 or 4, got {channels}")
     if dataset == "synthetic":
         images = synthetic_images(resolution, channels or 3, split)
-        return ImageData(images, dataset, split, label_problem="the synthetic set has no classes")
+        return ImageData(images, dataset, split, label_problem=_SYNTHETIC_CLASSES.problem)
     source = find_source(dataset, split=split, root=root)
     key = dict(source.fingerprint, resolution=resolution, channels=channels, v=CACHE_VERSION)
     if source.fitted:
@@ -192,9 +193,7 @@ def dataset_layout(
 ) -> tuple[str, Layout]:
     """`dataset` described, and its classes as its files say (before any decoding)."""
     if dataset == "synthetic":
-        return "synthetic (built in, deterministic)", Layout(
-            None, "the synthetic set has no classes"
-        )
+        return "synthetic (built in, deterministic)", _SYNTHETIC_CLASSES
     source = find_source(dataset, split=split, root=root, download=download)
     return source.name, source.find_layout()
 

@@ -484,8 +484,8 @@ def _describe_start(s: _Session) -> str:
         parts.append("non-square images padded (--fit pad)")
     if images.skipped:
         parts.append(images.skipped_text())
-    if _describe_classes(s):
-        parts.append(_describe_classes(s))
+    if classes := _describe_classes(s):
+        parts.append(classes)
     return "; ".join(parts)
 
 

@@ -2,7 +2,7 @@
 the data, before anything is written. A plan is printable (`--dry-run`) and is what every rank
 of a torchrun job trains from."""
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from imagegen.config import (
 from imagegen.devices import resolve_device
 from imagegen.errors import UsageError, UserError
 from imagegen.labels import Layout
-from imagegen.registry import MODELS, get_spec
+from imagegen.registry import get_spec
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def plan_training(request: TrainRequest, download: bool = True) -> TrainPlan:
     described, layout = data.dataset_layout(
         train.dataset, root=request.data_root, download=download
     )
-    options |= _conditioning(spec, train, layout, described)
+    options |= _conditioning(train, layout, described)
     if train.transparent:  # RGBA, whatever the data's own channels
         if request.model_options.get("channels") not in (None, 4):
             raise UsageError("--transparent trains on 4 channels (RGBA): leave --channels out")
@@ -114,24 +114,13 @@ def plan_training(request: TrainRequest, download: bool = True) -> TrainPlan:
     )
 
 
-def _conditioning(spec: Any, train: TrainConfig, layout: Layout, described: str) -> dict:
-    """The model options a conditional run sets ({} otherwise); refuse data without classes
-    and models without a conditional form."""
+def _conditioning(train: TrainConfig, layout: Layout, described: str) -> dict:
+    """The model option a conditional run sets ({} otherwise); refuse data without classes."""
     if not train.conditional:
         return {}
-    if "num_classes" not in _field_names(spec.config_cls):
-        have = [m.name for m in MODELS.values() if "num_classes" in _field_names(m.config_cls)]
-        raise UsageError(
-            f"--conditional: {spec.name} has no conditional form yet (conditional: "
-            f"{', '.join(have)})"
-        )
     if layout.labels is None:
         raise UsageError(f"--conditional needs classes, but {described}: {layout.problem}")
     return {"num_classes": len(layout.labels.classes)}
-
-
-def _field_names(cls: type) -> set[str]:
-    return {f.name for f in fields(cls)}
 
 
 def _check_new_run_dir(run_dir: Path, force: bool) -> bool:

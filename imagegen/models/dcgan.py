@@ -216,7 +216,7 @@ class DCGAN(GenerativeModel):
         y = self.check_labels(labels, real.shape[0])
         x = real * 2 - 1  # (B, C, R, R) in [-1, 1]
         z = torch.randn(x.shape[0], self.latent_dim, generator=noise, device=x.device)
-        fake = generator(z) if y is None else generator(z, y)  # (B, C, R, R)
+        fake = generator(z, y)  # (B, C, R, R)
 
         # Discriminator: maximise log D(x) + log(1 - D(G(z))) (or the hinge version).
         opt_d, opt_g = optimizers["discriminator"], optimizers["generator"]
@@ -298,4 +298,4 @@ class DCGAN(GenerativeModel):
         """Latents (B, latent_dim) [and classes (B,)] -> images (B, C, R, R) in [0, 1]."""
         net = net if net is not None else self.generator
         y = self.check_labels(labels, z.shape[0])
-        return (net(z) if y is None else net(z, y)).add(1).mul(0.5).clamp(0, 1)
+        return net(z, y).add(1).mul(0.5).clamp(0, 1)

@@ -132,9 +132,9 @@ class VAE(GenerativeModel):
         else:
             encoder, decoder = net.encoder, net.decoder
         y = self.check_labels(labels, x.shape[0])
-        mean, logvar = encoder(x) if y is None else encoder(x, y)  # (B, latent) each
+        mean, logvar = encoder(x, y)  # (B, latent) each
         z = reparameterize(mean, logvar, noise)
-        output = decoder(z) if y is None else decoder(z, y)  # (B, C, R, R)
+        output = decoder(z, y)  # (B, C, R, R)
         c = self.config
         std: float | torch.Tensor = c.gaussian_std
         if c.likelihood == "gaussian-optimal":
@@ -198,7 +198,7 @@ class VAE(GenerativeModel):
         """Latents (B, latent_dim) [and classes (B,)] -> mean images (B, C, R, R) in [0, 1]."""
         y = self.check_labels(labels, z.shape[0])
         net = net if net is not None else self.autoencoder
-        return torch.sigmoid(net.decoder(z) if y is None else net.decoder(z, y))
+        return torch.sigmoid(net.decoder(z, y))
 
     @torch.no_grad()
     def reconstruct(
@@ -208,6 +208,5 @@ class VAE(GenerativeModel):
         in [0, 1]."""
         y = self.check_labels(labels, x.shape[0])
         net = net if net is not None else self.autoencoder
-        if y is None:
-            return torch.sigmoid(net.decoder(net.encoder(x)[0]))
-        return torch.sigmoid(net.decoder(net.encoder(x, y)[0], y))
+        mean, _ = net.encoder(x, y)
+        return torch.sigmoid(net.decoder(mean, y))

@@ -136,13 +136,12 @@ class VAEGAN(GenerativeModel):
         `labels` (B,), when conditional)."""
         encoder, decoder = self.net("encoder"), self.net("decoder")
         dis = self.net("discriminator")
-        y = self.check_labels(labels, real.shape[0])
-        cond = () if y is None else (y,)  # the class, for every network that takes one
+        y = self.check_labels(labels, real.shape[0])  # the class, for every network
         x = real * 2 - 1  # (B, C, R, R) in [-1, 1]
-        mean, logvar = encoder(x, *cond)  # (B, latent) each
-        x_rec = torch.tanh(decoder(reparameterize(mean, logvar, noise), *cond))  # x~
+        mean, logvar = encoder(x, y)  # (B, latent) each
+        x_rec = torch.tanh(decoder(reparameterize(mean, logvar, noise), y))  # x~
         z_p = torch.randn(mean.shape, generator=noise, device=x.device, dtype=mean.dtype)
-        x_prior = torch.tanh(decoder(z_p, *cond))  # x_p
+        x_prior = torch.tanh(decoder(z_p, y))  # x_p
         c = self.config
         (logit_real, f_real), (logit_rec, f_rec), (logit_prior, _) = self._dis(
             dis, [x, x_rec, x_prior], y
@@ -231,8 +230,7 @@ class VAEGAN(GenerativeModel):
         """Latents (B, latent_dim) [and classes (B,)] -> images (B, C, R, R) in [0, 1]."""
         y = self.check_labels(labels, z.shape[0])
         net = net if net is not None else self.autoencoder
-        cond = () if y is None else (y,)
-        return torch.tanh(net.decoder(z, *cond)).add(1).mul(0.5)
+        return torch.tanh(net.decoder(z, y)).add(1).mul(0.5)
 
     @torch.no_grad()
     def reconstruct(
@@ -241,6 +239,5 @@ class VAEGAN(GenerativeModel):
         """Images in [0, 1] [and their classes (B,)] -> decoded posterior means in [0, 1]."""
         y = self.check_labels(labels, x.shape[0])
         net = net if net is not None else self.autoencoder
-        cond = () if y is None else (y,)
-        mean, _ = net.encoder(x * 2 - 1, *cond)
-        return torch.tanh(net.decoder(mean, *cond)).add(1).mul(0.5)
+        mean, _ = net.encoder(x * 2 - 1, y)
+        return torch.tanh(net.decoder(mean, y)).add(1).mul(0.5)

@@ -86,14 +86,22 @@ def class_grid(n: int, num_classes: int) -> tuple[torch.Tensor, int]:
 
 
 def proportional_labels(n: int, counts: list[int]) -> torch.Tensor:
-    """n labels (n,) in the classes' proportions `counts` (largest remainders), class by class."""
+    """n labels (n,) in the classes' proportions `counts` (largest remainders), interleaved so
+    that every prefix keeps the proportions too: the first k of n images evaluated (`fid_at`)
+    are a fair sample of the classes, not the first few classes."""
     total = sum(counts)
     exact = [n * c / total for c in counts]
     share = [int(e) for e in exact]
     by_remainder = sorted(range(len(counts)), key=lambda k: share[k] - exact[k])
     for k in by_remainder[: n - sum(share)]:
         share[k] += 1
-    return torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(share))
+    labels = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(share))  # (n,)
+    # The j-th label of a class with s of them goes at (j + 1/2) / s of the way (stable: ties
+    # in class order), as a largest-remainder apportionment of each prefix would place it.
+    if not len(labels):
+        return labels
+    where = torch.cat([(torch.arange(s, dtype=torch.float64) + 0.5) / s for s in share if s])
+    return labels[torch.sort(where, stable=True).indices]
 
 
 def generate_uint8(

@@ -115,6 +115,12 @@ def test_class_grids_and_proportional_labels() -> None:
     drawn = proportional_labels(10, [1, 1, 2])
     assert torch.bincount(drawn).tolist() == [3, 2, 5]  # a tie goes to the first class
     assert torch.bincount(proportional_labels(1000, [50, 30, 20])).tolist() == [500, 300, 200]
+    # Every prefix is a fair sample (eval's fid_at takes the first k): not class after class.
+    drawn = proportional_labels(5000, [500] * 10)
+    assert torch.bincount(drawn[:2000], minlength=10).tolist() == [200] * 10
+    prefix = torch.bincount(proportional_labels(1000, [50, 30, 20])[:100], minlength=3)
+    assert (prefix - torch.tensor([50, 30, 20])).abs().max() <= 1
+    assert len(proportional_labels(0, [1, 2])) == 0
 
 
 # --- the conditional models ---------------------------------------------------------------

@@ -6,16 +6,25 @@ fid,kid,pr,dc` computes them (float32 matrix products, doubtful decisions in flo
 `--previous-at` sizes the previous code (whole float64 distances, block by block) runs too,
 side by side in the same process, and the four values are compared. Features are random
 2048-d vectors shaped like pool3 features (non-negative, mean about 0.4), real and generated
-drawn apart a little.
+drawn apart a little. With `--revision REV` the k-NN metrics also run with git revision REV's
+imagegen, each size in its own fresh process after this code's: time and values side by side.
 
     python benchmarks/bench_eval_memory.py --sizes 10000 50000 --previous-at 10000
+    python benchmarks/bench_eval_memory.py --sizes 50000 --previous-at --revision a008f94
 """
 
 import argparse
+import io
 import json
+import os
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def peak_mb() -> float:
@@ -62,14 +71,30 @@ def previous_manifold_metrics(real, fake, pr_k: int = 3, dc_k: int = 5) -> dict[
     }
 
 
-def child(n: int, previous: bool) -> dict:
+def features(n: int):
+    """Random pool3-like features, real and generated (N, 2048) float32 each."""
     import numpy as np
-
-    from imagegen import metrics
 
     rng = np.random.default_rng(0)
     real = rng.gamma(2.0, 0.2, size=(n, 2048)).astype(np.float32)
     fake = (rng.gamma(2.0, 0.2, size=(n, 2048)) * 1.05).astype(np.float32)
+    return real, fake
+
+
+def child_knn(n: int) -> dict:
+    """The k-NN metrics alone, with whichever imagegen this process imports."""
+    from imagegen import metrics
+
+    real, fake = features(n)
+    t = time.perf_counter()
+    values = metrics.manifold_metrics(real, fake, pr_k=3, dc_k=5)
+    return {"pr_dc_s": round(time.perf_counter() - t, 1), "values": values, "peak_mb": peak_mb()}
+
+
+def child(n: int, previous: bool) -> dict:
+    from imagegen import metrics
+
+    real, fake = features(n)
     base = peak_mb()
     timings = {}
     t = time.perf_counter()
@@ -105,6 +130,26 @@ def child(n: int, previous: bool) -> dict:
     }
 
 
+def checkout(revision: str, into: Path) -> None:
+    """Revision REV's files (its imagegen) into a folder."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", revision], capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+
+
+def run_child(flags: list[str], root: Path) -> dict:
+    """This script in a fresh process, importing the imagegen found under `root`."""
+    env = os.environ | {"PYTHONPATH": str(root)}
+    out = subprocess.run(
+        [sys.executable, __file__, *flags], capture_output=True, text=True, env=env
+    )
+    if out.returncode != 0:
+        raise SystemExit(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000])
@@ -112,27 +157,40 @@ def main() -> None:
         "--previous-at", type=int, nargs="*", default=[10_000],
         help="sizes at which the previous float64 code runs too (20 minutes at 50,000)",
     )  # fmt: skip
+    parser.add_argument("--revision", help="a git revision whose k-NN metrics run side by side")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child-previous", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child-knn", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.child, args.child_previous)))
         return
-    rows = []
-    for n in args.sizes:
-        out = subprocess.run(
-            [sys.executable, __file__, "--child", str(n)]
-            + (["--child-previous"] if n in args.previous_at else []),
-            capture_output=True,
-            text=True,
-        )
-        if out.returncode != 0:
-            raise SystemExit(out.stderr[-2000:])
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    if args.json:
-        print(json.dumps({"rows": rows}))
+    if args.child_knn:
+        print(json.dumps(child_knn(args.child_knn)))
         return
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.revision:
+            checkout(args.revision, Path(tmp))
+        rows = []
+        for n in args.sizes:
+            flags = ["--child", str(n)] + (["--child-previous"] if n in args.previous_at else [])
+            rows.append(run_child(flags, ROOT))
+            if args.revision:
+                rows[-1]["revision"] = run_child(["--child-knn", str(n)], Path(tmp))
+    if args.json:
+        print(json.dumps({"revision": args.revision, "rows": rows}))
+        return
+    if args.revision:
+        print(f"k-NN metrics, this code vs {args.revision} (each in a fresh process):")
+        for r in rows:
+            other = r["revision"]
+            same = "the same values" if other["values"] == r["values"] else "VALUES DIFFER"
+            print(
+                f"  {r['n']:,}: {r['pr_dc_s']} s vs {other['pr_dc_s']} s "
+                f"(x{other['pr_dc_s'] / r['pr_dc_s']:.2f} faster), peak "
+                f"{r['peak_mb'] / 1024:.2f} vs {other['peak_mb'] / 1024:.2f} GB, {same}"
+            )
     print(
         "| images | peak memory | features (real + fake, float32) | one N x N float64 matrix "
         "| FID | KID | P/R + D/C | P/R + D/C, previous code | largest difference |"

@@ -112,6 +112,18 @@ def recipe(name: str) -> Recipe:
     return Recipe(r.model, args, label, r.batch, changes)
 
 
+def split_recipes(text: str) -> list[str]:
+    """`a,b+augment=color,cutout` -> [a, b+augment=color,cutout]: a comma starts a recipe only
+    before a recipe's name (an option's value may hold commas)."""
+    names: list[str] = []
+    for part in text.split(","):
+        if names and part.split("+")[0].split("@")[0] not in RECIPES:
+            names[-1] += f",{part}"
+        else:
+            names.append(part)
+    return names
+
+
 def default_recipe(model: str) -> str:
     return f"{model}-{MODELS[model].default_preset}"
 
@@ -906,10 +918,14 @@ def conditional(results: Results, dss: list[Dataset], names: list[str]) -> list[
             classes = sorted(k.split("/", 1)[1] for k in fin if k.startswith("intra_fid/"))
             per_class = {c: fin[f"intra_fid/{c}"] for c in classes}
             best, worst = min(per_class, key=per_class.get), max(per_class, key=per_class.get)
+            pr = " | ".join(
+                f"{row.get(m, float('nan')):.3f}" for m in ("precision", "recall") for row in (b, a)
+            )
             rows.append(
                 f"| {ds.label} | {recipe(base).label} | {a['images']:,} | {b['fid']:.2f} "
-                f"| {a['fid']:.2f} | **{a['fid'] / b['fid']:.2f}** | {fin['intra_fid']:.2f} "
-                f"| {best} {per_class[best]:.1f}, {worst} {per_class[worst]:.1f} |"
+                f"| {a['fid']:.2f} | **{a['fid'] / b['fid']:.2f}** | {pr} | "
+                f"{fin['intra_fid']:.2f} | {best} {per_class[best]:.1f}, {worst} "
+                f"{per_class[worst]:.1f} |"
             )
             grids.append(f"| {ds.label} | ![{ds.key} {name}](quality/{ds.key}-{name}.png) |")
     if not rows:
@@ -922,11 +938,13 @@ def conditional(results: Results, dss: list[Dataset], names: list[str]) -> list[
         "Overall FID as above, the conditional model's samples drawn in the training data's "
         "class proportions. Intra-class FID: each class's samples against that class's "
         "reference images (about a tenth of each side here, under 2,048 images a class, so "
-        "biased upwards: compare at the same n only), their mean; the best and the worst class.",
+        "biased upwards: compare at the same n only), their mean; the best and the worst class. "
+        "Precision and recall (k = 3) of each: how much of the data's spread the samples cover.",
         "",
         "| dataset | recipe | images seen | FID unconditional | FID conditional | ratio "
+        "| precision uncond. | precision cond. | recall uncond. | recall cond. "
         "| intra-class FID (mean) | best, worst class |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         *rows,
         "",
         "| dataset | a row of 8 samples per class (seed 0) |",
@@ -1104,7 +1122,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown dataset {unknown[0]} (valid: {', '.join(known)})")
     dss = [known[k] for k in args.datasets.split(",")]
-    names = args.recipes.split(",")
+    names = split_recipes(args.recipes)
     for name in names:
         recipe(name)  # unknown names stop here, before anything runs
     args.results = args.results or args.docs / "quality" / "results.jsonl"

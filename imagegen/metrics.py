@@ -128,13 +128,13 @@ def manifold_metrics(
     recalled = torch.zeros(len(r), dtype=torch.bool)  # real inside some fake ball
     covered = torch.zeros(len(r), dtype=torch.bool)  # real ball holding some fake
     inside_count = 0
-    for rows, cols, inside in neighbours.ball_pairs(r, f, balls, tile):
+    for inside in neighbours.ball_pairs(r, f, balls, tile):  # pairs (real i, fake j)
         if pr_k is not None:
-            precise[cols] |= inside["precision"].any(dim=0)
-            recalled[rows] |= inside["recall"].any(dim=1)
+            precise[inside["precision"][1]] = True
+            recalled[inside["recall"][0]] = True
         if dc_k is not None:
-            inside_count += int(inside["density"].sum())
-            covered[rows] |= inside["density"].any(dim=1)
+            inside_count += len(inside["density"][0])
+            covered[inside["density"][0]] = True
     out: dict[str, float] = {}
     if pr_k is not None:
         out["precision"] = float(precise.double().mean())

@@ -5,8 +5,9 @@ A squared distance ||a||² + ||b||² - 2 a·b comes from one float32 matrix prod
 decision that bound leaves open is taken again from the exact float64 distance: which points
 are a point's k nearest (the candidates' distances recomputed, a row whose candidates cannot
 be vouched for done whole in float64), and whether a point lies inside a ball (the pairs
-within the bound of its radius recomputed). So the results are the float64 computation's.
-Memory: the features, one float32 tile of `tile` x `tile` distances and its masks.
+within the bound of its radius recomputed; a tile keeps only the pairs that may be inside,
+one comparison pass over it). So the results are the float64 computation's. Memory: the
+features, one float32 tile of `tile` x `tile` distances, a mask of it and its near pairs.
 """
 
 from collections.abc import Iterator
@@ -73,15 +74,11 @@ def _fast_sq(a: Points, rows: slice, b: Points, cols: slice) -> torch.Tensor:
     before = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("highest")  # IEEE float32: what the bound assumes
     try:
-        gram = a.fast[rows] @ b.fast[cols].T
+        gram = a.fast[rows] @ b.fast[cols].T  # (rows, cols)
     finally:
         torch.set_float32_matmul_precision(before)
-    return a.sq[rows].float()[:, None] + b.sq[cols].float()[None, :] - 2 * gram
-
-
-def _tolerance(a: Points, rows: slice, b: Points, cols: slice) -> torch.Tensor:
-    """The bound on `_fast_sq`'s error, entry by entry (rows, cols), float32."""
-    return (a.sq[rows].float()[:, None] + b.sq[cols].float()[None, :]) * a.slack
+    base = a.sq[rows].float()[:, None] + b.sq[cols].float()[None, :]
+    return base.sub_(gram, alpha=2)  # one rounding after the product's
 
 
 def exact_sq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -195,8 +192,8 @@ def radii_sq(x: Points, ks: tuple[int, ...], tile: int = TILE) -> dict[int, torc
 
 @dataclass
 class Ball:
-    """Pairs (i of a, j of b) with d²(a_i, b_j) <= radius² — of a_i's ball (`of_rows`) or of
-    b_j's (else) — found tile by tile; `sure` are the pairs the float32 bound decides."""
+    """Balls around the points of a (`of_rows`) or of b (else), of squared radii `radius_sq`
+    (N_a,) or (N_b,) float64."""
 
     radius_sq: torch.Tensor  # (N_a,) or (N_b,) float64
     of_rows: bool
@@ -204,27 +201,43 @@ class Ball:
 
 def ball_pairs(
     a: Points, b: Points, balls: dict[str, Ball], tile: int = TILE
-) -> Iterator[tuple[slice, slice, dict[str, torch.Tensor]]]:
-    """For each tile (rows of a, cols of b): per ball, a bool mask (rows, cols) of the pairs
-    inside it, exact: the pairs within the bound of the radius are recomputed in float64."""
+) -> Iterator[dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """For each tile (rows of a, cols of b): per ball, the pairs inside it as indices (i of a,
+    j of b), exact. One pass over the tile keeps the pairs that may lie inside a ball (within
+    the error bound of its radius or nearer: few); of those, the ones within the bound of it
+    are recomputed in float64."""
     _same_centre(a, b)
+    groups = {side: {k: v for k, v in balls.items() if v.of_rows == side} for side in (True, False)}
     for rows in _tiles(len(a), tile):
         for cols in _tiles(len(b), tile):
             d = _fast_sq(a, rows, b, cols)  # (rows, cols)
-            tol = _tolerance(a, rows, b, cols)
-            low, high = d + tol, d - tol  # the exact d² lies between
             out = {}
-            for name, ball in balls.items():
-                r = ball.radius_sq[rows, None] if ball.of_rows else ball.radius_sq[None, cols]
-                r = r.float() * (1 - 4 * _U)  # rounded down: `inside` stays sure
-                inside = low <= r
-                doubt = ((high <= r * (1 + 8 * _U)) & ~inside).nonzero()  # (P, 2)
-                if len(doubt):
-                    i, j = doubt[:, 0], doubt[:, 1]
-                    exact = exact_sq(a.exact[rows][i], b.exact[cols][j])
-                    radius = ball.radius_sq[rows.start + i] if ball.of_rows else None
-                    if radius is None:
-                        radius = ball.radius_sq[cols.start + j]
-                    inside[i, j] = exact <= radius
-                out[name] = inside
-            yield rows, cols, out
+            for of_rows, group in groups.items():
+                if group:
+                    out |= _inside(a, rows, b, cols, d, group, of_rows)
+            yield out
+
+
+def _inside(
+    a: Points, rows: slice, b: Points, cols: slice, d: torch.Tensor, group: dict, of_rows: bool
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The pairs of tile `d` (rows, cols) inside each ball of `group`: balls all around rows
+    (`of_rows`) or all around cols."""
+    owners = rows if of_rows else cols
+    tol = _row_bound(a, b, rows) if of_rows else _row_bound(b, a, cols)  # (owners,)
+    radii = torch.stack([ball.radius_sq[owners] for ball in group.values()])  # (balls, owners)
+    reach = ((radii.max(0).values + tol) * (1 + 2.0**-20)).float()  # rounded up to float32
+    near = d <= (reach[:, None] if of_rows else reach[None, :])  # every pair that may be in
+    i, j = near.nonzero().unbind(1)  # (P,) each, within the tile
+    dn = d[i, j].double()
+    t = (a.sq[rows][i] + b.sq[cols][j]) * a.slack  # each pair's own bound
+    out = {}
+    for name, ball in group.items():
+        r = ball.radius_sq[owners][i if of_rows else j]
+        inside = dn + t <= r
+        maybe = (~inside & (dn - t <= r)).nonzero().flatten()
+        if len(maybe):
+            ii, jj = i[maybe] + rows.start, j[maybe] + cols.start
+            inside[maybe] = exact_sq(a.exact[ii], b.exact[jj]) <= r[maybe]
+        out[name] = (i[inside] + rows.start, j[inside] + cols.start)
+    return out

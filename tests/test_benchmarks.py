@@ -444,3 +444,14 @@ def test_bench_quality_conditional_recipes_and_their_section(tmp_path: Path) -> 
     section = "\n".join(bq.conditional(results, [ds], ["dcgan-adaptive-r1", name]))
     assert "| 384,000 | 10.00 | 8.00 | **0.80** | 21.17 | 1 12.0, 7 31.5 |" in section
     assert f"quality/mnist-{name}.png" in section
+
+
+def test_bench_quality_recipes_whose_values_hold_commas() -> None:
+    bq = _bench_quality_module()
+    got = bq.split_recipes(
+        "dcgan-classic,dcgan-adaptive-r1+augment=color,translation@bf16,vae-sigma"
+    )
+    assert got == ["dcgan-classic", "dcgan-adaptive-r1+augment=color,translation@bf16", "vae-sigma"]
+    assert bq.split_recipes("dcgan-classic,nonsense") == ["dcgan-classic,nonsense"]
+    with pytest.raises(SystemExit, match="unknown recipe"):
+        bq.recipe("dcgan-classic,nonsense")

@@ -75,3 +75,20 @@ def test_manifold_metrics_on_float32_features_like_pool3() -> None:
     fake = (rng.gamma(2.0, 0.2, size=(300, 2048)) * 1.05).astype(np.float32)
     want = _manifold_float64(torch.as_tensor(real).double(), torch.as_tensor(fake).double())
     assert metrics.manifold_metrics(real, fake, 3, 5, tile=128) == want
+
+
+def test_manifold_metrics_on_clustered_features_near_the_balls() -> None:
+    """Features with structure (clusters of different spreads; fakes near the reals of 8 of
+    the 12, shrunk and blurred): many pairs lie near a ball's edge, where float32 must hand
+    over to float64."""
+    g = torch.Generator().manual_seed(5)
+    centres = torch.randn(12, 256, generator=g, dtype=torch.float64) * 3
+    spread = torch.rand(12, 1, generator=g, dtype=torch.float64) + 0.2
+    pick = torch.randint(0, 12, (500,), generator=g)
+    real = centres[pick] + torch.randn(500, 256, generator=g, dtype=torch.float64) * spread[pick]
+    kept = real[pick < 8]
+    fake = kept * 0.9 + torch.randn(len(kept), 256, generator=g, dtype=torch.float64) * 0.6
+    real, fake = real.float().double(), fake.float().double()  # float32 features, as pool3's
+    want = _manifold_float64(real, fake)
+    assert 0.5 < want["precision"] < 0.8 and 0.5 < want["recall"] < 0.8
+    assert metrics.manifold_metrics(real.float().numpy(), fake.float().numpy(), 3, 5, 64) == want

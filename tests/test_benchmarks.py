@@ -438,11 +438,13 @@ def test_bench_quality_conditional_recipes_and_their_section(tmp_path: Path) -> 
     ds = bq.datasets(tmp_path, tmp_path)["mnist"]
     for key, fid in ((name, 8.0), ("dcgan-adaptive-r1", 10.0)):
         results.put(f"mnist/{key}/train", {"images": 384_000})
-        results.put(f"mnist/{key}/final", {"fid": fid})
+        results.put(f"mnist/{key}/final", {"fid": fid, "precision": 0.3, "recall": 0.7})
     per_class = {"intra_fid/0": 20.0, "intra_fid/1": 12.0, "intra_fid/7": 31.5}
-    results.put(f"mnist/{name}/final", {"fid": 8.0, "intra_fid": 21.17, **per_class})
+    pr = {"precision": 0.25, "recall": 0.45}
+    results.put(f"mnist/{name}/final", {"fid": 8.0, "intra_fid": 21.17, **per_class, **pr})
     section = "\n".join(bq.conditional(results, [ds], ["dcgan-adaptive-r1", name]))
-    assert "| 384,000 | 10.00 | 8.00 | **0.80** | 21.17 | 1 12.0, 7 31.5 |" in section
+    row = "| 384,000 | 10.00 | 8.00 | **0.80** | 0.300 | 0.250 | 0.700 | 0.450 | 21.17 | 1 12.0, "
+    assert row + "7 31.5 |" in section
     assert f"quality/mnist-{name}.png" in section
 
 

@@ -12,7 +12,10 @@ end: that one is set aside (its folder and rows renamed NAME.IMAGES-images) and 
 So is a run whose recipe's preset was retuned after it was measured (NAME.config-HASH): the
 record's configs are compared with what the preset sets now. A run folder whose config is not
 the recorded run's (another run moved into its place) stops the script before it draws a grid
-or extends a run under figures that are not its own.
+or extends a run under figures that are not its own. --retrain-carried trains anew the runs
+whose figures were carried over from an earlier report (NAME.carried keeps their rows).
+Each run records the machine it trained on, and the report names them; a recipe's speed alone
+is measured again when it was measured on another machine.
 
 Protocol (printed, and written into the report): TF-Inception pool3 features (the FID
 network of pytorch-fid, clean-fid and stylegan), pytorch-fid's resize, generated images
@@ -397,6 +400,7 @@ def run_one(ds: Dataset, name: str, results: Results, args: Any) -> None:
                 "model_config": config["model_config"],
                 "trained_in": config["precision"],
                 "elapsed_s": _elapsed(run_dir),
+                "machine": machine(),
                 "alarms": alarms(run_dir),
             },
         )
@@ -437,9 +441,9 @@ def speed(ds: Dataset, name: str, results: Results, args: Any) -> None:
     import shutil
 
     key = f"{ds.key}/{name}"
-    tr = results.get(f"{key}/train")
-    if tr is None or results.get(f"{key}/speed") is not None:
-        return
+    tr, sp = results.get(f"{key}/train"), results.get(f"{key}/speed")
+    if tr is None or (sp is not None and sp.get("machine") == machine()):
+        return  # measured here already; one measured on another machine is measured again
     spec = recipe(name)
     run_dir = args.work / "speed" / ds.key / name  # scratch, the benchmark's own
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -460,6 +464,17 @@ def speed(ds: Dataset, name: str, results: Results, args: Any) -> None:
         {"images_per_s": rates[len(rates) // 2], "steps": steps, "machine": machine()},
     )
     shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def retrain_carried(ds: Dataset, name: str, results: Results, args: Any) -> None:
+    """A run carried over from an earlier report (figures only: no folder, no curve points)
+    moves aside as NAME.carried, nothing deleted, so that the recipe trains anew and its
+    curve is measured under the present protocol. A run trained here is left as it is, so
+    the same command resumes it."""
+    key = f"{ds.key}/{name}"
+    done = results.get(f"{key}/train")
+    if done is not None and "carried_from" in done:
+        _set_aside(results, key, args.work / ds.key / name, "carried", "asked to retrain it")
 
 
 def _same_run(results: Results, key: str, run_dir: Path) -> None:
@@ -504,6 +519,10 @@ def _extend(results: Results, key: str, images: int, run_dir: Path) -> None:
     if final is not None and "step" not in final:  # written before final rows had a step
         results.put(f"{key}/final", {**final, "step": done["steps"]})
     results.rows.pop(f"{key}/train")
+
+
+# The names _set_aside gives: NAME.config-HASH, NAME.IMAGES-images, NAME.carried.
+ASIDE = re.compile(r"\.(config-[0-9a-f]{8}|\d+-images|carried)$")
 
 
 def _set_aside(results: Results, key: str, run_dir: Path, tag: str, why: str) -> None:
@@ -617,6 +636,30 @@ def machine() -> str:
         f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}, Python {platform.python_version()}"
     )
+
+
+def cpu(machine_text: str) -> str:
+    """The CPU model of a machine() text."""
+    return machine_text.split(",", 1)[0]
+
+
+def machines(results: Results, dss: list[Dataset], names: list[str]) -> str:
+    """Which machine trained the report's runs: the most common one, then any others with
+    the runs they trained (a train row records the machine() of its run)."""
+    trained: dict[str, list[str]] = {}
+    for ds in dss:
+        for name in names:
+            tr = results.get(f"{ds.key}/{name}/train")
+            if tr is not None:
+                where = tr.get("machine", "not recorded")
+                trained.setdefault(where, []).append(f"{ds.label} / {recipe(name).label}")
+    if not trained:
+        return f"Machine: {machine()}."
+    first, *others = sorted(trained, key=lambda m: -len(trained[m]))
+    text = f"Machine: {first}" + (" (the runs not named below)." if others else ".")
+    for other in others:
+        text += f" {other}: {'; '.join(trained[other])}."
+    return text
 
 
 def minutes(results: Results, key: str, images: int) -> float | None:
@@ -809,14 +852,18 @@ def _pair(results: Results, ds: Dataset, a: str, b: str) -> tuple[dict | None, d
 def carried_note(results: Results) -> list[str]:
     """What the rows marked * are: figures carried over from an earlier report, whose curve
     points were not kept, with a link to the plot that report drew."""
-    rows = [r for k, r in results.rows.items() if k.endswith("/train") and "carried_from" in r]
+    rows = [
+        r
+        for k, r in results.rows.items()
+        if k.endswith("/train") and "carried_from" in r and not ASIDE.search(k.split("/")[1])
+    ]
     if not rows:
         return []
     sources = ", ".join(sorted({r["carried_from"] for r in rows}))
     plots = ", ".join(f"[{p}]({p})" for p in sorted({r["carried_plot"] for r in rows}))
     return [
         f"\\* Carried over from {sources}: measured by an earlier run of this benchmark (the "
-        "same protocol, on this machine) whose curve points were not kept, so these rows are "
+        "same protocol) whose curve points were not kept, so these rows are "
         f"not in the plot below; their figures are as that report printed them, their curves "
         f"in the plot it drew ({plots}).",
         "",
@@ -829,8 +876,7 @@ def recorded(results: Results, known: dict[str, Dataset]) -> tuple[list[Dataset]
     them this invocation trained."""
     parts = [key.split("/") for key in results.rows]
     seen = {p[1] for p in parts if len(p) > 2}
-    aside = re.compile(r"\.(config-[0-9a-f]{8}|\d+-images)$")  # runs set aside (_set_aside)
-    variants = sorted(n for n in seen - set(RECIPES) if _valid(n) and not aside.search(n))
+    variants = sorted(n for n in seen - set(RECIPES) if _valid(n) and not ASIDE.search(n))
     names = [n for n in (*RECIPES, *variants) if n in seen and _valid(n)]
     return [d for key, d in known.items() if key in {p[0] for p in parts}], names
 
@@ -974,18 +1020,18 @@ def time_table(results: Results, dss: list[Dataset], names: list[str]) -> list[s
                 if hit
                 else f"not within {curve[-1]['images']:,} images"
             )
-            last = curve[-1]
+            last, where = curve[-1], cpu(sp.get("machine", "–"))
             rows.append(
                 f"| {ds.label} | {recipe(name).label} | {sp['images_per_s']:.0f} "
                 f"| {minutes(results, key, last['images']):.1f} min | {last['fid']:.2f} "
-                f"| {goal:.2f} | {reached} |"
+                f"| {goal:.2f} | {reached} | {where} |"
             )
     if not rows:
         return []
     return [
         "## Quality per training minute",
         "",
-        "Images/s: each recipe trained alone on the machine named above, with its run's "
+        "Images/s: each recipe trained alone on the machine named in its row, with its run's "
         "options and precision (`--speed-steps` steps, the median of its log's images/s after "
         "warm-up). Training minutes = images seen / that speed, so runs that shared the machine "
         "while they trained still compare at their own speeds. A recipe reaches the classic "
@@ -993,8 +1039,8 @@ def time_table(results: Results, dss: list[Dataset], names: list[str]) -> list[s
         "points, so this is an upper bound at their resolution.",
         "",
         "| dataset | recipe | images/s alone | minutes for its run | its last curve FID "
-        "| classic's last curve FID | reached it by |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| classic's last curve FID | reached it by | speed measured on |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
         *rows,
         "",
         "![FID against training minutes](quality/fid-curves-time.png)",
@@ -1030,7 +1076,7 @@ def report(results: Results, dss: list[Dataset], names: list[str], args: Any) ->
             "the machine named here with the protocol stated, runs resumed across sessions where "
             "they were interrupted or extended.",
             "",
-            f"Machine: {machine()}.",
+            machines(results, dss, names),
             "",
             "Protocol: TF-Inception (2015-12-05) pool3 features, pytorch-fid's resize (bilinear "
             f"to 299 px), extractor precision {args.precision} for the final figures and "
@@ -1043,7 +1089,7 @@ def report(results: Results, dss: list[Dataset], names: list[str], args: Any) ->
             "min(1000, n/2). Precision and recall: k = 3. Reconstructions: "
             f"{args.recon_n:,} test images. All runs: 32 px, seed 0, the batch size "
             f"{BATCH} unless the recipe's preset sets another (the table gives it). Trained in: "
-            "the training precision (what `--precision auto` chose on this machine, or the "
+            "the training precision (what `--precision auto` chose on its machine, or the "
             "recipe's @bf16). Train time and img/s are as measured, with other runs sometimes "
             "sharing the machine: speed comparisons are in benchmarks.md.",
             "",
@@ -1089,7 +1135,9 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, default=locations.data_root())
     parser.add_argument("--datasets", default="cifar10-jpeg,mnist")
     parser.add_argument(
-        "--recipes", default=",".join(RECIPES), help="MODEL-PRESET, comma-separated [all]"
+        "--recipes",
+        default=None,
+        help="MODEL-PRESET, comma-separated [all; with --speed-only, all the record has]",
     )
     parser.add_argument("--images", type=int, default=384_000, help="training images per run")
     parser.add_argument("--mnist-images", type=int, default=None, help="[default: --images]")
@@ -1113,6 +1161,12 @@ def main() -> None:
         help="measure the recorded runs' speeds alone (idle machine), write the report, stop",
     )
     parser.add_argument("--speed-steps", type=int, default=300, help="steps of a speed run")
+    parser.add_argument(
+        "--retrain-carried",
+        action="store_true",
+        help="the recipes' runs carried over from an earlier report (figures, no curve) move "
+        "aside as NAME.carried and train anew",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON at the end")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -1122,21 +1176,23 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown dataset {unknown[0]} (valid: {', '.join(known)})")
     dss = [known[k] for k in args.datasets.split(",")]
-    names = split_recipes(args.recipes)
+    names = split_recipes(args.recipes) if args.recipes else list(RECIPES)
     for name in names:
         recipe(name)  # unknown names stop here, before anything runs
     args.results = args.results or args.docs / "quality" / "results.jsonl"
     args.results.parent.mkdir(parents=True, exist_ok=True)
     results = Results(args.results)
     log(f"machine: {machine()}; work folder {args.work}, record {args.results} (resumable)")
-    if args.speed_only:  # every recipe the record has for these datasets
+    if args.speed_only:  # the recipes asked, else every recipe the record has
         for ds in dss:
-            for name in recorded(results, known)[1]:
+            for name in names if args.recipes else recorded(results, known)[1]:
                 speed(ds, name, results, args)
     elif not args.report_only:
         for ds in dss:
             floor(ds, results, args)
             for name in names:
+                if args.retrain_carried:
+                    retrain_carried(ds, name, results, args)
                 run_one(ds, name, results, args)
                 report(results, *recorded(results, known), args)
             for name in names:  # after its runs, so that nothing else shares the machine

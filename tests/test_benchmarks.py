@@ -389,10 +389,15 @@ def test_bench_quality_time_table_and_small_data_section(tmp_path: Path) -> None
             results.put(f"{ds.key}/{name}/curve/{step}", row)
         results.put(f"{ds.key}/{name}/train", {"images": 12_800})  # equal budgets
         results.put(f"{ds.key}/{name}/speed", {"images_per_s": 32.0 if batch == 64 else 16.0})
+    fast = "Intel(R) Xeon(R) Processor, 2 cores, 2 threads, torch 2.14.1, Python 3.11.7"
+    results.put(f"{ds.key}/dcgan-classic/speed", {"images_per_s": 32.0, "machine": fast})
     lines = "\n".join(bq.time_table(results, [ds], list(curves)))
     # classic: 12,800 images at 32/s = 6.7 min; the default reaches 50.0 at 1,920 images / 16
-    assert "| 32 | 6.7 min | 50.00 | 50.00 | 6.7 min (12,800 images) |" in lines
-    assert "| 16 | 2.0 min | 40.00 | 50.00 | 2.0 min (1,920 images) |" in lines
+    assert (
+        "| 32 | 6.7 min | 50.00 | 50.00 | 6.7 min (12,800 images) | Intel(R) Xeon(R) Processor |"
+        in lines
+    )
+    assert "| 16 | 2.0 min | 40.00 | 50.00 | 2.0 min (1,920 images) | – |" in lines
     for name, fid in (("dcgan-classic", 50.0), ("dcgan-adaptive-r1", 30.0)):
         copy = {"nn_ratio": 1.1, "nearer_than_nn": 0.2, "copies": 0.0}
         results.put(f"{ds.key}/{name}/final", {"fid": fid, "precision": 0.5, "recall": 0.4, **copy})
@@ -457,3 +462,76 @@ def test_bench_quality_recipes_whose_values_hold_commas() -> None:
     assert bq.split_recipes("dcgan-classic,nonsense") == ["dcgan-classic,nonsense"]
     with pytest.raises(SystemExit, match="unknown recipe"):
         bq.recipe("dcgan-classic,nonsense")
+
+
+def test_bench_quality_names_each_runs_machine_and_measures_speed_again_elsewhere(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The report names the machine most runs trained on and lists the runs of any other; a
+    speed measured on another machine is measured again (one measured here is kept)."""
+    from types import SimpleNamespace
+
+    bq = _bench_quality_module()
+    results = bq.Results(tmp_path / "results.jsonl")
+    ds = bq.datasets(tmp_path, tmp_path)["cifar10-jpeg-1k"]
+    old = "AMD EPYC, 2 cores, 2 threads, torch 2.14.1, Python 3.11.7"
+    train = {"dataset": ds.key, "images": 64, "train_config": {"batch_size": 16}}
+    for name, where in (("dcgan-classic", old), ("dcgan-adaptive", old)):
+        results.put(f"{ds.key}/{name}/train", train | {"recipe": name, "machine": where})
+    results.put(f"{ds.key}/dcgan-adaptive-r1/train", train | {"recipe": "dcgan-adaptive-r1"})
+    names = ["dcgan-classic", "dcgan-adaptive", "dcgan-adaptive-r1"]
+    assert bq.machines(results, [ds], names) == (
+        f"Machine: {old} (the runs not named below). not recorded: "
+        "CIFAR-10-JPEG, 1,000 images (32 px) / dcgan adaptive-r1 (the default)."
+    )
+    assert bq.machines(results, [ds], names[:2]) == f"Machine: {old}."
+    calls, real_run = [], subprocess.run
+
+    def fake_run(cmd, **kwargs):  # a speed run that logs 120 images/s
+        if "imagegen" not in cmd:  # platform's own uname call
+            return real_run(cmd, **kwargs)
+        calls.append(cmd)
+        run_dir = Path(cmd[cmd.index("--run-dir") + 1])
+        run_dir.mkdir(parents=True)
+        lines = [{"images_per_s": v} for v in (5.0, 120.0, 120.0, 130.0)]
+        (run_dir / "log.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
+        return SimpleNamespace(returncode=0)
+
+    monkeypatch.setattr(bq.subprocess, "run", fake_run)
+    args = SimpleNamespace(work=tmp_path, speed_steps=12, data_root=tmp_path)
+    here = bq.machine()
+    results.put(f"{ds.key}/dcgan-classic/speed", {"images_per_s": 99.0, "machine": here})
+    results.put(f"{ds.key}/dcgan-adaptive/speed", {"images_per_s": 99.0, "machine": old})
+    for name in names[:2]:
+        bq.speed(ds, name, results, args)
+    assert len(calls) == 1 and "adaptive" in calls[0][calls[0].index("--preset") + 1]
+    assert results.get(f"{ds.key}/dcgan-classic/speed")["images_per_s"] == 99.0
+    again = results.get(f"{ds.key}/dcgan-adaptive/speed")
+    assert again["images_per_s"] == 120.0 and again["machine"] == here
+
+
+def test_bench_quality_retrains_a_carried_run_and_keeps_its_rows(tmp_path: Path) -> None:
+    """--retrain-carried moves a run carried over from an earlier report aside (NAME.carried,
+    out of the report's recipes and its carried note) and leaves a run trained here alone, so
+    that the same command resumes it."""
+    from types import SimpleNamespace
+
+    bq = _bench_quality_module()
+    results = bq.Results(tmp_path / "results.jsonl")
+    known = bq.datasets(tmp_path, tmp_path)
+    src = {"carried_from": "the report of commit abc1234", "carried_plot": "quality/old.png"}
+    results.put("mnist/dcgan-classic/train", {"images": 64, **src})
+    results.put("mnist/dcgan-classic/final", {"fid": 93.0, "carried_from": src["carried_from"]})
+    results.put("mnist/dcgan-adaptive/train", {"images": 64, "model_config": {}})
+    args = SimpleNamespace(work=tmp_path)
+    assert bq.carried_note(results)
+    for name in ("dcgan-classic", "dcgan-adaptive"):
+        bq.retrain_carried(known["mnist"], name, results, args)
+    on_disk = bq.Results(tmp_path / "results.jsonl").rows
+    assert set(on_disk) == {
+        "mnist/dcgan-classic.carried/train",
+        "mnist/dcgan-classic.carried/final",
+        "mnist/dcgan-adaptive/train",
+    }
+    assert bq.recorded(results, known)[1] == ["dcgan-adaptive"]
+    assert bq.carried_note(results) == []

@@ -172,6 +172,14 @@ def sample(request: SampleRequest, on_event: Emit | None = None) -> SampleResult
     metrics: dict[str, float] = {}
     names = ckpt.class_names
     asked = resolve_class(request.class_, names) if request.class_ is not None else None
+    if request.seeds and names and asked is None and out_file is not None:
+        made = len(request.seeds) * len(names)  # each seed in every class
+        if made > MAX_GRID:
+            raise UsageError(
+                f"--seeds gives {len(request.seeds)} images in each of {len(names)} classes: a "
+                f"grid of {made} is too large (at most {MAX_GRID}); pick one with --class, or "
+                "use --individual DIR"
+            )
 
     start = time.perf_counter()
     if request.reconstruct:

@@ -179,6 +179,9 @@ def test_conditional_model_through_every_command(
     result = run_cli("sample", straight, "--seeds", "0-1", "--individual", "bys")  # every class
     assert result.code == 0 and len(list(Path("bys").glob("seed000[01]-*.png"))) == 6, result
     assert Path("bys/seed0001-green.png").is_file()
+    result = run_cli("sample", straight, "--seeds", "0-1400", "--out", "big.png")  # 3 x 1,401
+    assert result.code == 2 and "grid of 4203 is too large" in result.err, result
+    assert not Path("big.png").exists()
     result = run_cli("sample", straight, "--class", "cat", "-n", "4", "--out", "c.png")
     assert (
         result.code == 2 and "valid: blue, green, red" in result.err and not Path("c.png").exists()

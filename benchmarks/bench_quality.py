@@ -817,12 +817,16 @@ def ratios(results: Results, dss: list[Dataset]) -> list[str]:
         (dcgan, "dcgan-classic", "DCGAN default / classic FID"),
         (dcgan, "dcgan-classic@bf16", "DCGAN default / classic FID, the classic trained in bf16"),
         (vaegan, vae, "VAE-GAN / VAE prior-sample FID (default presets)"),
-        ("dcgan-classic@bf16", "dcgan-classic", "DCGAN classic recipe trained in bf16 / in fp32"),
+        ("dcgan-classic@bf16", "dcgan-classic", "DCGAN classic recipe trained in {} / in {}"),
     ]
     out = []
     for ds in dss:
         for a_name, b_name, what in pairs:
             a, b = _pair(results, ds, a_name, b_name)
+            if a and b and "{}" in what:  # a precision comparison: where they differ
+                if a["trained_in"] == b["trained_in"]:
+                    continue
+                what = what.format(a["trained_in"], b["trained_in"])
             if a and b:
                 out.append(
                     f"- {ds.label}, {a['images']:,} images each: {what} = {a['fid']:.2f} / "
@@ -843,7 +847,8 @@ def _pair(results: Results, ds: Dataset, a: str, b: str) -> tuple[dict | None, d
     rows = []
     for name in (a, b):
         final, done = results.get(f"{ds.key}/{name}/final"), results.get(f"{ds.key}/{name}/train")
-        rows.append({**final, "images": done["images"]} if final and done else None)
+        ran = {"images": done["images"], "trained_in": done.get("trained_in")} if done else {}
+        rows.append({**final, **ran} if final and done else None)
     if rows[0] and rows[1] and rows[0]["images"] == rows[1]["images"]:
         return rows[0], rows[1]
     return None, None

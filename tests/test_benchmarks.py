@@ -535,3 +535,22 @@ def test_bench_quality_retrains_a_carried_run_and_keeps_its_rows(tmp_path: Path)
     }
     assert bq.recorded(results, known)[1] == ["dcgan-adaptive"]
     assert bq.carried_note(results) == []
+
+
+def test_bench_quality_precision_ratio_only_where_the_precisions_differ(tmp_path: Path) -> None:
+    """The bf16 / fp32 line of the ratios names the precisions the two runs trained in, and is
+    left out where both trained in the same one (the classic recipe retrained where `auto`
+    chose bf16)."""
+    bq = _bench_quality_module()
+    results = bq.Results(tmp_path / "results.jsonl")
+    ds = bq.datasets(tmp_path, tmp_path)["mnist"]
+    for name, fid, precision in (
+        ("dcgan-classic@bf16", 60.0, "bf16"),
+        ("dcgan-classic", 50.0, "fp32"),
+    ):
+        results.put(f"{ds.key}/{name}/train", {"images": 64, "trained_in": precision})
+        results.put(f"{ds.key}/{name}/final", {"fid": fid})
+    line = "DCGAN classic recipe trained in bf16 / in fp32 = 60.00 / 50.00 = **1.20**"
+    assert any(line in x for x in bq.ratios(results, [ds]))
+    results.put(f"{ds.key}/dcgan-classic/train", {"images": 64, "trained_in": "bf16"})
+    assert not any("classic recipe trained in" in x for x in bq.ratios(results, [ds]))

@@ -324,10 +324,11 @@ def test_presets_resolve_and_are_recorded(run_cli, isolated: Path) -> None:
     result = run_cli("train", "dcgan", "-d", "synthetic", "--dry-run", "--json")
     plan = json.loads(result.out)
     # the default recipe, written out (docs/models.md): changing it must change this test
-    assert plan["train_config"]["preset"] == "adaptive-r1"
+    assert plan["train_config"]["preset"] == "adaptive-lazy-r1"
     want_train = {"batch_size": 16, "lr": 4e-4, "ema_decay": 0.999, "beta1": 0.5}
     assert {k: plan["train_config"][k] for k in want_train} == want_train
     want_model = {"augment": "translation,cutout", "augment_target": 0.9, "r1_gamma": 0.01}
+    want_model |= {"r1_every": 16}
     want_model |= {"d_norm": "batch", "loss": "bce", "d_batch": "separate"}
     assert {k: plan["model_config"][k] for k in want_model} == want_model
     result = run_cli(

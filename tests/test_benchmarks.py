@@ -380,7 +380,7 @@ def test_bench_quality_time_table_and_small_data_section(tmp_path: Path) -> None
     ds = bq.datasets(tmp_path, tmp_path)["cifar10-jpeg-1k"]
     curves = {
         "dcgan-classic": [(100, 60.0), (200, 50.0)],
-        "dcgan-adaptive-r1": [(60, 55.0), (120, 40.0)],
+        bq.default_recipe("dcgan"): [(60, 55.0), (120, 40.0)],  # batch 16
     }
     for name, points in curves.items():
         batch = 64 if name == "dcgan-classic" else 16
@@ -398,7 +398,7 @@ def test_bench_quality_time_table_and_small_data_section(tmp_path: Path) -> None
         in lines
     )
     assert "| 16 | 2.0 min | 40.00 | 50.00 | 2.0 min (1,920 images) | – |" in lines
-    for name, fid in (("dcgan-classic", 50.0), ("dcgan-adaptive-r1", 30.0)):
+    for name, fid in (("dcgan-classic", 50.0), (bq.default_recipe("dcgan"), 30.0)):
         copy = {"nn_ratio": 1.1, "nearer_than_nn": 0.2, "copies": 0.0}
         results.put(f"{ds.key}/{name}/final", {"fid": fid, "precision": 0.5, "recall": 0.4, **copy})
         results.put(f"{ds.key}/{name}/final-whole", {"fid": fid + 10})
@@ -482,7 +482,7 @@ def test_bench_quality_names_each_runs_machine_and_measures_speed_again_elsewher
     names = ["dcgan-classic", "dcgan-adaptive", "dcgan-adaptive-r1"]
     assert bq.machines(results, [ds], names) == (
         f"Machine: {old} (the runs not named below). not recorded: "
-        "CIFAR-10-JPEG, 1,000 images (32 px) / dcgan adaptive-r1 (the default)."
+        "CIFAR-10-JPEG, 1,000 images (32 px) / dcgan adaptive-r1."
     )
     assert bq.machines(results, [ds], names[:2]) == f"Machine: {old}."
     calls, real_run = [], subprocess.run

@@ -126,7 +126,7 @@ def test_compile_through_the_cli_keeps_the_checkpoint_format(run_cli, isolated: 
 @pytest.mark.integration
 def test_compile_leaves_the_discriminator_eager_under_r1(run_cli, isolated: Path) -> None:
     """torch.compile has no double backward: with R1 (the default) only G is compiled."""
-    args = ["--set", "r1_gamma=0.5", "--compile", "--log-every", "1"]
+    args = ["--set", "r1_gamma=0.5", "--set", "r1_every=1", "--compile", "--log-every", "1"]
     train_tiny(run_cli, isolated / "r1", *args, steps=2)
     first = run_cli("train", "dcgan", "--resume", isolated / "r1", "--steps", "3", "--compile")
     assert first.code == 0, first

@@ -313,9 +313,10 @@ def test_lazy_r1_takes_the_penalty_every_kth_step_weighted_k(monkeypatch) -> Non
     assert len(calls) == 2 and int(lazy.d_steps) == 9  # steps 4 and 8
 
 
-def test_lazy_r1_is_refused_without_r1_and_resumes_exactly(run_cli, isolated: Path) -> None:
-    with pytest.raises(UsageError, match="r1_every needs the R1 penalty"):
-        DCGANConfig(**TINY_CFG, r1_every=4)
+def test_lazy_r1_without_r1_is_inert_and_resumes_exactly(run_cli, isolated: Path) -> None:
+    # The default preset's r1_every stays when a user turns R1 off: no penalty, no error.
+    model = DCGAN(DCGANConfig(**TINY_CFG, r1_every=16))
+    assert not any(model._r1_due() for _ in range(17))
     extra = ("--set", "r1_gamma=0.5", "--set", "r1_every=4", "--checkpoint-every", "3")
     straight_and_resumed(run_cli, isolated, (*extra, "--keep", "5"), steps=6)  # resumed at 3
 

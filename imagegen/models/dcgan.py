@@ -78,9 +78,7 @@ class DCGANConfig:
             raise UsageError("augment_target needs an augmentation: set augment too")
         check_d_batch(self.d_batch, self.d_norm)
         check_range(self, "r1_gamma", low=0.0)
-        check_positive(self, "r1_every")
-        if self.r1_every > 1 and not self.r1_gamma:
-            raise UsageError("r1_every needs the R1 penalty: set r1_gamma too")
+        check_positive(self, "r1_every")  # without r1_gamma there is no penalty to space out
 
 
 class Generator(nn.Module):
@@ -150,6 +148,9 @@ class DCGAN(GenerativeModel):
         self.augment_p: torch.Tensor | None = getattr(self, "augment_p", None)
         if config.r1_every > 1:  # D steps taken: state, so a resumed run keeps its rhythm
             self.register_buffer("d_steps", torch.zeros((), dtype=torch.long))
+            # the last penalty computed, logged between penalties: state, so that a resumed
+            # run logs what the uninterrupted one does
+            self.register_buffer("last_r1", torch.zeros(()))
         self._d_steps: int | None = None  # its host copy, read from the buffer once
         self._last_r1: torch.Tensor | None = None
 
@@ -227,7 +228,10 @@ class DCGAN(GenerativeModel):
         d_loss = discriminator_loss(logits_real, logits_fake, self.config.loss)
         r1 = r1_penalty(logits_real, x_d) if gamma else None
         (d_loss if r1 is None else d_loss + gamma / 2 * r1).backward()
-        self._last_r1 = r1.detach() if r1 is not None else self._last_r1
+        if r1 is not None and self.config.r1_every > 1:
+            self.last_r1.copy_(r1.detach())
+        elif r1 is not None:
+            self._last_r1 = r1.detach()
         opt_d.step()
         if self.augment_p is not None:
             with torch.no_grad():
@@ -251,11 +255,15 @@ class DCGAN(GenerativeModel):
         if self.augment_p is not None:
             logs |= self._adaptive_log(logits_real)
         # lazy R1: the last penalty computed, so that a log line's mean is not diluted
+        if self.config.r1_gamma and self.config.r1_every > 1:
+            return logs | {"r1": self.last_r1.clone()}
         return logs | ({"r1": self._last_r1} if self._last_r1 is not None else {})
 
-    def load_state_dict(self, *args, **kwargs):
+    def load_state_dict(self, state_dict, *args, **kwargs):
         self._d_steps = None  # lazy R1's step count: read again from the loaded buffer
-        return super().load_state_dict(*args, **kwargs)
+        if hasattr(self, "last_r1") and "last_r1" not in state_dict:  # saved before it was kept
+            state_dict = {**state_dict, "last_r1": self.last_r1.detach().clone()}
+        return super().load_state_dict(state_dict, *args, **kwargs)
 
     def _r1_due(self) -> bool:
         """Whether this D step takes the R1 penalty (every step, or every r1_every-th)."""

@@ -152,7 +152,6 @@ class DCGAN(GenerativeModel):
             # run logs what the uninterrupted one does
             self.register_buffer("last_r1", torch.zeros(()))
         self._d_steps: int | None = None  # its host copy, read from the buffer once
-        self._last_r1: torch.Tensor | None = None
 
     def networks(self) -> dict[str, nn.Module]:
         return {"generator": self.generator, "discriminator": self.discriminator}
@@ -230,8 +229,6 @@ class DCGAN(GenerativeModel):
         (d_loss if r1 is None else d_loss + gamma / 2 * r1).backward()
         if r1 is not None and self.config.r1_every > 1:
             self.last_r1.copy_(r1.detach())
-        elif r1 is not None:
-            self._last_r1 = r1.detach()
         opt_d.step()
         if self.augment_p is not None:
             with torch.no_grad():
@@ -257,7 +254,7 @@ class DCGAN(GenerativeModel):
         # lazy R1: the last penalty computed, so that a log line's mean is not diluted
         if self.config.r1_gamma and self.config.r1_every > 1:
             return logs | {"r1": self.last_r1.clone()}
-        return logs | ({"r1": self._last_r1} if self._last_r1 is not None else {})
+        return logs | ({"r1": r1.detach()} if r1 is not None else {})
 
     def load_state_dict(self, state_dict, *args, **kwargs):
         self._d_steps = None  # lazy R1's step count: read again from the loaded buffer

@@ -17,6 +17,12 @@ whose figures were carried over from an earlier report (NAME.carried keeps their
 Each run records the machine it trained on, and the report names them; a recipe's speed alone
 is measured again when it was measured on another machine.
 
+Equal time: the dataset KEY-30min (cifar10-jpeg-30min, mnist-30min) trains each recipe for 30
+minutes at the images/s its KEY run measured alone (the run records that budget), so recipes
+of different speeds meet at equal training time, where the others meet at equal images.
+Candidates (NAME+key=value) may change a model option or a training option of RECIPE_OPTIONS
+(`+batch_size=64`): each measured at equal images and at equal time beside its preset.
+
 Protocol (printed, and written into the report): TF-Inception pool3 features (the FID
 network of pytorch-fid, clean-fid and stylegan), pytorch-fid's resize, generated images
 quantised to uint8 as a PNG would hold them, sampled from the EMA weights where a recipe keeps
@@ -25,6 +31,8 @@ cached once. The floor line compares the dataset's own test images with the same
 
     make bench-quality                       # everything (hours on a 2-core CPU)
     python benchmarks/bench_quality.py --datasets mnist --recipes dcgan-classic,dcgan --images 64000
+    python benchmarks/bench_quality.py --datasets cifar10-jpeg-30min --points 6 \
+        --recipes dcgan-classic,dcgan-adaptive-lazy-r1        # after their cifar10-jpeg runs
 """
 
 import argparse
@@ -36,7 +44,7 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +70,7 @@ class Recipe:
     label: str
     batch: int  # images per step: the preset's, else TrainConfig's
     changes: tuple[tuple[str, str], ...] = ()  # model options over the preset's (a candidate)
+    train_changes: tuple[tuple[str, str], ...] = ()  # and training options (RECIPE_OPTIONS)
 
 
 def _recipes() -> dict[str, Recipe]:
@@ -84,35 +93,55 @@ RECIPES = _recipes()
 
 
 FLAGS = ("conditional",)  # training flags a recipe may add: NAME+conditional
+# The training options a recipe's preset may set (the rest say how long, where and how often).
+RECIPE_OPTIONS = ("batch_size", "lr", "lr_d", "lr_decay", "beta1", "beta2", "ema_decay", "flip")
 
 
 def recipe(name: str) -> Recipe:
     """A recipe by name; `NAME@bf16` trains NAME under bf16 autocast (the precision check);
-    `NAME+key=value` changes a model option of NAME's preset (a candidate measured beside it);
-    `NAME+conditional` trains it class-conditional on the data's classes."""
+    `NAME+key=value` changes a model option of NAME's preset, or a training option of
+    RECIPE_OPTIONS (`+batch_size=64`): a candidate measured beside it; `NAME+conditional` trains
+    it class-conditional on the data's classes."""
     name, _, precision = name.partition("@")
     base, *changed = name.split("+")
     flags = [c for c in changed if c in FLAGS]
-    changes = tuple(tuple(c.split("=", 1)) for c in changed if c not in FLAGS)
+    every = tuple(tuple(c.split("=", 1)) for c in changed if c not in FLAGS)
     if (
         base not in RECIPES
         or precision not in ("", "bf16", "fp32")
-        or any(len(c) != 2 for c in changes)
+        or any(len(c) != 2 for c in every)
     ):
         valid = ", ".join(RECIPES)
         raise SystemExit(
             f"unknown recipe {name} (valid: {valid}, each optionally +key=value..., "
             f"+{', +'.join(FLAGS)} and @bf16)"
         )
+    changes = tuple(c for c in every if c[0] not in RECIPE_OPTIONS)
+    train_changes = tuple(c for c in every if c[0] in RECIPE_OPTIONS)
     r = RECIPES[base]
-    args, label = r.args, r.label
+    args, label, batch = r.args, r.label, r.batch
     for key, value in changes:
         args, label = (*args, "--set", f"{key}={value}"), f"{label}, {key}={value}"
+    for key, value in train_changes:  # batch_size goes in as the recipe's batch
+        if key == "batch_size":
+            batch = int(value)
+        else:
+            args = (*args, *_train_flag(key, value))
+        label = f"{label}, {key}={value}"
     for flag in flags:
         args, label = (*args, f"--{flag}"), f"{label}, {flag}"
     if precision:
         args, label = (*args, "--precision", precision), f"{label}, {precision}"
-    return Recipe(r.model, args, label, r.batch, changes)
+    return Recipe(r.model, args, label, batch, changes, train_changes)
+
+
+def _train_flag(key: str, value: str) -> tuple[str, ...]:
+    """`imagegen train`'s flag for a training option (as TrainConfig declares it)."""
+    meta = TrainConfig.__dataclass_fields__[key].metadata
+    flag = meta["flag"] or f"--{key.replace('_', '-')}"
+    if TrainConfig.__dataclass_fields__[key].type is bool:
+        return (flag if value.lower() in ("1", "true", "yes") else f"--no-{flag[2:]}",)
+    return (flag, value)
 
 
 def split_recipes(text: str) -> list[str]:
@@ -142,14 +171,20 @@ class Dataset:
     label: str
     whole: str = ""  # a subset's whole training set: final FIDs are measured against both
     subset: int = 0  # images of the fixed subset of `whole` that `train` is made of
+    minutes: int = 0  # > 0: each recipe trains this long at its speed alone on `base`
+    base: str = ""  # the dataset key whose runs' speeds set an equal-time run's images
 
 
 SMALL = 1000  # images in the small-data row's subset (issue: the user's few hundred images)
+EQUAL_TIME = 30  # minutes of training of the equal-time rows
 
 
 def datasets(root: Path, work: Path) -> dict[str, Dataset]:
+    """The datasets by key; each full one also as KEY-30min: every recipe trained for
+    EQUAL_TIME minutes at its own speed alone on KEY (equal time, where the others are equal
+    images)."""
     zips = root / "cifar10-jpeg"
-    return {
+    out = {
         "cifar10-jpeg": Dataset(
             "cifar10-jpeg",
             str(zips / "train.zip"),
@@ -169,6 +204,12 @@ def datasets(root: Path, work: Path) -> dict[str, Dataset]:
         "mnist": Dataset("mnist", "mnist", "mnist", "test", "MNIST (32 px)"),
         "synthetic": Dataset("synthetic", "synthetic", "synthetic", "test", "synthetic blobs"),
     }
+    for key, ds in list(out.items()):
+        if not ds.subset:
+            label = f"{ds.label}, {EQUAL_TIME} min of training"
+            timed = replace(ds, key=f"{key}-{EQUAL_TIME}min", label=label, minutes=EQUAL_TIME)
+            out[timed.key] = replace(timed, base=key)
+    return out
 
 
 def log(message: str) -> None:
@@ -372,6 +413,8 @@ def run_one(ds: Dataset, name: str, results: Results, args: Any) -> None:
     images = args.images_for.get(ds.key, args.images)
     if spec.model != "dcgan" and args.ae_images:  # the VAE and VAE-GAN at their own budget
         images = args.ae_images
+    if ds.minutes:
+        images = equal_time_images(ds, name, results)
     steps = images // spec.batch
     every = max(1, steps // args.points)
     run_dir = args.work / ds.key / name
@@ -402,6 +445,7 @@ def run_one(ds: Dataset, name: str, results: Results, args: Any) -> None:
                 "elapsed_s": _elapsed(run_dir),
                 "machine": machine(),
                 "alarms": alarms(run_dir),
+                **({"budget": equal_time_budget(ds, name, results)} if ds.minutes else {}),
             },
         )
     latest = run_dir / "checkpoints" / runs.LATEST
@@ -432,6 +476,38 @@ def run_one(ds: Dataset, name: str, results: Results, args: Any) -> None:
     grid(run_dir / "checkpoints" / runs.LATEST, args.docs / "quality" / f"{ds.key}-{name}.png")
 
 
+def speed_row(results: Results, ds: Dataset, name: str) -> dict[str, Any] | None:
+    """A recipe's speed measured alone on a dataset (an equal-time dataset's: on its base)."""
+    return results.get(f"{ds.base or ds.key}/{name}/speed")
+
+
+def equal_time_budget(ds: Dataset, name: str, results: Results) -> dict[str, Any]:
+    """What an equal-time run's images come from: its minutes at the speed measured alone."""
+    sp = speed_row(results, ds, name)
+    if sp is None:
+        raise SystemExit(
+            f"{ds.key}/{name}: an equal-time run needs the recipe's speed alone on {ds.base}: "
+            f"run --datasets {ds.base} --recipes {name} first"
+        )
+    return {
+        "minutes": ds.minutes,
+        "images_per_s": sp["images_per_s"],
+        "speed_on": sp.get("machine"),
+    }
+
+
+def equal_time_images(ds: Dataset, name: str, results: Results) -> int:
+    """Images an equal-time run trains: ds.minutes at the recipe's images/s alone, in whole
+    batches. A run recorded already keeps the images its budget gave it (a speed measured
+    again later moves no finished run)."""
+    done = results.get(f"{ds.key}/{name}/train")
+    if done is not None and "budget" in done:
+        return done["images"]
+    batch = recipe(name).batch
+    budget = equal_time_budget(ds, name, results)
+    return int(budget["images_per_s"] * 60 * ds.minutes) // batch * batch
+
+
 def speed(ds: Dataset, name: str, results: Results, args: Any) -> None:
     """A recipe's training images/s on this machine, measured alone: `--speed-steps` steps of
     a fresh run with the recorded run's options and precision (no grids, no checkpoints
@@ -442,7 +518,7 @@ def speed(ds: Dataset, name: str, results: Results, args: Any) -> None:
 
     key = f"{ds.key}/{name}"
     tr, sp = results.get(f"{key}/train"), results.get(f"{key}/speed")
-    if tr is None or (sp is not None and sp.get("machine") == machine()):
+    if ds.minutes or tr is None or (sp is not None and sp.get("machine") == machine()):
         return  # measured here already; one measured on another machine is measured again
     spec = recipe(name)
     run_dir = args.work / "speed" / ds.key / name  # scratch, the benchmark's own
@@ -541,8 +617,6 @@ def _set_aside(results: Results, key: str, run_dir: Path, tag: str, why: str) ->
 
 # The model options the data sets, not the recipe.
 DATA_OPTIONS = ("channels", "resolution", "num_classes")
-# The training options a recipe's preset may set (the rest say how long, where and how often).
-RECIPE_OPTIONS = ("batch_size", "lr", "lr_d", "lr_decay", "beta1", "beta2", "ema_decay", "flip")
 
 
 def retuned(done: dict[str, Any], name: str) -> str:
@@ -556,9 +630,8 @@ def retuned(done: dict[str, Any], name: str) -> str:
     preset = model.presets[spec.args[spec.args.index("--preset") + 1]]
     asked = dict(preset.model) | dict(spec.changes)  # as `--set` gives them: text
     want_model = _plain(build_dataclass(model.config_cls, asked, spec.model))
-    want_train = _plain(
-        build_dataclass(TrainConfig, model.train_defaults | preset.train, "training")
-    )
+    asked_train = model.train_defaults | preset.train | dict(spec.train_changes)
+    want_train = _plain(build_dataclass(TrainConfig, asked_train, "training"))
     defaults = _plain(build_dataclass(model.config_cls, {}, spec.model))
     diffs = [
         f"{k}: {done['model_config'].get(k, defaults[k])} -> {v}"
@@ -610,6 +683,8 @@ def floor(ds: Dataset, results: Results, args: Any) -> None:
     """The dataset's test images against the same reference: the best a model can hope for."""
     if ds.subset:
         subset_folder(ds, results)
+    if ds.minutes:  # the same data as its base: the floor is the base's
+        return
     if results.get(f"{ds.key}/floor") is None:
         log(f"{ds.key}: floor (test images vs training images)")
         wanted = ("fid", "kid", "pr", "copy") if ds.whole else ("fid", "kid", "pr")
@@ -662,9 +737,9 @@ def machines(results: Results, dss: list[Dataset], names: list[str]) -> str:
     return text
 
 
-def minutes(results: Results, key: str, images: int) -> float | None:
+def minutes(results: Results, ds: Dataset, name: str, images: int) -> float | None:
     """Training minutes for `images` at the recipe's speed measured alone (None: unmeasured)."""
-    sp = results.get(f"{key}/speed")
+    sp = speed_row(results, ds, name)
     return images / sp["images_per_s"] / 60 if sp else None
 
 
@@ -693,12 +768,11 @@ def plot(
                 (r for k, r in results.rows.items() if k.startswith(f"{ds.key}/{name}/curve/")),
                 key=lambda r: r["step"],
             )
-            key = f"{ds.key}/{name}"
-            if by_time and results.get(f"{key}/speed") is None:
+            if by_time and speed_row(results, ds, name) is None:
                 continue
             if rows:
                 xs = [
-                    minutes(results, key, r["images"]) if by_time else r["images"] / 1000
+                    minutes(results, ds, name, r["images"]) if by_time else r["images"] / 1000
                     for r in rows
                 ]
                 fids = [r["fid"] for r in rows]
@@ -821,6 +895,9 @@ def ratios(results: Results, dss: list[Dataset]) -> list[str]:
     ]
     out = []
     for ds in dss:
+        if ds.minutes:
+            out += equal_time_ratio(results, ds, dcgan, "dcgan-classic")
+            continue
         for a_name, b_name, what in pairs:
             a, b = _pair(results, ds, a_name, b_name)
             if a and b and "{}" in what:  # a precision comparison: where they differ
@@ -840,6 +917,21 @@ def ratios(results: Results, dss: list[Dataset]) -> list[str]:
                 f"**{a['recon_fid'] / b['recon_fid']:.2f}**"
             )
     return out
+
+
+def equal_time_ratio(results: Results, ds: Dataset, a: str, b: str) -> list[str]:
+    """Two recipes' final FIDs after the same training minutes (each at its own speed alone)."""
+    rows = [
+        (results.get(f"{ds.key}/{n}/final"), results.get(f"{ds.key}/{n}/train")) for n in (a, b)
+    ]
+    if not all(fin and tr and "budget" in tr for fin, tr in rows):
+        return []
+    (fa, ta), (fb, tb) = rows
+    return [
+        f"- {ds.label}: DCGAN default / classic FID at equal training time ({ds.minutes} min "
+        f"at each recipe's speed alone: {ta['images']:,} and {tb['images']:,} images) = "
+        f"{fa['fid']:.2f} / {fb['fid']:.2f} = **{fa['fid'] / fb['fid']:.2f}**"
+    ]
 
 
 def _pair(results: Results, ds: Dataset, a: str, b: str) -> tuple[dict | None, dict | None]:
@@ -1016,19 +1108,19 @@ def time_table(results: Results, dss: list[Dataset], names: list[str]) -> list[s
         goal = target[-1]["fid"]
         for name in names:
             key = f"{ds.key}/{name}"
-            sp, curve = results.get(f"{key}/speed"), _curve(results, key)
+            sp, curve = speed_row(results, ds, name), _curve(results, key)
             if sp is None or not curve:
                 continue
             hit = next((r for r in curve if r["fid"] <= goal), None)
             reached = (
-                f"{minutes(results, key, hit['images']):.1f} min ({hit['images']:,} images)"
+                f"{minutes(results, ds, name, hit['images']):.1f} min ({hit['images']:,} images)"
                 if hit
                 else f"not within {curve[-1]['images']:,} images"
             )
             last, where = curve[-1], cpu(sp.get("machine", "–"))
             rows.append(
                 f"| {ds.label} | {recipe(name).label} | {sp['images_per_s']:.0f} "
-                f"| {minutes(results, key, last['images']):.1f} min | {last['fid']:.2f} "
+                f"| {minutes(results, ds, name, last['images']):.1f} min | {last['fid']:.2f} "
                 f"| {goal:.2f} | {reached} | {where} |"
             )
     if not rows:
@@ -1058,7 +1150,7 @@ def report(results: Results, dss: list[Dataset], names: list[str], args: Any) ->
     plot(results, dss, names, args.docs / "quality" / "fid-curves.png", args)
     timed = time_table(results, dss, names)
     if timed:
-        measured = [d for d in dss if any(results.get(f"{d.key}/{n}/speed") for n in names)]
+        measured = [d for d in dss if any(speed_row(results, d, n) for n in names)]
         plot(results, measured, names, args.docs / "quality" / "fid-curves-time.png", args, True)
     grids = [
         f"| {ds.label} | {recipe(n).label} | ![{ds.key} {n}](quality/{ds.key}-{n}.png) |"

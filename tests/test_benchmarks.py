@@ -554,3 +554,83 @@ def test_bench_quality_precision_ratio_only_where_the_precisions_differ(tmp_path
     assert any(line in x for x in bq.ratios(results, [ds]))
     results.put(f"{ds.key}/dcgan-classic/train", {"images": 64, "trained_in": "bf16"})
     assert not any("classic recipe trained in" in x for x in bq.ratios(results, [ds]))
+
+
+def test_bench_quality_candidates_change_training_options_too() -> None:
+    """NAME+batch_size=64+lr=2e-4: training options of RECIPE_OPTIONS go to their flags (the
+    batch as the recipe's batch), and the record is checked against them."""
+    bq = _bench_quality_module()
+    name = "dcgan-adaptive-lazy-r1+batch_size=64+lr=2e-4"
+    r = bq.recipe(name)
+    assert r.batch == 64 and r.args[-2:] == ("--lr", "2e-4") and "--batch-size" not in r.args
+    assert r.label.endswith("batch_size=64, lr=2e-4")
+    model = {"augment": "translation,cutout", "augment_target": 0.9, "r1_gamma": 0.01}
+    done = {"model_config": model | {"r1_every": 16}, "train_config": {"batch_size": 64}}
+    assert bq.retuned(done, name) == ""
+    assert (
+        bq.retuned(done, "dcgan-adaptive-lazy-r1") == "batch_size: 64 -> 16, lr: 0.0002 -> 0.0004"
+    )
+    assert bq.recipe("dcgan-classic+flip=false").args[-1] == "--no-flip"
+
+
+def test_bench_quality_equal_time_runs(tmp_path: Path) -> None:
+    """KEY-30min trains each recipe for 30 minutes at its speed alone on KEY (recorded as the
+    run's budget), measures no floor and no speed of its own, and the report sets the default
+    beside the classic recipe at equal time."""
+    from imagegen import inception
+    from imagegen.errors import UserError
+
+    try:
+        inception.find_weights()
+    except UserError:
+        pytest.skip("no Inception weights installed")
+    bq = _bench_quality_module()
+    dcgan = bq.default_recipe("dcgan")
+    results = bq.Results(tmp_path / "docs" / "quality" / "results.jsonl")
+    (tmp_path / "docs" / "quality").mkdir(parents=True)
+    # 30 min at 0.2 images/s: 360 images, 5 steps of 64; at 0.1: 180 images, 11 steps of 16
+    results.put("synthetic/dcgan-classic/speed", {"images_per_s": 0.2, "machine": "m"})
+    results.put(f"synthetic/{dcgan}/speed", {"images_per_s": 0.1, "machine": "m"})
+    args = ["--datasets", "synthetic-30min", "--recipes", f"dcgan-classic,{dcgan}"]
+    args += ["--points", "1", "--curve-n", "8", "--final-n", "16", "--ref-n", "16"]
+    args += ["--work", str(tmp_path / "work"), "--docs", str(tmp_path / "docs")]
+    rows = {r["key"]: r for r in run("bench_quality.py", *args)["rows"]}
+    classic, default = (
+        rows["synthetic-30min/dcgan-classic/train"],
+        rows[f"synthetic-30min/{dcgan}/train"],
+    )
+    assert (classic["images"], classic["steps"]) == (320, 5)
+    assert (default["images"], default["steps"]) == (176, 11)
+    assert classic["budget"] == {"minutes": 30, "images_per_s": 0.2, "speed_on": "m"}
+    assert not any(
+        k.startswith("synthetic-30min/floor") or k.endswith("30min/dcgan-classic/speed")
+        for k in rows
+    )
+    report = (tmp_path / "docs" / "quality.md").read_text()
+    fa, fb = (
+        rows[f"synthetic-30min/{dcgan}/final"]["fid"],
+        rows["synthetic-30min/dcgan-classic/final"]["fid"],
+    )
+    assert (
+        f"- synthetic blobs, 30 min of training: DCGAN default / classic FID at equal training "
+        f"time (30 min at each recipe's speed alone: 176 and 320 images) = {fa:.2f} / {fb:.2f}"
+    ) in report
+    # Without the base's speed, an equal-time run says what to run first.
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_quality.py"),
+            *args[:2],
+            "--recipes",
+            "dcgan-small-batch",
+            *args[4:],
+        ],
+        capture_output=True,
+        text=True,
+        env=os.environ | {"IMAGEGEN_DATA": ""},
+        timeout=600,
+    )
+    assert (
+        out.returncode != 0
+        and "run --datasets synthetic --recipes dcgan-small-batch first" in out.stderr
+    )

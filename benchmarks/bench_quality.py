@@ -422,6 +422,8 @@ def run_one(ds: Dataset, name: str, results: Results, args: Any) -> None:
     done = results.get(f"{key}/train")
     if done is not None and (diff := retuned(done, name)):
         _set_aside(results, key, run_dir, _config_tag(done), f"its preset changed ({diff})")
+    if ds.minutes:
+        _start_from_base(results, ds, name, images, run_dir)
     _same_run(results, key, run_dir)
     _extend(results, key, images, run_dir)
     done = results.get(f"{key}/train")
@@ -508,17 +510,20 @@ def equal_time_images(ds: Dataset, name: str, results: Results) -> int:
     return int(budget["images_per_s"] * 60 * ds.minutes) // batch * batch
 
 
-def speed(ds: Dataset, name: str, results: Results, args: Any) -> None:
+def speed(ds: Dataset, name: str, results: Results, args: Any, again: bool = False) -> None:
     """A recipe's training images/s on this machine, measured alone: `--speed-steps` steps of
     a fresh run with the recorded run's options and precision (no grids, no checkpoints
     between), the median of its log lines' images/s after the first (warm-up). The time axis
     of the report is images seen / this speed, so runs that shared the machine while they
-    trained are still compared at their own speeds."""
+    trained are still compared at their own speeds. `again`: measured anew even where this
+    machine measured it (--speed-only: every speed of the report side by side in one run, as
+    a machine's speed drifts over days)."""
     import shutil
 
     key = f"{ds.key}/{name}"
     tr, sp = results.get(f"{key}/train"), results.get(f"{key}/speed")
-    if ds.minutes or tr is None or (sp is not None and sp.get("machine") == machine()):
+    here = sp is not None and sp.get("machine") == machine()
+    if ds.minutes or tr is None or (here and not again):
         return  # measured here already; one measured on another machine is measured again
     spec = recipe(name)
     run_dir = args.work / "speed" / ds.key / name  # scratch, the benchmark's own
@@ -537,7 +542,12 @@ def speed(ds: Dataset, name: str, results: Results, args: Any) -> None:
     rates = sorted(x["images_per_s"] for x in lines[1:] if "images_per_s" in x)
     results.put(
         f"{key}/speed",
-        {"images_per_s": rates[len(rates) // 2], "steps": steps, "machine": machine()},
+        {
+            "images_per_s": rates[len(rates) // 2],
+            "steps": steps,
+            "machine": machine(),
+            "measured": time.strftime("%Y-%m-%d %H:%M"),
+        },
     )
     shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -551,6 +561,26 @@ def retrain_carried(ds: Dataset, name: str, results: Results, args: Any) -> None
     done = results.get(f"{key}/train")
     if done is not None and "carried_from" in done:
         _set_aside(results, key, args.work / ds.key / name, "carried", "asked to retrain it")
+
+
+def _start_from_base(results: Results, ds: Dataset, name: str, images: int, run_dir: Path) -> None:
+    """An equal-time run not started yet begins as a copy of its base's run where that one is
+    shorter and its lr does not decay: resume is exact, so going on from the copy trains the
+    run a fresh start would, in the base's part of the time. Its curve is measured again
+    from the copied checkpoints."""
+    import shutil
+
+    base = results.get(f"{ds.base}/{name}/train")
+    source = run_dir.parent.parent / ds.base / name
+    if run_dir.exists() or base is None or "model_config" not in base:
+        return
+    if base["images"] > images or base["train_config"].get("lr_decay", "none") != "none":
+        return
+    log(f"{ds.key}/{name}: going on from a copy of {source} ({base['images']:,} images)")
+    part = run_dir.with_name(run_dir.name + ".part")
+    shutil.rmtree(part, ignore_errors=True)
+    shutil.copytree(source, part)
+    part.rename(run_dir)
 
 
 def _same_run(results: Results, key: str, run_dir: Path) -> None:
@@ -1255,7 +1285,8 @@ def main() -> None:
     parser.add_argument(
         "--speed-only",
         action="store_true",
-        help="measure the recorded runs' speeds alone (idle machine), write the report, stop",
+        help="measure the recorded runs' speeds alone again, side by side in this one run "
+        "(idle machine), write the report, stop",
     )
     parser.add_argument("--speed-steps", type=int, default=300, help="steps of a speed run")
     parser.add_argument(
@@ -1283,7 +1314,7 @@ def main() -> None:
     if args.speed_only:  # the recipes asked, else every recipe the record has
         for ds in dss:
             for name in names if args.recipes else recorded(results, known)[1]:
-                speed(ds, name, results, args)
+                speed(ds, name, results, args, again=True)
     elif not args.report_only:
         for ds in dss:
             floor(ds, results, args)

@@ -508,6 +508,9 @@ def test_bench_quality_names_each_runs_machine_and_measures_speed_again_elsewher
     assert results.get(f"{ds.key}/dcgan-classic/speed")["images_per_s"] == 99.0
     again = results.get(f"{ds.key}/dcgan-adaptive/speed")
     assert again["images_per_s"] == 120.0 and again["machine"] == here
+    # --speed-only measures every speed again, side by side (a machine drifts over days).
+    bq.speed(ds, "dcgan-classic", results, args, again=True)
+    assert len(calls) == 2 and results.get(f"{ds.key}/dcgan-classic/speed")["images_per_s"] == 120
 
 
 def test_bench_quality_retrains_a_carried_run_and_keeps_its_rows(tmp_path: Path) -> None:
@@ -634,3 +637,29 @@ def test_bench_quality_equal_time_runs(tmp_path: Path) -> None:
         out.returncode != 0
         and "run --datasets synthetic --recipes dcgan-small-batch first" in out.stderr
     )
+
+
+def test_bench_quality_equal_time_run_goes_on_from_a_copy_of_its_base(tmp_path: Path) -> None:
+    """An equal-time run begins as a copy of its base's shorter run (resume is exact), never
+    of a longer one, of one whose lr decays, or over a folder already there."""
+    bq = _bench_quality_module()
+    results = bq.Results(tmp_path / "results.jsonl")
+    ds = bq.datasets(tmp_path, tmp_path)["mnist-30min"]
+    base = tmp_path / "mnist" / "dcgan-classic"
+    (base / "checkpoints").mkdir(parents=True)
+    (base / "checkpoints" / "latest.safetensors").write_bytes(b"weights")
+    row = {"images": 640, "model_config": {}, "train_config": {"lr_decay": "none"}}
+    results.put("mnist/dcgan-classic/train", row)
+    run_dir = tmp_path / ds.key / "dcgan-classic"
+    bq._start_from_base(results, ds, "dcgan-classic", 320, run_dir)  # the base is longer
+    assert not run_dir.exists()
+    results.put("mnist/dcgan-classic/train", row | {"train_config": {"lr_decay": "linear"}})
+    bq._start_from_base(results, ds, "dcgan-classic", 1280, run_dir)  # its lr decayed
+    assert not run_dir.exists()
+    results.put("mnist/dcgan-classic/train", row)
+    bq._start_from_base(results, ds, "dcgan-classic", 1280, run_dir)
+    assert (run_dir / "checkpoints" / "latest.safetensors").read_bytes() == b"weights"
+    assert not run_dir.with_name("dcgan-classic.part").exists()
+    (base / "checkpoints" / "latest.safetensors").write_bytes(b"other")
+    bq._start_from_base(results, ds, "dcgan-classic", 1280, run_dir)  # started: left alone
+    assert (run_dir / "checkpoints" / "latest.safetensors").read_bytes() == b"weights"

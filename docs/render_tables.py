@@ -2,8 +2,9 @@
 
 - docs/cli.md, the options of `imagegen train`: from the command, whose training options are
   derived from their declarations (TrainConfig fields, imagegen/config.py);
-- docs/evaluation.md, the metrics of `imagegen eval`: from their registry
-  (imagegen/eval_metrics.py).
+- docs/evaluation.md, the options of `imagegen eval`: from the command, whose options are
+  derived from their declarations (EvalRequest fields, imagegen/eval_request.py), and its
+  metrics: from their registry (imagegen/eval_metrics.py).
 
 tests/test_options.py checks that the docs hold the tables this script would write.
 
@@ -18,13 +19,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def train_options_table() -> str:
-    """The Markdown table of the train command's arguments and options."""
+def options_table(name: str) -> str:
+    """The Markdown table of a command's arguments and options."""
     import typer
 
     from imagegen.cli import app
 
-    command = typer.main.get_command(app).commands["train"]
+    command = typer.main.get_command(app).commands[name]
     rows = ["| option | meaning | default |", "| --- | --- | --- |"]
     for param in command.params:
         if param.param_type_name == "argument":
@@ -51,23 +52,27 @@ def metrics_table() -> str:
     return "\n".join(rows)
 
 
-# file -> (the table's name in its markers, the function that makes it)
-TABLES: dict[str, tuple[str, Callable[[], str]]] = {
-    "cli.md": ("train options", train_options_table),
-    "evaluation.md": ("metrics", metrics_table),
+# file -> each table's name in its markers, and the function that makes it
+TABLES: dict[str, dict[str, Callable[[], str]]] = {
+    "cli.md": {"train options": lambda: options_table("train")},
+    "evaluation.md": {
+        "eval options": lambda: options_table("eval"),
+        "metrics": metrics_table,
+    },
 }
 
 
 def render(name: str) -> str:
-    """docs/NAME's text with its table made anew between the markers."""
-    what, make = TABLES[name]
-    begin, end = f"<!-- {what}: made by docs/render_tables.py -->", f"<!-- end of {what} -->"
+    """docs/NAME's text with its tables made anew between their markers."""
     text = (ROOT / "docs" / name).read_text()
-    start, stop = text.index(begin) + len(begin), text.index(end)
-    return text[:start] + "\n" + make() + "\n" + text[stop:]
+    for what, make in TABLES[name].items():
+        begin, end = f"<!-- {what}: made by docs/render_tables.py -->", f"<!-- end of {what} -->"
+        start, stop = text.index(begin) + len(begin), text.index(end)
+        text = text[:start] + "\n" + make() + "\n" + text[stop:]
+    return text
 
 
 if __name__ == "__main__":
     for name in TABLES:
         (ROOT / "docs" / name).write_text(render(name))
-        print(f"docs/{name}: {TABLES[name][0]} written", file=sys.stderr)
+        print(f"docs/{name}: {', '.join(TABLES[name])} written", file=sys.stderr)

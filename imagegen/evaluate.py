@@ -28,7 +28,7 @@ from imagegen import labels as labelling
 from imagegen.decode import composite, convert_channels
 from imagegen.devices import resolve_device
 from imagegen.errors import UsageError, UserError
-from imagegen.eval_metrics import DEFAULT_METRICS
+from imagegen.eval_request import EvalRequest
 from imagegen.files import check_output_file
 from imagegen.generation import generate_uint8, latents, proportional_labels
 from imagegen.image_sizes import native_resolution
@@ -42,35 +42,6 @@ from imagegen.reference import (
     save_npz_stats,
 )
 from imagegen.registry import get_spec
-
-
-@dataclass(frozen=True)
-class EvalRequest:
-    """What to evaluate against what."""
-
-    source: Path  # checkpoint, run folder or image folder (or zip)
-    reference: str | None = None  # dataset name, folder, or .npz with mu and sigma
-    split: str = "train"
-    n: int = 10_000
-    n_ref: int | None = None  # reference images; default: as many as are evaluated
-    metrics: tuple[str, ...] = DEFAULT_METRICS
-    batch_size: int = 64
-    device: str = "auto"
-    seed: int = 0
-    resolution: int | None = None  # override: the size both sets are brought to first
-    kid_subsets: int = 100
-    kid_subset_size: int | None = None  # default: min(1000, images // 2)
-    inception_weights: str | None = None
-    data_root: str | None = None
-    save_stats: Path | None = None
-    save_pairs: Path | None = None  # PNG: the closest sample/reference pairs ("copy" metric)
-    force: bool = False
-    log_to_run: bool = True
-    precision: str = "fp32"  # of the feature extractor: fp32 (the reference protocol) or bf16
-    use_ema: bool = True  # checkpoints: sample the moving average (False: the raw weights)
-    protocol: str = "pytorch-fid"  # the resize chain to the network's input (fid_protocols)
-    test_data: str | None = None  # bits/dim: held-out images [default: the run's test split]
-    fid_at: tuple[int, ...] = ()  # also the FID of the first k images evaluated, for each k
 
 
 @dataclass(frozen=True)

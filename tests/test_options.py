@@ -1,6 +1,7 @@
 """Training options are declared once (TrainConfig fields in config.py): the train command's
 flags, their help defaults, the resume check and docs/cli.md's table all come from there; the
-metrics of eval are registered once (eval_metrics.py), and docs/evaluation.md's table too."""
+options of eval are declared once (EvalRequest fields in eval_request.py), and its metrics
+registered once (eval_metrics.py): docs/evaluation.md's tables come from them too."""
 
 import dataclasses
 import json
@@ -30,6 +31,25 @@ def test_flags_and_fields_match_one_to_one() -> None:
     for name, f in FIELDS.items():
         flag = f.metadata["flag"] or f"--{name.replace('_', '-')}"
         assert flag in params[name].opts, (name, params[name].opts)
+
+
+def test_eval_flags_are_the_declared_eval_options() -> None:
+    """`eval`'s flags are EvalRequest's declared fields (plus how the result is shown), each
+    with its declared help and default: one place, as train's are TrainConfig's."""
+    from imagegen.eval_request import EvalRequest
+
+    command = typer.main.get_command(cli.app).commands["eval"]
+    params = {p.name: p for p in command.params}
+    declared = {f.name: f for f in dataclasses.fields(EvalRequest) if "help" in f.metadata}
+    assert set(params) - {"source", "as_json", "quiet"} == set(declared)
+    for name, f in declared.items():
+        assert f.metadata["help"] in params[name].help, name
+    assert "[default: 10000]" in params["n"].help and "-n" in params["n"].opts
+    assert (
+        "--dataset" in params["reference"].opts and "--no-ema" in params["use_ema"].secondary_opts
+    )
+    assert "[default: fp32]" in params["precision"].help
+    assert "[default" not in params["save_stats"].help  # nothing to show: no default
 
 
 def test_help_shows_each_declared_default() -> None:

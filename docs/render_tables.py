@@ -1,7 +1,8 @@
 """Write the tables of docs/*.md that are made from the code, between their markers.
 
 - docs/cli.md, the options of `imagegen train`: from the command, whose training options are
-  derived from their declarations (TrainConfig fields, imagegen/config.py);
+  derived from their declarations (TrainConfig fields, imagegen/config.py), and those of
+  `imagegen sample` (SampleRequest fields, imagegen/sample_request.py);
 - docs/evaluation.md, the options of `imagegen eval`: from the command, whose options are
   derived from their declarations (EvalRequest fields, imagegen/eval_request.py), and its
   metrics: from their registry (imagegen/eval_metrics.py).
@@ -54,7 +55,10 @@ def metrics_table() -> str:
 
 # file -> each table's name in its markers, and the function that makes it
 TABLES: dict[str, dict[str, Callable[[], str]]] = {
-    "cli.md": {"train options": lambda: options_table("train")},
+    "cli.md": {
+        "train options": lambda: options_table("train"),
+        "sample options": lambda: options_table("sample"),
+    },
     "evaluation.md": {
         "eval options": lambda: options_table("eval"),
         "metrics": metrics_table,

@@ -21,6 +21,7 @@ from imagegen.config import TrainConfig
 from imagegen.errors import PeerError, UsageError, UserError
 from imagegen.eval_request import EvalRequest
 from imagegen.registry import MODELS
+from imagegen.sample_request import SampleRequest
 
 MODEL_NAMES = ", ".join(MODELS)  # help texts list the registry, never a hand-written list
 CPU_BF16_MODELS = ", ".join(name for name, spec in MODELS.items() if spec.cpu_bf16) or "none"
@@ -479,87 +480,27 @@ SAMPLE_EXAMPLE = """Examples:
 """
 
 
-@app.command(epilog=SAMPLE_EXAMPLE)
 def sample(
     source: Path | None = typer.Argument(
         None, help="Checkpoint file or run folder [default: the newest run under checkpoints/]."
     ),
-    n: int | None = typer.Option(
-        None,
-        "--n",
-        "-n",
-        help="Number of images (a conditional model: whole rows, one per class) [default: 64].",
-        show_default=False,
-    ),
-    seeds: str | None = typer.Option(
-        None,
-        help="One image per seed, e.g. 0-63 or 1,5,9-12 (the same seed, the same image; "
-        "--individual files named seedNNNN) instead of --n from --seed.",
-    ),
-    trunc: float | None = typer.Option(
-        None,
-        help="Truncation trick: latent entries beyond +-TRUNC drawn again (e.g. 0.7: "
-        "typical images, less variety).",
-    ),
-    class_: str | None = typer.Option(
-        None, "--class", help="A conditional model's class, by name or index [default: each]."
-    ),
-    seed: int = typer.Option(0, help="Seed for the latents; the same seed gives the same PNG."),
-    out: Path | None = typer.Option(
-        None, "--out", "-o", help="PNG grid to write [default: RUN/samples/sample-seedS-nN.png]."
-    ),
-    nrow: int | None = typer.Option(None, help="Images per grid row [default: about sqrt(n)]."),
-    individual: Path | None = typer.Option(None, help="Write one PNG per image into this folder."),
-    interpolate: int | None = typer.Option(
-        None, help="Rows of STEPS spherical interpolations between random latents."
-    ),
-    reconstruct: bool = typer.Option(
-        False,
-        "--reconstruct",
-        help="vae, vaegan: dataset images (rows) above their reconstructions, one grid.",
-    ),
-    split: str = typer.Option("test", help="--reconstruct: the split to draw from."),
-    dataset: str | None = typer.Option(
-        None, "--dataset", "-d", help="--reconstruct: another dataset than the run's."
-    ),
-    data_root: str | None = typer.Option(
-        None, help="--reconstruct: folder of named datasets [default: the run's]."
-    ),
-    no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw weights, not the EMA."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    force: bool = typer.Option(False, "--force", help="Overwrite existing output."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object at the end."),
     quiet: bool = typer.Option(
         False, "--quiet", "-q", help="Print nothing but the result and errors."
     ),
+    **sample_options: Any,
 ) -> int:
     """Generate images from a checkpoint and write them as PNG."""
     from imagegen.generation import parse_seeds
-    from imagegen.sample import SampleRequest
     from imagegen.sample import sample as run_sample
 
-    chosen = parse_seeds(seeds) if seeds is not None else None
-    if chosen is not None and n is not None:
-        raise UsageError("give --n or --seeds, not both (--seeds makes one image per seed)")
-    request = SampleRequest(
-        source=source,
-        n=len(chosen) if chosen is not None else 64 if n is None else n,
-        seeds=None if chosen is None else tuple(chosen),
-        trunc=trunc,
-        seed=seed,
-        out=out,
-        nrow=nrow,
-        individual=individual,
-        interpolate=interpolate,
-        reconstruct=reconstruct,
-        split=split,
-        dataset=dataset,
-        data_root=data_root,
-        use_ema=not no_ema,
-        device=device,
-        force=force,
-        class_=class_,
-    )
+    options = _given(**sample_options)  # the options given, by SampleRequest field
+    if "seeds" in options:
+        if "n" in options:
+            raise UsageError("give --n or --seeds, not both (--seeds makes one image per seed)")
+        options["seeds"] = tuple(parse_seeds(options["seeds"]))
+        options["n"] = len(options["seeds"])
+    request = SampleRequest(source=source, **options)
     out_c, err = _consoles(quiet)
     with _StageView(err, quiet or as_json) as view:
         result = run_sample(request, view)
@@ -573,7 +514,7 @@ def sample(
             if len(result.files) == 1
             else f"{len(result.files)} files in {Path(result.files[0]).parent}"
         )
-        what = "reconstructions" if reconstruct else "images"
+        what = "reconstructions" if request.reconstruct else "images"
         if result.class_ is not None:
             what += f" of class {result.class_}"
         elif result.classes:
@@ -589,6 +530,8 @@ def sample(
             )
     return 0
 
+
+app.command(epilog=SAMPLE_EXAMPLE)(_with_options(sample, SampleRequest))
 
 EVAL_EXAMPLE = """Examples:
 

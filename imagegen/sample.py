@@ -24,32 +24,10 @@ from imagegen.likelihood import mean_elbo_terms
 from imagegen.progress import Emit, ProgressEvent, ignore
 from imagegen.registry import MODELS
 from imagegen.runs import find_checkpoint, newest_run, recorded_data_root
+from imagegen.sample_request import SampleRequest
 
 MAX_GRID = 4096
 MAX_N = 100_000
-
-
-@dataclass(frozen=True)
-class SampleRequest:
-    """What to sample and where to write it."""
-
-    source: Path | None = None  # checkpoint file or run folder; None: the newest run
-    n: int = 64
-    seed: int = 0
-    out: Path | None = None
-    nrow: int | None = None
-    individual: Path | None = None
-    interpolate: int | None = None  # images per interpolation row
-    reconstruct: bool = False  # dataset images beside their reconstructions
-    split: str = "test"  # the split --reconstruct draws from
-    dataset: str | None = None  # --reconstruct: another dataset than the run's
-    data_root: str | None = None
-    use_ema: bool = True
-    device: str = "auto"
-    force: bool = False
-    class_: str | None = None  # a conditional model's class: its name or index
-    seeds: tuple[int, ...] | None = None  # one image per seed, instead of --n from --seed
-    trunc: float | None = None  # the truncation trick's threshold
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import typer
 from conftest import train_tiny
 
@@ -33,23 +34,31 @@ def test_flags_and_fields_match_one_to_one() -> None:
         assert flag in params[name].opts, (name, params[name].opts)
 
 
-def test_eval_flags_are_the_declared_eval_options() -> None:
-    """`eval`'s flags are EvalRequest's declared fields (plus how the result is shown), each
-    with its declared help and default: one place, as train's are TrainConfig's."""
+@pytest.mark.parametrize("name", ["eval", "sample"])
+def test_eval_and_sample_flags_are_their_declared_options(name: str) -> None:
+    """`eval`'s and `sample`'s flags are their request's declared fields (plus the source and
+    how the result is shown), each with its declared help and default: one place, as train's
+    are TrainConfig's."""
     from imagegen.eval_request import EvalRequest
+    from imagegen.sample_request import SampleRequest
 
-    command = typer.main.get_command(cli.app).commands["eval"]
+    cls = {"eval": EvalRequest, "sample": SampleRequest}[name]
+    command = typer.main.get_command(cli.app).commands[name]
     params = {p.name: p for p in command.params}
-    declared = {f.name: f for f in dataclasses.fields(EvalRequest) if "help" in f.metadata}
+    declared = {f.name: f for f in dataclasses.fields(cls) if "help" in f.metadata}
     assert set(params) - {"source", "as_json", "quiet"} == set(declared)
-    for name, f in declared.items():
-        assert f.metadata["help"] in params[name].help, name
-    assert "[default: 10000]" in params["n"].help and "-n" in params["n"].opts
-    assert (
-        "--dataset" in params["reference"].opts and "--no-ema" in params["use_ema"].secondary_opts
-    )
-    assert "[default: fp32]" in params["precision"].help
-    assert "[default" not in params["save_stats"].help  # nothing to show: no default
+    for key, f in declared.items():
+        assert f.metadata["help"] in params[key].help, key
+        flag = f.metadata["flag"] or f"--{key.replace('_', '-')}"
+        assert flag in params[key].opts, (key, params[key].opts)
+    assert ("[default: 10000]" if name == "eval" else "[default: 64]") in params["n"].help
+    assert "--no-ema" in params["use_ema"].secondary_opts and "-n" in params["n"].opts
+    if name == "eval":
+        assert (
+            "--dataset" in params["reference"].opts and "[default" not in params["save_stats"].help
+        )
+    else:
+        assert "--class" in params["class_"].opts and "[default: off]" in params["trunc"].help
 
 
 def test_help_shows_each_declared_default() -> None:

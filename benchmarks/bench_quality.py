@@ -479,7 +479,12 @@ def run_one(ds: Dataset, name: str, results: Results, args: Any) -> None:
 
 
 def speed_row(results: Results, ds: Dataset, name: str) -> dict[str, Any] | None:
-    """A recipe's speed measured alone on a dataset (an equal-time dataset's: on its base)."""
+    """A recipe's speed measured alone on a dataset; an equal-time dataset's: the one its run's
+    budget was set by, else its base's now."""
+    done = results.get(f"{ds.key}/{name}/train") if ds.minutes else None
+    if done is not None and "budget" in done:
+        budget = done["budget"]
+        return {"images_per_s": budget["images_per_s"], "machine": budget["speed_on"]}
     return results.get(f"{ds.base or ds.key}/{name}/speed")
 
 

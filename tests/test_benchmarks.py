@@ -605,6 +605,12 @@ def test_bench_quality_equal_time_runs(tmp_path: Path) -> None:
     assert (classic["images"], classic["steps"]) == (320, 5)
     assert (default["images"], default["steps"]) == (176, 11)
     assert classic["budget"] == {"minutes": 30, "images_per_s": 0.2, "speed_on": "m"}
+    # A speed measured again later moves neither the run nor its minutes.
+    results = bq.Results(tmp_path / "docs" / "quality" / "results.jsonl")
+    results.put("synthetic/dcgan-classic/speed", {"images_per_s": 0.4, "machine": "m"})
+    ds = bq.datasets(tmp_path, tmp_path)["synthetic-30min"]
+    assert bq.equal_time_images(ds, "dcgan-classic", results) == 320
+    assert bq.minutes(results, ds, "dcgan-classic", 320) == pytest.approx(320 / 0.2 / 60)
     assert not any(
         k.startswith("synthetic-30min/floor") or k.endswith("30min/dcgan-classic/speed")
         for k in rows

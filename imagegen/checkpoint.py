@@ -370,7 +370,21 @@ def restore_training_state(
             raise UserError(
                 f"{ckpt.path}: optimizer state for {name} does not load ({e})"
             ) from None
+        _state_in_param_layout(opt)
     return _prefixed(ckpt.tensors, "rng/")
+
+
+def _state_in_param_layout(opt: torch.optim.Optimizer) -> None:
+    """Give each per-element state tensor (Adam's moments) its parameter's memory layout, as
+    a fresh run's state has (zeros_like the parameter): they are saved contiguous, the
+    parameters of a channels_last model are not, and a fused optimizer's kernel walks a
+    parameter and its state in memory order, so a resumed run would pair them differently."""
+    for group in opt.param_groups:
+        for param in group["params"]:
+            for key, value in opt.state.get(param, {}).items():
+                same_shape = torch.is_tensor(value) and value.shape == param.shape
+                if same_shape and value.stride() != param.stride():
+                    opt.state[param][key] = torch.empty_like(param).copy_(value)
 
 
 def save_sampler(path: Path, ckpt: Checkpoint, model: nn.Module) -> None:

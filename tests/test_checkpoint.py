@@ -56,6 +56,26 @@ def test_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
     assert not torch.equal(ema.generate(z), raw.generate(z))
 
 
+def test_restored_adam_state_has_the_parameters_layout(tmp_path: Path) -> None:
+    """Adam's moments are saved contiguous; a channels_last model's parameters are not. The
+    fused optimizer pairs a parameter and its state in memory order, so a restored state must
+    take its parameter's layout, or the next steps update with another element's moments."""
+    model = tiny_model().to(memory_format=torch.channels_last)
+    path = tmp_path / "ck.safetensors"
+    save(path, model)
+    again = tiny_model().to(memory_format=torch.channels_last)
+    opts = again.configure_optimizers(TrainConfig())
+    ck = checkpoint.read_checkpoint(path, expect_model="dcgan")
+    checkpoint.restore_training_state(ck, again, EMA(again.generator, 0.9).module, opts)
+    w = again.generator.main[0].weight
+    assert w.dim() == 4 and not w.is_contiguous()  # a conv weight in channels_last
+    for opt in opts.values():
+        for group in opt.param_groups:
+            for param in group["params"]:
+                for key in ("exp_avg", "exp_avg_sq"):
+                    assert opt.state[param][key].stride() == param.stride(), key
+
+
 def test_metadata_is_complete_and_nothing_is_pickled(tmp_path: Path) -> None:
     path = tmp_path / "ck.safetensors"
     save(path, tiny_model())

@@ -51,7 +51,7 @@ from typing import Any
 import torch
 
 from imagegen import checkpoint, data, files, locations, runs
-from imagegen.config import TrainConfig, build_dataclass, to_dict
+from imagegen.config import TrainConfig, build_dataclass, flag_of, to_dict
 from imagegen.evaluate import EvalRequest, evaluate
 from imagegen.generation import class_grid, generate_uint8, latents
 from imagegen.images import make_grid, write_png
@@ -137,9 +137,9 @@ def recipe(name: str) -> Recipe:
 
 def _train_flag(key: str, value: str) -> tuple[str, ...]:
     """`imagegen train`'s flag for a training option (as TrainConfig declares it)."""
-    meta = TrainConfig.__dataclass_fields__[key].metadata
-    flag = meta["flag"] or f"--{key.replace('_', '-')}"
-    if TrainConfig.__dataclass_fields__[key].type is bool:
+    field = TrainConfig.__dataclass_fields__[key]
+    flag = flag_of(field)
+    if field.type is bool:
         return (flag if value.lower() in ("1", "true", "yes") else f"--no-{flag[2:]}",)
     return (flag, value)
 

@@ -17,7 +17,7 @@ from typing import Any
 import typer
 
 from imagegen import __version__, jsonl
-from imagegen.config import TrainConfig
+from imagegen.config import TrainConfig, flag_of
 from imagegen.errors import PeerError, UsageError, UserError
 from imagegen.eval_request import EvalRequest
 from imagegen.registry import MODELS
@@ -358,7 +358,7 @@ def option_parameters(cls: type) -> list[inspect.Parameter]:
         meta = f.metadata
         if "help" not in meta:  # a field the command line does not set
             continue
-        flag = meta["flag"] or f"--{f.name.replace('_', '-')}"
+        flag = flag_of(f)
         kind = _flag_type(typing.get_type_hints(cls)[f.name])
         decls = [f"{flag}/--no-{flag[2:]}" if kind is bool else flag]
         decls += [meta["short"]] if meta["short"] else []

@@ -34,6 +34,11 @@ def option(
     return field(default=default, metadata=meta)
 
 
+def flag_of(f: dataclasses.Field) -> str:
+    """The command-line flag of an option declared with `option`: its own, else --field-name."""
+    return f.metadata["flag"] or f"--{f.name.replace('_', '-')}"
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything about a run that is not the model's architecture or loss."""

@@ -20,6 +20,9 @@ is measured again when it was measured on another machine.
 Equal time: the dataset KEY-30min (cifar10-jpeg-30min, mnist-30min) trains each recipe for 30
 minutes at the images/s its KEY run measured alone (the run records that budget), so recipes
 of different speeds meet at equal training time, where the others meet at equal images.
+A recipe budgeted on a later day, when the machine runs faster or slower, keeps the first
+day's minutes: its speed is scaled by the classic recipe's then and now, measured side by side
+(`--speed-only --recipes dcgan-classic,NAME`; the run records the scale as its drift).
 Candidates (NAME+key=value) may change a model option or a training option of RECIPE_OPTIONS
 (`+batch_size=64`): each measured at equal images and at equal time beside its preset.
 
@@ -177,6 +180,12 @@ class Dataset:
 
 SMALL = 1000  # images in the small-data row's subset (issue: the user's few hundred images)
 EQUAL_TIME = 30  # minutes of training of the equal-time rows
+# The recipe whose equal-time budget sets the clock: a recipe budgeted later, on a day the
+# machine runs faster or slower, trains CLOCK's budget speed x its speed / CLOCK's, both
+# measured side by side (one --speed-only run), so that 30 minutes stay the same 30 minutes.
+CLOCK = "dcgan-classic"
+# This process: the speeds that one --speed-only run measures carry it (side by side).
+SESSION = time.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def datasets(root: Path, work: Path) -> dict[str, Dataset]:
@@ -489,18 +498,41 @@ def speed_row(results: Results, ds: Dataset, name: str) -> dict[str, Any] | None
 
 
 def equal_time_budget(ds: Dataset, name: str, results: Results) -> dict[str, Any]:
-    """What an equal-time run's images come from: its minutes at the speed measured alone."""
+    """What an equal-time run's images come from: its minutes at the speed measured alone,
+    scaled by the machine's drift since CLOCK's budget was set (see CLOCK)."""
     sp = speed_row(results, ds, name)
     if sp is None:
         raise SystemExit(
             f"{ds.key}/{name}: an equal-time run needs the recipe's speed alone on {ds.base}: "
             f"run --datasets {ds.base} --recipes {name} first"
         )
-    return {
-        "minutes": ds.minutes,
-        "images_per_s": sp["images_per_s"],
-        "speed_on": sp.get("machine"),
-    }
+    budget = {"minutes": ds.minutes, "images_per_s": sp["images_per_s"]}
+    drift = _drift(ds, name, results, sp)
+    if drift != 1.0:
+        budget["measured_images_per_s"] = sp["images_per_s"]
+        budget["images_per_s"] = round(sp["images_per_s"] * drift, 1)
+        budget["drift"] = round(drift, 4)
+    return budget | {"speed_on": sp.get("machine")}
+
+
+def _drift(ds: Dataset, name: str, results: Results, sp: dict[str, Any]) -> float:
+    """CLOCK's budget speed over its speed measured side by side with `sp`: 1 where CLOCK has
+    no budget yet, or its speed was not measured again since. Where it was, a speed not
+    measured beside CLOCK's stops the script (a day's drift of the machine would become the
+    recipe's advantage or loss)."""
+    clock = results.get(f"{ds.key}/{CLOCK}/train")
+    now = results.get(f"{ds.base}/{CLOCK}/speed") or {}
+    if name == CLOCK or clock is None or "budget" not in clock:
+        return 1.0
+    if now.get("images_per_s") == clock["budget"]["images_per_s"]:
+        return 1.0
+    if sp.get("side_by_side") is None or sp.get("side_by_side") != now.get("side_by_side"):
+        raise SystemExit(
+            f"{ds.key}/{name}: its speed was not measured side by side with {CLOCK}'s, whose "
+            f"budget sets the clock: run --speed-only --datasets {ds.base} "
+            f"--recipes {CLOCK},{name} first"
+        )
+    return clock["budget"]["images_per_s"] / now["images_per_s"]
 
 
 def equal_time_images(ds: Dataset, name: str, results: Results) -> int:
@@ -552,6 +584,7 @@ def speed(ds: Dataset, name: str, results: Results, args: Any, again: bool = Fal
             "steps": steps,
             "machine": machine(),
             "measured": time.strftime("%Y-%m-%d %H:%M"),
+            **({"side_by_side": SESSION} if again else {}),
         },
     )
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -1168,7 +1201,9 @@ def time_table(results: Results, dss: list[Dataset], names: list[str]) -> list[s
         "warm-up). Training minutes = images seen / that speed, so runs that shared the machine "
         "while they trained still compare at their own speeds. A recipe reaches the classic "
         "recipe's final curve FID at its first curve point at or below it: the curve has few "
-        "points, so this is an upper bound at their resolution.",
+        "points, so this is an upper bound at their resolution. An equal-time row's images/s "
+        "is its budget: on a later day than the classic recipe's budget, its speed times the "
+        "classic recipe's then over now, both measured side by side (the machine's drift).",
         "",
         "| dataset | recipe | images/s alone | minutes for its run | its last curve FID "
         "| classic's last curve FID | reached it by | speed measured on |",

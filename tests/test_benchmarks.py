@@ -669,3 +669,32 @@ def test_bench_quality_equal_time_run_goes_on_from_a_copy_of_its_base(tmp_path: 
     (base / "checkpoints" / "latest.safetensors").write_bytes(b"other")
     bq._start_from_base(results, ds, "dcgan-classic", 1280, run_dir)  # started: left alone
     assert (run_dir / "checkpoints" / "latest.safetensors").read_bytes() == b"weights"
+
+
+def test_bench_quality_equal_time_budget_keeps_the_clocks_minutes(tmp_path: Path) -> None:
+    """A recipe budgeted after the clock recipe (on a day the machine runs faster) trains the
+    clock's budget speed x its speed / the clock's, both measured side by side; a speed not
+    measured beside the clock's stops the script."""
+    bq = _bench_quality_module()
+    results = bq.Results(tmp_path / "results.jsonl")
+    ds = bq.datasets(tmp_path, tmp_path)["mnist-30min"]
+    budget = {"minutes": 30, "images_per_s": 2.0, "speed_on": "m"}
+    results.put(f"mnist-30min/{bq.CLOCK}/train", {"images": 320, "budget": budget})
+    results.put("mnist/dcgan-small-batch/speed", {"images_per_s": 1.5, "machine": "m"})
+    results.put(f"mnist/{bq.CLOCK}/speed", {"images_per_s": 2.0})  # the speed that set it
+    assert bq.equal_time_budget(ds, "dcgan-small-batch", results)["images_per_s"] == 1.5
+    results.put(f"mnist/{bq.CLOCK}/speed", {"images_per_s": 3.0})  # measured again since
+    with pytest.raises(SystemExit, match=f"--speed-only --datasets mnist --recipes {bq.CLOCK},"):
+        bq.equal_time_budget(ds, "dcgan-small-batch", results)
+    # Side by side, the machine now 1.5x faster: 1.5 counts as 1.0 on the clock's day.
+    results.put(f"mnist/{bq.CLOCK}/speed", {"images_per_s": 3.0, "side_by_side": "s"})
+    results.put("mnist/dcgan-small-batch/speed", {"images_per_s": 1.5, "side_by_side": "s"})
+    got = bq.equal_time_budget(ds, "dcgan-small-batch", results)
+    assert got["images_per_s"] == pytest.approx(1.0) and got["drift"] == pytest.approx(
+        2 / 3, abs=1e-4
+    )
+    assert got["measured_images_per_s"] == 1.5
+    assert bq.equal_time_images(ds, "dcgan-small-batch", results) == 1792  # 1,800 in batches of 16
+    # The clock's own budget is its speed, whatever the day.
+    results.put(f"mnist-30min/{bq.CLOCK}/train", {"images": 320})
+    assert bq.equal_time_budget(ds, bq.CLOCK, results)["images_per_s"] == 3.0

@@ -500,7 +500,13 @@ def _describe_classes(s: _Session) -> str:
     if labels is None:
         return ""
     if s.labels is not None:
-        return f"conditional on {labels.summary()}"
+        ramp = ""
+        if getattr(s.config, "ramped", False):
+            ramp = (
+                f"; the conditioning ramps in from D step {s.config.cond_start} to "
+                f"{s.config.cond_end} (transitional training)"
+            )
+        return f"conditional on {labels.summary()}{ramp}"
     return f"{labels.summary()}; not used: --conditional trains a class-conditional model"
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 from test_contract import _has, tiny, trains_and_resumes_exactly
 
 from imagegen import checkpoint, data, labels
@@ -347,3 +348,41 @@ def test_the_readmes_class_folder_example(run_cli, isolated: Path, mnist_root: P
     assert "conditional on 10 classes (class subfolders): ankle-boot 10, bag 10" in result.err
     result = run_cli("sample", "demo-classes", "--class", "sneaker", "--n", "16", "--json")
     assert result.code == 0 and json.loads(result.out)["class"] == "sneaker", result
+
+
+def test_the_conditioning_ramps_in_transitional_training(run_cli, isolated: Path) -> None:
+    """cond_start/cond_end: at weight 0 the DCGAN is unconditional (every class the same image
+    and verdict), at 1 the conditional model it would be without the ramp; the weight follows
+    the D steps through training, a resumed run mid-ramp ends with the same bits, and the
+    first line says so."""
+    from imagegen.models.dcgan import DCGAN, DCGANConfig
+
+    small = {"resolution": 32, "num_classes": 3, "g_width": 8, "d_width": 8, "latent_dim": 8}
+    ramped = DCGAN(DCGANConfig(**small, cond_start=2, cond_end=6)).eval()
+    assert [ramped.conditioning_weight(i) for i in (0, 2, 3, 5, 6, 9)] == [0, 0, 0.25, 0.75, 1, 1]
+    z, y = torch.randn(3, 8), torch.tensor([0, 1, 2])
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    images = ramped.generate(z[:1].repeat(3, 1), labels=y)
+    assert torch.equal(images[0], images[1]) and torch.equal(images[0], images[2])
+    verdicts = ramped.discriminator(x[:1].repeat(3, 1, 1, 1), y)
+    assert torch.equal(verdicts[0], verdicts[1])
+    plain = DCGAN(DCGANConfig(**small)).eval()
+    plain.load_state_dict(
+        {k: v for k, v in ramped.state_dict().items() if "cond_weight" not in k and "d_st" not in k}
+    )
+    ramped._set_cond_weight(6)
+    assert torch.allclose(ramped.generate(z, labels=y), plain.generate(z, labels=y), atol=1e-6)
+    assert torch.allclose(ramped.discriminator(x, y), plain.discriminator(x, y), atol=1e-5)
+
+    folder = class_folder(isolated / "pets", per_class=8)
+    ramp = ["--set", "cond_start=1", "--set", "cond_end=5"]
+    base = ["train", "dcgan", "-d", folder, "--conditional", "--batch-size", "8", *ramp]
+    straight = trains_and_resumes_exactly(run_cli, "dcgan", base, isolated)
+    state = load_file(str(straight / "checkpoints/latest.safetensors"))
+    assert state["model/generator.cond_weight"].item() == 1.0  # D step 5 of 0..5
+    mid = load_file(str(straight / "checkpoints/step-0000003.safetensors"))
+    assert mid["model/discriminator.cond_weight"].item() == 0.25  # D step 2
+    result = run_cli(*base, "--steps", "1", *tiny("dcgan"), "--run-dir", "first")
+    assert "the conditioning ramps in from D step 1 to 5" in result.out + result.err, result
+    result = run_cli("train", "dcgan", "-d", folder, *ramp, "--steps", "1", "--run-dir", "u")
+    assert result.code == 2 and "train --conditional" in result.err, result

@@ -202,6 +202,7 @@ class Discriminator(nn.Module):
         norm: str = "batch",
         arch: str = "dcgan",
         num_classes: int = 0,
+        ramped: bool = False,
     ) -> None:
         super().__init__()
         if norm not in D_NORMS:
@@ -216,6 +217,10 @@ class Discriminator(nn.Module):
         if num_classes:  # the class embedding projected onto the features
             self.embed = nn.Embedding(num_classes, top)
             nn.init.normal_(self.embed.weight, 0.0, 0.02)
+        if ramped:  # the projection's weight (transitional training): state, set by the model
+            self.register_buffer("cond_weight", torch.zeros(()))
+        else:
+            self.cond_weight: torch.Tensor | None = None
         if norm == "spectral":
             spectral_normalise(self)
 
@@ -228,7 +233,10 @@ class Discriminator(nn.Module):
         logits = self.head(features).flatten()  # (B,)
         if labels is not None:  # projection: (B, top) . (B, top)
             pooled = features.sum(dim=(2, 3))  # (B, top)
-            logits = logits + (self.embed(labels).to(pooled.dtype) * pooled).sum(dim=1)
+            projection = (self.embed(labels).to(pooled.dtype) * pooled).sum(dim=1)
+            if self.cond_weight is not None:
+                projection = projection * self.cond_weight.to(projection.dtype)
+            logits = logits + projection
         return (logits, features) if with_features else logits
 
 
@@ -244,20 +252,32 @@ class ConditionalBatchNorm2d(nn.Module):
         nn.init.normal_(self.scale.weight, 1.0, 0.02)  # as init_weights sets BatchNorm's
         nn.init.zeros_(self.shift.weight)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """With `weight` (transitional training), each class's scale and shift are drawn to
+        the classes' mean: mean + weight * (its own - mean); 0 is unconditional."""
         h = self.norm(x)  # (B, C, H, W)
         scale, shift = self.scale(labels), self.shift(labels)  # (B, C) each
+        if weight is not None:
+            mean_scale, mean_shift = self.scale.weight.mean(0), self.shift.weight.mean(0)  # (C,)
+            scale = mean_scale + weight * (scale - mean_scale)
+            shift = mean_shift + weight * (shift - mean_shift)
         return h * scale[:, :, None, None].to(h.dtype) + shift[:, :, None, None].to(h.dtype)
 
 
 def conditional_stack(
-    layers: nn.Sequential, h: torch.Tensor, labels: torch.Tensor | None
+    layers: nn.Sequential,
+    h: torch.Tensor,
+    labels: torch.Tensor | None,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Run `layers` on h, giving `labels` to the ConditionalBatchNorm2d among them."""
+    """Run `layers` on h, giving `labels` (and the conditioning's `weight`, where it ramps in)
+    to the ConditionalBatchNorm2d among them."""
     if labels is None:
         return layers(h)
     for layer in layers:
-        h = layer(h, labels) if isinstance(layer, ConditionalBatchNorm2d) else layer(h)
+        h = layer(h, labels, weight) if isinstance(layer, ConditionalBatchNorm2d) else layer(h)
     return h
 
 

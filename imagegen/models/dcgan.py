@@ -66,6 +66,12 @@ class DCGANConfig:
     r1_every: int = 1
     # > 0: class-conditional on this many classes (set by `train --conditional` from the data)
     num_classes: int = 0
+    # cond_end > 0 (conditional): transitional training (Shahbazi et al. 2022, "Collapse by
+    # conditioning"): the conditioning's weight rises linearly from 0 at D step cond_start to
+    # 1 at cond_end (G's per-class BatchNorm scale and shift drawn to their class mean, D's
+    # projection scaled), so the model first learns the data as one, then its classes
+    cond_start: int = 0
+    cond_end: int = 0
 
     def __post_init__(self) -> None:
         check_shape("dcgan", self.resolution, self.channels)
@@ -79,6 +85,15 @@ class DCGANConfig:
         check_d_batch(self.d_batch, self.d_norm)
         check_range(self, "r1_gamma", low=0.0)
         check_positive(self, "r1_every")  # without r1_gamma there is no penalty to space out
+        check_range(self, "cond_start", low=0)
+        check_range(self, "cond_end", low=self.cond_start)
+        if self.cond_end and not self.num_classes:
+            raise UsageError("cond_start and cond_end ramp in a conditioning: train --conditional")
+
+    @property
+    def ramped(self) -> bool:
+        """Whether the conditioning ramps in (transitional training)."""
+        return bool(self.num_classes and self.cond_end)
 
 
 class Generator(nn.Module):
@@ -110,10 +125,14 @@ class Generator(nn.Module):
         ]
         self.main = nn.Sequential(*layers)
         self.apply(init_weights)
+        if config.ramped:  # the conditioning's weight: state, set by each training step
+            self.register_buffer("cond_weight", torch.zeros(()))
+        else:
+            self.cond_weight: torch.Tensor | None = None
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         # (B, latent, 1, 1) -> (B, C, R, R)
-        return conditional_stack(self.main, z[:, :, None, None], labels)
+        return conditional_stack(self.main, z[:, :, None, None], labels, self.cond_weight)
 
 
 def r1_penalty(logits_real: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -141,13 +160,16 @@ class DCGAN(GenerativeModel):
             config.d_norm,
             config.d_arch,
             config.num_classes,
+            ramped=config.ramped,
         )
         self.policy = parse_policy(config.augment)
         if config.augment_target:  # the adaptive probability: state, saved with the weights
             self.register_buffer("augment_p", torch.zeros(()))
         self.augment_p: torch.Tensor | None = getattr(self, "augment_p", None)
-        if config.r1_every > 1:  # D steps taken: state, so a resumed run keeps its rhythm
+        if config.r1_every > 1 or config.ramped:  # D steps taken: state, so a resumed run
+            # keeps its rhythm
             self.register_buffer("d_steps", torch.zeros((), dtype=torch.long))
+        if config.r1_every > 1:
             # the last penalty computed, logged between penalties: state, so that a resumed
             # run logs what the uninterrupted one does
             self.register_buffer("last_r1", torch.zeros(()))
@@ -214,6 +236,9 @@ class DCGAN(GenerativeModel):
         model takes the batch's classes `labels` (B,) and generates images of the same classes."""
         generator, discriminator = self.net("generator"), self.net("discriminator")
         y = self.check_labels(labels, real.shape[0])
+        d_step = self._count_d_step()
+        if self.config.ramped:
+            self._set_cond_weight(d_step)
         x = real * 2 - 1  # (B, C, R, R) in [-1, 1]
         z = torch.randn(x.shape[0], self.latent_dim, generator=noise, device=x.device)
         fake = generator(z, y)  # (B, C, R, R)
@@ -221,7 +246,7 @@ class DCGAN(GenerativeModel):
         # Discriminator: maximise log D(x) + log(1 - D(G(z))) (or the hinge version).
         opt_d, opt_g = optimizers["discriminator"], optimizers["generator"]
         opt_d.zero_grad(set_to_none=True)
-        gamma = self.config.r1_gamma * self.config.r1_every if self._r1_due() else 0.0
+        gamma = self.config.r1_gamma * self.config.r1_every if self._r1_due(d_step) else 0.0
         x_d = x.detach().requires_grad_(True) if gamma else x  # R1: the gradient at x
         logits_real, logits_fake = self._d_logits(discriminator, x_d, fake.detach(), noise, y)
         d_loss = discriminator_loss(logits_real, logits_fake, self.config.loss)
@@ -262,16 +287,38 @@ class DCGAN(GenerativeModel):
             state_dict = {**state_dict, "last_r1": self.last_r1.detach().clone()}
         return super().load_state_dict(state_dict, *args, **kwargs)
 
-    def _r1_due(self) -> bool:
+    def _count_d_step(self) -> int | None:
+        """This D step's index (from 0), counted where a schedule needs it (lazy R1, the
+        conditioning's ramp); None where nothing does."""
+        if not hasattr(self, "d_steps"):
+            return None
+        if self._d_steps is None:  # the first step of this process: one host read
+            self._d_steps = int(self.d_steps)
+        step = self._d_steps
+        self._d_steps += 1
+        self.d_steps.add_(1)
+        return step
+
+    def _r1_due(self, d_step: int | None) -> bool:
         """Whether this D step takes the R1 penalty (every step, or every r1_every-th)."""
         if not self.config.r1_gamma or self.config.r1_every == 1:
             return bool(self.config.r1_gamma)
-        if self._d_steps is None:  # the first step of this process: one host read
-            self._d_steps = int(self.d_steps)
-        due = self._d_steps % self.config.r1_every == 0
-        self._d_steps += 1
-        self.d_steps.add_(1)
-        return due
+        assert d_step is not None
+        return d_step % self.config.r1_every == 0
+
+    def conditioning_weight(self, d_step: int) -> float:
+        """The conditioning's weight at D step `d_step`: 0 before cond_start, 1 from cond_end,
+        linear between (transitional training)."""
+        start, end = self.config.cond_start, self.config.cond_end
+        if d_step >= end:
+            return 1.0
+        return max(0.0, (d_step - start) / (end - start))
+
+    def _set_cond_weight(self, d_step: int | None) -> None:
+        assert d_step is not None
+        weight = self.conditioning_weight(d_step)
+        self.generator.cond_weight.fill_(weight)
+        self.discriminator.cond_weight.fill_(weight)
 
     def _g_logits(
         self,

@@ -1113,6 +1113,17 @@ def small_data(results: Results, dss: list[Dataset], names: list[str], args: Any
     return out
 
 
+# Model options of conditional runs alone: the unconditional run beside one is without them.
+CONDITIONAL_ONLY = ("cond_start", "cond_end")
+
+
+def unconditional(name: str) -> str:
+    """The unconditional recipe a conditional one (NAME+conditional) is compared with: the
+    same recipe without +conditional and without the options of conditional runs alone."""
+    parts = name.removesuffix("+conditional").split("+")
+    return "+".join(p for p in parts if p.split("=")[0] not in CONDITIONAL_ONLY)
+
+
 def conditional(results: Results, dss: list[Dataset], names: list[str]) -> list[str]:
     """Each conditional recipe beside the same recipe unconditional, at equal images: overall
     FID (samples in the data's class proportions), their ratio, and the intra-class FID."""
@@ -1121,7 +1132,7 @@ def conditional(results: Results, dss: list[Dataset], names: list[str]) -> list[
         for name in names:
             if not name.endswith("+conditional"):
                 continue
-            base = name.removesuffix("+conditional")
+            base = unconditional(name)
             a, b = _pair(results, ds, name, base)
             fin = results.get(f"{ds.key}/{name}/final")
             if not (a and b and fin):
@@ -1133,7 +1144,8 @@ def conditional(results: Results, dss: list[Dataset], names: list[str]) -> list[
                 f"{row.get(m, float('nan')):.3f}" for m in ("precision", "recall") for row in (b, a)
             )
             rows.append(
-                f"| {ds.label} | {recipe(base).label} | {a['images']:,} | {b['fid']:.2f} "
+                f"| {ds.label} | {recipe(name.removesuffix('+conditional')).label} | "
+                f"{a['images']:,} | {b['fid']:.2f} "
                 f"| {a['fid']:.2f} | **{a['fid'] / b['fid']:.2f}** | {pr} | "
                 f"{fin['intra_fid']:.2f} | {best} {per_class[best]:.1f}, {worst} "
                 f"{per_class[worst]:.1f} |"

@@ -451,6 +451,14 @@ def test_bench_quality_conditional_recipes_and_their_section(tmp_path: Path) -> 
     row = "| 384,000 | 10.00 | 8.00 | **0.80** | 0.300 | 0.250 | 0.700 | 0.450 | 21.17 | 1 12.0, "
     assert row + "7 31.5 |" in section
     assert f"quality/mnist-{name}.png" in section
+    # A conditional recipe with options of conditional runs alone (the ramp) is compared with
+    # the recipe without them, and its row names them.
+    ramped = "dcgan-adaptive-r1+cond_start=20+cond_end=80+conditional"
+    assert bq.unconditional(ramped) == "dcgan-adaptive-r1"
+    results.put(f"mnist/{ramped}/train", {"images": 384_000})
+    results.put(f"mnist/{ramped}/final", {"fid": 5.0, "intra_fid": 9.0, **per_class, **pr})
+    section = "\n".join(bq.conditional(results, [ds], ["dcgan-adaptive-r1", ramped]))
+    assert "cond_start=20, cond_end=80 | 384,000 | 10.00 | 5.00 | **0.50** |" in section
 
 
 def test_bench_quality_recipes_whose_values_hold_commas() -> None:

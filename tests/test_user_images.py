@@ -200,3 +200,16 @@ def test_transparent_training_samples_keep_alpha(run_cli, isolated: Path, weight
     assert json.loads(result.out)["protocol"]["input"]["composited"] == "RGBA onto white"
     bad = run_cli("sample", run, "--n", "4", "--out", isolated / "s.jpg")
     assert bad.code == 2 and "JPEG has no alpha channel" in bad.err
+
+
+def test_a_small_folder_hears_of_flip_and_a_named_dataset_does_not(run_cli, isolated: Path) -> None:
+    _sprites(isolated / "sprites")
+    result = _train(run_cli, isolated / "sprites", isolated / "run")
+    said = " ".join(result.err.split())
+    assert (
+        "24 images are few for a GAN: if a mirror image is as valid as the original, --flip" in said
+    )
+    result = _train(run_cli, isolated / "sprites", isolated / "flipped", "--flip")
+    assert result.code == 0 and "are few" not in result.err, result
+    result = _train(run_cli, "synthetic", isolated / "named")
+    assert result.code == 0 and "are few" not in result.err, result

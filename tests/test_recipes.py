@@ -316,7 +316,7 @@ def test_lazy_r1_takes_the_penalty_every_kth_step_weighted_k(monkeypatch) -> Non
 def test_lazy_r1_without_r1_is_inert_and_resumes_exactly(run_cli, isolated: Path) -> None:
     # The default preset's r1_every stays when a user turns R1 off: no penalty, no error.
     model = DCGAN(DCGANConfig(**TINY_CFG, r1_every=16))
-    assert not any(model._r1_due() for _ in range(17))
+    assert not any(model._r1_due(model._count_d_step()) for _ in range(17))
     extra = ("--set", "r1_gamma=0.5", "--set", "r1_every=4", "--checkpoint-every", "3")
     straight_and_resumed(run_cli, isolated, (*extra, "--keep", "5"), steps=6)  # resumed at 3
 

@@ -9,7 +9,8 @@ normalisation in D instead of BatchNorm (Miyato et al. 2018), the hinge loss (Li
 Miyato et al. 2018), differentiable augmentation of D's inputs (Zhao et al. 2020) and the R1
 gradient penalty on real images (Mescheder, Geiger & Nowozin 2018). With `num_classes` the
 model is class-conditional as in Miyato & Koyama 2018: conditional BatchNorm in G (a scale and
-shift per class) and a projection discriminator.
+shift per class) and a projection discriminator, optionally with transitional training
+(Shahbazi et al. 2022): the conditioning ramped in over the first D steps.
 """
 
 import itertools

@@ -521,9 +521,9 @@ def _drift(ds: Dataset, name: str, results: Results, sp: dict[str, Any]) -> floa
     measured beside CLOCK's stops the script (a day's drift of the machine would become the
     recipe's advantage or loss)."""
     clock = results.get(f"{ds.key}/{CLOCK}/train")
-    now = results.get(f"{ds.base}/{CLOCK}/speed") or {}
     if name == CLOCK or clock is None or "budget" not in clock:
         return 1.0
+    now = results.get(f"{ds.base}/{CLOCK}/speed") or {}
     if now.get("images_per_s") == clock["budget"]["images_per_s"]:
         return 1.0
     if sp.get("side_by_side") is None or sp.get("side_by_side") != now.get("side_by_side"):

@@ -217,10 +217,7 @@ class Discriminator(nn.Module):
         if num_classes:  # the class embedding projected onto the features
             self.embed = nn.Embedding(num_classes, top)
             nn.init.normal_(self.embed.weight, 0.0, 0.02)
-        if ramped:  # the projection's weight (transitional training): state, set by the model
-            self.register_buffer("cond_weight", torch.zeros(()))
-        else:
-            self.cond_weight: torch.Tensor | None = None
+        add_cond_weight(self, ramped)  # scales the projection
         if norm == "spectral":
             spectral_normalise(self)
 
@@ -264,6 +261,15 @@ class ConditionalBatchNorm2d(nn.Module):
             scale = mean_scale + weight * (scale - mean_scale)
             shift = mean_shift + weight * (shift - mean_shift)
         return h * scale[:, :, None, None].to(h.dtype) + shift[:, :, None, None].to(h.dtype)
+
+
+def add_cond_weight(module: nn.Module, ramped: bool) -> None:
+    """Give `module` its conditioning's weight `cond_weight` (transitional training): a buffer
+    (state, set by the model at each training step) where the conditioning ramps in, else None."""
+    if ramped:
+        module.register_buffer("cond_weight", torch.zeros(()))
+    else:
+        module.cond_weight = None
 
 
 def conditional_stack(

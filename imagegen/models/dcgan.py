@@ -28,6 +28,7 @@ from imagegen.models.blocks import (
     ConditionalBatchNorm2d,
     Discriminator,
     adam_optimizers,
+    add_cond_weight,
     check_d_batch,
     check_positive,
     check_shape,
@@ -126,10 +127,7 @@ class Generator(nn.Module):
         ]
         self.main = nn.Sequential(*layers)
         self.apply(init_weights)
-        if config.ramped:  # the conditioning's weight: state, set by each training step
-            self.register_buffer("cond_weight", torch.zeros(()))
-        else:
-            self.cond_weight: torch.Tensor | None = None
+        add_cond_weight(self, config.ramped)  # pulls each class's BatchNorm to the mean
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         # (B, latent, 1, 1) -> (B, C, R, R)

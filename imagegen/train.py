@@ -502,8 +502,9 @@ def _few_images_advice(s: _Session) -> str:
     if s.train.flip or s.train.dataset in data.NAMED_DATASETS or n >= FEW_IMAGES:
         return ""
     return (
-        f"{n} images are few for a GAN: if a mirror image is as valid as the original, --flip "
-        "doubles them (1,000 CIFAR-10-JPEG images: FID 75.1 without, 70.9 with; docs/models.md)"
+        f"{n} images are few to learn from: if a mirror image is as valid as the original, "
+        "--flip doubles them (the DCGAN on 1,000 CIFAR-10-JPEG images: FID 75.1 without, 70.9 "
+        "with; docs/models.md)"
     )
 
 

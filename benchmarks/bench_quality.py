@@ -695,17 +695,21 @@ def retuned(done: dict[str, Any], name: str) -> str:
         return ""
     spec = recipe(name)
     model = MODELS[spec.model]
-    preset = model.presets[spec.args[spec.args.index("--preset") + 1]]
+    preset = model.presets[_preset(spec)]
     asked = dict(preset.model) | dict(spec.changes)  # as `--set` gives them: text
     want_model = _plain(build_dataclass(model.config_cls, asked, spec.model))
     asked_train = model.train_defaults | preset.train | dict(spec.train_changes)
     want_train = _plain(build_dataclass(TrainConfig, asked_train, "training"))
     defaults = _plain(build_dataclass(model.config_cls, {}, spec.model))
+    by_length = _ramps_by_length(spec, model)  # then the run's length sets cond_start, _end
+    unasked = DATA_OPTIONS + (CONDITIONAL_ONLY if by_length else ())
     diffs = [
         f"{k}: {done['model_config'].get(k, defaults[k])} -> {v}"
         for k, v in want_model.items()
-        if k not in DATA_OPTIONS and done["model_config"].get(k, defaults[k]) != v
+        if k not in unasked and done["model_config"].get(k, defaults[k]) != v
     ]
+    if by_length and not done["model_config"].get("cond_end"):
+        diffs.append("cond_end: 0 -> ramped by the run's length (conditional_ramp)")
     train_defaults = _plain(TrainConfig())
     diffs += [
         f"{k}: {done['train_config'].get(k, train_defaults[k])} -> {want_train[k]}"
@@ -713,6 +717,18 @@ def retuned(done: dict[str, Any], name: str) -> str:
         if done["train_config"].get(k, train_defaults[k]) != want_train[k]
     ]
     return ", ".join(diffs)
+
+
+def _ramps_by_length(spec: Recipe, model: Any) -> bool:
+    """Whether the recipe trains conditionally with the conditioning ramped in over fractions
+    of its run (the model's conditional_ramp), as a conditional run that sets no cond_ does."""
+    given = {k for k, _ in spec.changes} | set(model.presets[_preset(spec)].model)
+    conditional = "--conditional" in spec.args
+    return conditional and model.conditional_ramp is not None and not given & set(CONDITIONAL_ONLY)
+
+
+def _preset(spec: Recipe) -> str:
+    return spec.args[spec.args.index("--preset") + 1]
 
 
 def _plain(config: Any) -> dict[str, Any]:
@@ -1158,8 +1174,10 @@ def conditional(results: Results, dss: list[Dataset], names: list[str]) -> list[
         "",
         "The same recipe trained with `--conditional` on the data's classes (the DCGAN: "
         "conditional BatchNorm in G, a projection discriminator), at the same training images. "
-        "Overall FID as above, the conditional model's samples drawn in the training data's "
-        "class proportions. Intra-class FID: each class's samples against that class's "
+        "A conditional DCGAN ramps its conditioning in from 1/12 to 1/3 of its run "
+        "(transitional training) unless the recipe sets `cond_end` (0: conditional from the "
+        "start). Overall FID as above, the conditional model's samples drawn in the training "
+        "data's class proportions. Intra-class FID: each class's samples against that class's "
         "reference images (about a tenth of each side here, under 2,048 images a class, so "
         "biased upwards: compare at the same n only), their mean; the best and the worst class. "
         "Precision and recall (k = 3) of each: how much of the data's spread the samples cover.",

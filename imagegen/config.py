@@ -104,7 +104,8 @@ class TrainConfig:
     conditional: bool = option(
         False,
         "Class-conditional model of the data's classes: class subfolders, a dataset.json "
-        "(stylegan2-ada's), or mnist, fashion-mnist and cifar10's labels.",
+        "(stylegan2-ada's), or mnist, fashion-mnist and cifar10's labels. A DCGAN's "
+        "conditioning ramps in over its run (docs/models.md).",
     )
     fit: Literal["crop", "pad"] = option(
         "crop",

@@ -182,11 +182,16 @@ def _setup(plan: TrainPlan, context: distributed.Context, emit: Emit) -> _Sessio
             emit=emit,
             fitting=fitting,
         )
-    config = build_dataclass(
-        spec.config_cls, {**plan.model_config, "channels": channels or images.shape[0]}, plan.model
-    )
     batches = EpochBatches(
         images.images.to(device), train.batch_size, train.seed, context.rank, context.world_size
+    )
+    total = train.steps or math.ceil(train.epochs * batches.batches_per_epoch)
+    config = build_dataclass(
+        spec.config_cls,
+        plan.model_config
+        | {"channels": channels or images.shape[0]}
+        | _ramp_steps(plan.conditional_ramp, total),
+        plan.model,
     )
     labels = _class_labels(images, config, plan, ckpt) if train.conditional else None
     torch.manual_seed(train.seed)  # the same initial weights on every rank
@@ -220,7 +225,7 @@ def _setup(plan: TrainPlan, context: distributed.Context, emit: Emit) -> _Sessio
         precision=precision,
         precision_why=precision_reason(train.precision, device, spec.cpu_bf16, kept),
         fitting=fitting,
-        total=train.steps or math.ceil(train.epochs * batches.batches_per_epoch),
+        total=total,
         ckpt=ckpt,
     )
     configured = [[g["lr"] for g in opt.param_groups] for opt in session.optimizers.values()]
@@ -236,6 +241,15 @@ def _setup(plan: TrainPlan, context: distributed.Context, emit: Emit) -> _Sessio
     if context.enabled:  # after loading: DDP starts from rank 0's weights, which all ranks have
         model.set_wrappers(distributed.wrap(model.networks(), device))
     return session
+
+
+def _ramp_steps(ramp: tuple[float, float] | None, total: int) -> dict[str, int]:
+    """The model options cond_start, cond_end of a conditioning that ramps in over the
+    fractions `ramp` of `total` steps ({} where it does not ramp by the run's length)."""
+    if ramp is None:
+        return {}
+    start = round(ramp[0] * total)
+    return {"cond_start": start, "cond_end": max(round(ramp[1] * total), start + 1)}
 
 
 def _class_labels(

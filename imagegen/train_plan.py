@@ -49,6 +49,9 @@ class TrainPlan:
     replace_run_dir: bool = False
     resume_step: int | None = None  # the step of the checkpoint resumed from
     resolution_how: str = ""  # how the resolution was chosen, where the data chose it
+    # fractions of the planned steps over which the conditioning ramps in: set as cond_start,
+    # cond_end once the steps are known (ModelSpec.conditional_ramp); None: as model_config says
+    conditional_ramp: tuple[float, float] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -60,7 +63,7 @@ class TrainPlan:
             "device": self.device,
             "data_root": self.data_root,
             "resume_from": str(self.resume_from) if self.resume_from else None,
-        }
+        } | ({"conditional_ramp": list(self.conditional_ramp)} if self.conditional_ramp else {})
 
 
 def plan_training(request: TrainRequest, download: bool = True) -> TrainPlan:
@@ -89,6 +92,8 @@ def plan_training(request: TrainRequest, download: bool = True) -> TrainPlan:
         train.dataset, root=request.data_root, download=download
     )
     options |= _conditioning(train, layout, described)
+    ramp = spec.conditional_ramp if train.conditional else None
+    ramp = None if {"cond_start", "cond_end"} & options.keys() else ramp  # the run's own
     if train.transparent:  # RGBA, whatever the data's own channels
         if request.model_options.get("channels") not in (None, 4):
             raise UsageError("--transparent trains on 4 channels (RGBA): leave --channels out")
@@ -111,6 +116,7 @@ def plan_training(request: TrainRequest, download: bool = True) -> TrainPlan:
         data_root=str(locations.data_root(request.data_root).resolve()),
         replace_run_dir=replace_run,
         resolution_how=resolution_how,
+        conditional_ramp=ramp,
     )
 
 

@@ -437,7 +437,8 @@ def test_bench_quality_conditional_recipes_and_their_section(tmp_path: Path) -> 
     r = bq.recipe(name)
     assert r.args[-1] == "--conditional" and r.label.endswith(", conditional")
     model = {"augment": "translation,cutout", "augment_target": 0.9, "r1_gamma": 0.01}
-    done = {"model_config": model | {"num_classes": 10}, "train_config": {"batch_size": 16}}
+    ramped = {"num_classes": 10, "cond_start": 2000, "cond_end": 8000}  # by the run's length
+    done = {"model_config": model | ramped, "train_config": {"batch_size": 16}}
     assert bq.retuned(done | {"train_config": {"batch_size": 16, "lr": 4e-4}}, name) == ""
     results = bq.Results(tmp_path / "results.jsonl")
     ds = bq.datasets(tmp_path, tmp_path)["mnist"]
@@ -582,6 +583,25 @@ def test_bench_quality_candidates_change_training_options_too() -> None:
         bq.retuned(done, "dcgan-adaptive-lazy-r1") == "batch_size: 64 -> 16, lr: 0.0002 -> 0.0004"
     )
     assert bq.recipe("dcgan-classic+flip=false").args[-1] == "--no-flip"
+
+
+def test_bench_quality_knows_a_conditional_dcgan_ramps_by_default() -> None:
+    """A conditional DCGAN that sets no cond_ option ramps its conditioning in over its run:
+    a record of one trained conditional from the start is retuned; one ramped, or one that
+    asks for cond_end=0, is not."""
+    bq = _bench_quality_module()
+    model = {"augment": "translation,cutout", "augment_target": 0.9, "r1_gamma": 0.01}
+    model |= {"r1_every": 16, "num_classes": 10}
+    done = {"model_config": model, "train_config": {"batch_size": 16, "lr": 4e-4}}
+    name = "dcgan-adaptive-lazy-r1+conditional"
+    assert bq.retuned(done, name) == "cond_end: 0 -> ramped by the run's length (conditional_ramp)"
+    ramped = done | {"model_config": model | {"cond_start": 2000, "cond_end": 8000}}
+    assert bq.retuned(ramped, name) == ""
+    assert bq.retuned(done, "dcgan-adaptive-lazy-r1+cond_end=0+conditional") == ""
+    assert bq.retuned(done, "dcgan-adaptive-lazy-r1") == ""
+    assert bq.unconditional("dcgan-adaptive-lazy-r1+cond_end=0+conditional") == (
+        "dcgan-adaptive-lazy-r1"
+    )
 
 
 def test_bench_quality_equal_time_runs(tmp_path: Path) -> None:

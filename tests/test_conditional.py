@@ -386,3 +386,33 @@ def test_the_conditioning_ramps_in_transitional_training(run_cli, isolated: Path
     assert "the conditioning ramps in from D step 1 to 5" in result.out + result.err, result
     result = run_cli("train", "dcgan", "-d", folder, *ramp, "--steps", "1", "--run-dir", "u")
     assert result.code == 2 and "train --conditional" in result.err, result
+
+
+def test_a_conditional_dcgan_ramps_in_over_its_runs_length_unless_told(
+    run_cli, isolated: Path
+) -> None:
+    """Without cond_start/cond_end, a conditional DCGAN ramps its conditioning in from 1/12 to
+    1/3 of its planned steps (what MNIST measured); cond_end=0 trains it conditional from the
+    start; the steps are fixed when the run starts, so a resumed, extended run keeps them."""
+    folder = class_folder(isolated / "pets", per_class=8)
+    base = ["train", "dcgan", "-d", folder, "--conditional", "--batch-size", "8", *tiny("dcgan")]
+    dry = run_cli(*base, "--steps", "24", "--dry-run", "--json")
+    assert dry.code == 0 and json.loads(dry.out)["conditional_ramp"] == [1 / 12, 1 / 3], dry
+    result = run_cli(*base, "--steps", "24", "--run-dir", "ramped")
+    assert "the conditioning ramps in from D step 2 to 8" in result.out + result.err, result
+    config = json.loads((isolated / "ramped/config.json").read_text())["model_config"]
+    assert (config["cond_start"], config["cond_end"]) == (2, 8)
+    result = run_cli("train", "dcgan", "--resume", "ramped", "--steps", "30")
+    assert result.code == 0, result
+    config = json.loads((isolated / "ramped/config.json").read_text())["model_config"]
+    assert (config["cond_start"], config["cond_end"]) == (2, 8)
+    result = run_cli(*base, "--steps", "24", "--set", "cond_end=0", "--run-dir", "plain")
+    assert result.code == 0 and "ramps in" not in result.out + result.err, result
+    state = load_file(str(isolated / "plain/checkpoints/latest.safetensors"))
+    assert not any("cond_weight" in k for k in state)
+    dry = run_cli(
+        *base[:2], "--set", "cond_end=0", *base[2:], "--steps", "24", "--dry-run", "--json"
+    )
+    assert "conditional_ramp" not in json.loads(dry.out), dry
+    dry = run_cli("train", "vae", "-d", folder, "--conditional", "--dry-run", "--json")
+    assert dry.code == 0 and "conditional_ramp" not in json.loads(dry.out), dry

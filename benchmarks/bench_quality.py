@@ -48,6 +48,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -1174,7 +1175,7 @@ def conditional(results: Results, dss: list[Dataset], names: list[str]) -> list[
         "",
         "The same recipe trained with `--conditional` on the data's classes (the DCGAN: "
         "conditional BatchNorm in G, a projection discriminator), at the same training images. "
-        "A conditional DCGAN ramps its conditioning in from 1/12 to 1/3 of its run "
+        f"A conditional DCGAN ramps its conditioning in from {_ramp_text()} of its run "
         "(transitional training) unless the recipe sets `cond_end` (0: conditional from the "
         "start). Overall FID as above, the conditional model's samples drawn in the training "
         "data's class proportions. Intra-class FID: each class's samples against that class's "
@@ -1193,6 +1194,12 @@ def conditional(results: Results, dss: list[Dataset], names: list[str]) -> list[
         *grids,
         "",
     ]
+
+
+def _ramp_text() -> str:
+    """The DCGAN's default conditioning ramp in words: "1/12 to 1/3"."""
+    start, end = (Fraction(f).limit_denominator(100) for f in MODELS["dcgan"].conditional_ramp)
+    return f"{start} to {end}"
 
 
 def time_table(results: Results, dss: list[Dataset], names: list[str]) -> list[str]:

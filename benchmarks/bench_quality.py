@@ -696,13 +696,14 @@ def retuned(done: dict[str, Any], name: str) -> str:
         return ""
     spec = recipe(name)
     model = MODELS[spec.model]
-    preset = model.presets[_preset(spec)]
+    preset = model.presets[spec.args[spec.args.index("--preset") + 1]]
     asked = dict(preset.model) | dict(spec.changes)  # as `--set` gives them: text
     want_model = _plain(build_dataclass(model.config_cls, asked, spec.model))
     asked_train = model.train_defaults | preset.train | dict(spec.train_changes)
     want_train = _plain(build_dataclass(TrainConfig, asked_train, "training"))
     defaults = _plain(build_dataclass(model.config_cls, {}, spec.model))
-    by_length = _ramps_by_length(spec, model)  # then the run's length sets cond_start, _end
+    # a conditioning ramped by the run's length: the run sets cond_start and cond_end
+    by_length = model.conditioning_ramp("--conditional" in spec.args, asked) is not None
     unasked = DATA_OPTIONS + (CONDITIONAL_ONLY if by_length else ())
     diffs = [
         f"{k}: {done['model_config'].get(k, defaults[k])} -> {v}"
@@ -718,18 +719,6 @@ def retuned(done: dict[str, Any], name: str) -> str:
         if done["train_config"].get(k, train_defaults[k]) != want_train[k]
     ]
     return ", ".join(diffs)
-
-
-def _ramps_by_length(spec: Recipe, model: Any) -> bool:
-    """Whether the recipe trains conditionally with the conditioning ramped in over fractions
-    of its run (the model's conditional_ramp), as a conditional run that sets no cond_ does."""
-    given = {k for k, _ in spec.changes} | set(model.presets[_preset(spec)].model)
-    conditional = "--conditional" in spec.args
-    return conditional and model.conditional_ramp is not None and not given & set(CONDITIONAL_ONLY)
-
-
-def _preset(spec: Recipe) -> str:
-    return spec.args[spec.args.index("--preset") + 1]
 
 
 def _plain(config: Any) -> dict[str, Any]:

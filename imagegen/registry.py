@@ -45,6 +45,15 @@ class ModelSpec:
     # unless the run gives either; None: conditional from the start
     conditional_ramp: tuple[float, float] | None = None
 
+    def conditioning_ramp(
+        self, conditional: bool, model_options: dict[str, Any]
+    ) -> tuple[float, float] | None:
+        """The fractions of its planned steps over which a run's conditioning ramps in: the
+        spec's, for a conditional run whose model options set neither cond_start nor cond_end."""
+        if not conditional or {"cond_start", "cond_end"} & model_options.keys():
+            return None
+        return self.conditional_ramp
+
     @property
     def config_cls(self) -> type:
         return getattr(importlib.import_module(self.module), self.config_name)

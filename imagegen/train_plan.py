@@ -92,8 +92,7 @@ def plan_training(request: TrainRequest, download: bool = True) -> TrainPlan:
         train.dataset, root=request.data_root, download=download
     )
     options |= _conditioning(train, layout, described)
-    ramp = spec.conditional_ramp if train.conditional else None
-    ramp = None if {"cond_start", "cond_end"} & options.keys() else ramp  # the run's own
+    ramp = spec.conditioning_ramp(train.conditional, options)
     if train.transparent:  # RGBA, whatever the data's own channels
         if request.model_options.get("channels") not in (None, 4):
             raise UsageError("--transparent trains on 4 channels (RGBA): leave --channels out")

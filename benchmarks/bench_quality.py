@@ -98,7 +98,18 @@ RECIPES = _recipes()
 
 FLAGS = ("conditional",)  # training flags a recipe may add: NAME+conditional
 # The training options a recipe's preset may set (the rest say how long, where and how often).
-RECIPE_OPTIONS = ("batch_size", "lr", "lr_d", "lr_decay", "beta1", "beta2", "ema_decay", "flip")
+# seed: a second run of a recipe (NAME+seed=1), to see one run's spread beside a difference.
+RECIPE_OPTIONS = (
+    "batch_size",
+    "lr",
+    "lr_d",
+    "lr_decay",
+    "beta1",
+    "beta2",
+    "ema_decay",
+    "flip",
+    "seed",
+)
 
 
 def recipe(name: str) -> Recipe:
@@ -423,17 +434,16 @@ def run_one(ds: Dataset, name: str, results: Results, args: Any) -> None:
     images = args.images_for.get(ds.key, args.images)
     if spec.model != "dcgan" and args.ae_images:  # the VAE and VAE-GAN at their own budget
         images = args.ae_images
-    if ds.minutes:
-        images = equal_time_images(ds, name, results)
-    steps = images // spec.batch
-    every = max(1, steps // args.points)
     run_dir = args.work / ds.key / name
     key = f"{ds.key}/{name}"
     done = results.get(f"{key}/train")
     if done is not None and (diff := retuned(done, name)):
         _set_aside(results, key, run_dir, _config_tag(done), f"its preset changed ({diff})")
     if ds.minutes:
+        images = _rebudget(results, ds, name, run_dir) or equal_time_images(ds, name, results)
         _start_from_base(results, ds, name, images, run_dir)
+    steps = images // spec.batch
+    every = max(1, steps // args.points)
     _same_run(results, key, run_dir)
     _extend(results, key, images, run_dir)
     done = results.get(f"{key}/train")
@@ -498,10 +508,13 @@ def speed_row(results: Results, ds: Dataset, name: str) -> dict[str, Any] | None
     return results.get(f"{ds.base or ds.key}/{name}/speed")
 
 
-def equal_time_budget(ds: Dataset, name: str, results: Results) -> dict[str, Any]:
-    """What an equal-time run's images come from: its minutes at the speed measured alone,
-    scaled by the machine's drift since CLOCK's budget was set (see CLOCK)."""
-    sp = speed_row(results, ds, name)
+def equal_time_budget(
+    ds: Dataset, name: str, results: Results, sp: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What an equal-time run's images come from: its minutes at the speed measured alone
+    (`sp`, else the speed_row's), scaled by the machine's drift since CLOCK's budget was set
+    (see CLOCK)."""
+    sp = sp or speed_row(results, ds, name)
     if sp is None:
         raise SystemExit(
             f"{ds.key}/{name}: an equal-time run needs the recipe's speed alone on {ds.base}: "
@@ -539,13 +552,52 @@ def _drift(ds: Dataset, name: str, results: Results, sp: dict[str, Any]) -> floa
 def equal_time_images(ds: Dataset, name: str, results: Results) -> int:
     """Images an equal-time run trains: ds.minutes at the recipe's images/s alone, in whole
     batches. A run recorded already keeps the images its budget gave it (a speed measured
-    again later moves no finished run)."""
+    again later moves no finished run, except through _rebudget)."""
     done = results.get(f"{ds.key}/{name}/train")
     if done is not None and "budget" in done:
         return done["images"]
+    return _budget_images(ds, name, equal_time_budget(ds, name, results))
+
+
+def _budget_images(ds: Dataset, name: str, budget: dict[str, Any]) -> int:
+    """A budget's images: its minutes at its images/s, in whole batches of the recipe."""
     batch = recipe(name).batch
-    budget = equal_time_budget(ds, name, results)
     return int(budget["images_per_s"] * 60 * ds.minutes) // batch * batch
+
+
+# An equal-time run's budget is set again when its recipe's speed, measured again side by side
+# with CLOCK's, moves its images by more than this share: the recipe's step got faster or
+# slower (its code changed; the machine's drift is what CLOCK's speed beside it cancels).
+# Side-by-side ratios to CLOCK measured hours apart agreed within 2% (the Xeon, 2026-12-03).
+REBUDGET = 0.05
+
+
+def _rebudget(results: Results, ds: Dataset, name: str, run_dir: Path) -> int | None:
+    """The images of an equal-time run whose recipe's speed on its base, measured again side
+    by side with CLOCK's, gives it more than REBUDGET more images than it trained (it goes on
+    from its last checkpoint: _extend); one given that many fewer is set aside
+    (NAME.IMAGES-images) to train anew at its new budget. None where the budget stands.
+    CLOCK's budget is the clock: never set again."""
+    key = f"{ds.key}/{name}"
+    done = results.get(f"{key}/train")
+    if name == CLOCK or done is None or "budget" not in done:
+        return None
+    sp = results.get(f"{ds.base}/{name}/speed") or {}
+    now = results.get(f"{ds.base}/{CLOCK}/speed") or {}
+    if sp.get("side_by_side") is None or sp.get("side_by_side") != now.get("side_by_side"):
+        return None
+    images = _budget_images(ds, name, equal_time_budget(ds, name, results, sp))
+    if abs(images - done["images"]) <= REBUDGET * done["images"]:
+        return None
+    why = (
+        f"its speed measured again beside {CLOCK}'s gives {images:,} images in "
+        f"{ds.minutes} minutes, not the {done['images']:,} it trained"
+    )
+    if images < done["images"]:
+        _set_aside(results, key, run_dir, f"{done['images']}-images", why)
+        return None
+    log(f"{key}: {why}; going on to {images:,}")
+    return images
 
 
 def speed(ds: Dataset, name: str, results: Results, args: Any, again: bool = False) -> None:
@@ -1229,7 +1281,9 @@ def time_table(results: Results, dss: list[Dataset], names: list[str]) -> list[s
         "recipe's final curve FID at its first curve point at or below it: the curve has few "
         "points, so this is an upper bound at their resolution. An equal-time row's images/s "
         "is its budget: on a later day than the classic recipe's budget, its speed times the "
-        "classic recipe's then over now, both measured side by side (the machine's drift).",
+        "classic recipe's then over now, both measured side by side (the machine's drift); "
+        "set again, and the run trained to it, when a later side-by-side speed moves it by "
+        f"more than {REBUDGET:.0%} (the recipe's step got faster or slower).",
         "",
         "| dataset | recipe | images/s alone | minutes for its run | its last curve FID "
         "| classic's last curve FID | reached it by | speed measured on |",
@@ -1280,7 +1334,8 @@ def report(results: Results, dss: list[Dataset], names: list[str], args: Any) ->
             f"{args.final_n:,} generated images; curve points: {args.curve_n:,} (FID is biased "
             "upwards at small n: compare figures of the same n only). KID subsets of "
             "min(1000, n/2). Precision and recall: k = 3. Reconstructions: "
-            f"{args.recon_n:,} test images. All runs: 32 px, seed 0, the batch size "
+            f"{args.recon_n:,} test images. All runs: 32 px, seed 0 (seed=N: a second run of "
+            f"its recipe), the batch size "
             f"{BATCH} unless the recipe's preset sets another (the table gives it). Trained in: "
             "the training precision (what `--precision auto` chose on its machine, or the "
             "recipe's @bf16). Train time and img/s are as measured, with other runs sometimes "

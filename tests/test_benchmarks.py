@@ -583,6 +583,9 @@ def test_bench_quality_candidates_change_training_options_too() -> None:
         bq.retuned(done, "dcgan-adaptive-lazy-r1") == "batch_size: 64 -> 16, lr: 0.0002 -> 0.0004"
     )
     assert bq.recipe("dcgan-classic+flip=false").args[-1] == "--no-flip"
+    # A second seed of a recipe is a run of its own, checked against its record too.
+    assert bq.recipe("dcgan-classic+seed=1").args[-2:] == ("--seed", "1")
+    assert bq.retuned(done, f"{name}+seed=1") == "seed: 0 -> 1"
 
 
 def test_bench_quality_knows_a_conditional_dcgan_ramps_by_default() -> None:
@@ -726,3 +729,44 @@ def test_bench_quality_equal_time_budget_keeps_the_clocks_minutes(tmp_path: Path
     # The clock's own budget is its speed, whatever the day.
     results.put(f"mnist-30min/{bq.CLOCK}/train", {"images": 320})
     assert bq.equal_time_budget(ds, bq.CLOCK, results)["images_per_s"] == 3.0
+
+
+def test_bench_quality_equal_time_budget_set_again_by_a_side_by_side_speed(
+    tmp_path: Path,
+) -> None:
+    """A recipe whose speed, measured again beside the clock's, moves its equal-time budget by
+    more than REBUDGET trains to the new budget: a longer one goes on (its train record
+    dropped by _extend), a shorter one is set aside to train anew; within REBUDGET, without a
+    side-by-side speed, or for the clock itself, the budget stands."""
+    bq = _bench_quality_module()
+    results = bq.Results(tmp_path / "results.jsonl")
+    ds = bq.datasets(tmp_path, tmp_path)["mnist-30min"]
+    name, key = "dcgan-small-batch", "mnist-30min/dcgan-small-batch"
+    run_dir = tmp_path / ds.key / name
+    run_dir.mkdir(parents=True)
+    clock = {"minutes": 30, "images_per_s": 2.0, "speed_on": "m"}
+    results.put(f"mnist-30min/{bq.CLOCK}/train", {"images": 3584, "budget": clock})
+    results.put(f"mnist/{bq.CLOCK}/speed", {"images_per_s": 3.0, "side_by_side": "s"})
+    results.put(f"mnist/{name}/speed", {"images_per_s": 1.5, "side_by_side": "s"})
+    # Today's side-by-side speeds give 1.0 images/s on the clock's day: 1,792 images.
+    old = {"minutes": 30, "images_per_s": 0.8, "speed_on": "m"}
+    results.put(f"{key}/train", {"images": 1440, "steps": 90, "budget": old})
+    assert bq._rebudget(results, ds, name, run_dir) == 1792
+    bq._extend(results, key, 1792, run_dir)
+    assert results.get(f"{key}/train") is None  # trained on to the new budget
+    for images in (1760, 1824):  # within 5%: the budget stands
+        results.put(f"{key}/train", {"images": images, "steps": images // 16, "budget": old})
+        assert bq._rebudget(results, ds, name, run_dir) is None
+        assert results.get(f"{key}/train")["images"] == images
+    results.put(f"mnist/{name}/speed", {"images_per_s": 1.5, "side_by_side": "t"})
+    results.put(f"{key}/train", {"images": 1440, "steps": 90, "budget": old})
+    assert bq._rebudget(results, ds, name, run_dir) is None  # not measured beside the clock
+    assert bq._rebudget(results, ds, bq.CLOCK, run_dir) is None  # the clock is the clock
+    # A slower step: fewer images than it trained; the run is set aside and trains anew.
+    results.put(f"mnist/{name}/speed", {"images_per_s": 1.5, "side_by_side": "s"})
+    results.put(f"{key}/train", {"images": 2400, "steps": 150, "budget": old})
+    assert bq._rebudget(results, ds, name, run_dir) is None
+    assert results.get(f"{key}/train") is None and not run_dir.exists()
+    assert results.get(f"{key}.2400-images/train")["images"] == 2400
+    assert run_dir.with_name(f"{name}.2400-images").is_dir()
+    assert bq.equal_time_images(ds, name, results) == 1792

@@ -540,13 +540,19 @@ def _drift(ds: Dataset, name: str, results: Results, sp: dict[str, Any]) -> floa
     now = results.get(f"{ds.base}/{CLOCK}/speed") or {}
     if now.get("images_per_s") == clock["budget"]["images_per_s"]:
         return 1.0
-    if sp.get("side_by_side") is None or sp.get("side_by_side") != now.get("side_by_side"):
+    if not _beside_clock(results, ds, sp):
         raise SystemExit(
             f"{ds.key}/{name}: its speed was not measured side by side with {CLOCK}'s, whose "
             f"budget sets the clock: run --speed-only --datasets {ds.base} "
             f"--recipes {CLOCK},{name} first"
         )
     return clock["budget"]["images_per_s"] / now["images_per_s"]
+
+
+def _beside_clock(results: Results, ds: Dataset, sp: dict[str, Any]) -> bool:
+    """Whether speed row `sp` was measured side by side with CLOCK's latest speed on ds.base."""
+    now = results.get(f"{ds.base}/{CLOCK}/speed") or {}
+    return sp.get("side_by_side") is not None and sp["side_by_side"] == now.get("side_by_side")
 
 
 def equal_time_images(ds: Dataset, name: str, results: Results) -> int:
@@ -583,8 +589,7 @@ def _rebudget(results: Results, ds: Dataset, name: str, run_dir: Path) -> int | 
     if name == CLOCK or done is None or "budget" not in done:
         return None
     sp = results.get(f"{ds.base}/{name}/speed") or {}
-    now = results.get(f"{ds.base}/{CLOCK}/speed") or {}
-    if sp.get("side_by_side") is None or sp.get("side_by_side") != now.get("side_by_side"):
+    if not _beside_clock(results, ds, sp):
         return None
     images = _budget_images(ds, name, equal_time_budget(ds, name, results, sp))
     if abs(images - done["images"]) <= REBUDGET * done["images"]:

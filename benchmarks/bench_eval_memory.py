@@ -83,7 +83,7 @@ def features(n: int):
 
 def child_knn(n: int) -> dict:
     """The k-NN metrics alone, with whichever imagegen this process imports."""
-    from imagegen import metrics
+    from imagegen.evaluation import metrics
 
     real, fake = features(n)
     t = time.perf_counter()
@@ -92,7 +92,7 @@ def child_knn(n: int) -> dict:
 
 
 def child(n: int, previous: bool) -> dict:
-    from imagegen import metrics
+    from imagegen.evaluation import metrics
 
     real, fake = features(n)
     base = peak_mb()

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from imagegen import data, inception, metrics
+from imagegen.data import datasets as data
+from imagegen.evaluation import inception, metrics
 
 
 def naive_features(module: torch.nn.Module, images: torch.Tensor, batch: int) -> torch.Tensor:

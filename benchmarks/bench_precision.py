@@ -36,9 +36,9 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from imagegen.config import TrainConfig
 from imagegen.models.dcgan import DCGAN, DCGANConfig
-from imagegen.registry import MODELS
+from imagegen.models.registry import MODELS
+from imagegen.training.config import TrainConfig
 
 # Dense peak TFLOP/s (bf16 tensor cores, fp32 without them) from the vendors' data sheets.
 PEAKS = {"H200": {"bf16": 989.0, "fp32": 67.0}, "H100": {"bf16": 989.0, "fp32": 67.0}}

@@ -54,12 +54,15 @@ from typing import Any
 
 import torch
 
-from imagegen import checkpoint, data, files, locations, runs
-from imagegen.config import TrainConfig, build_dataclass, flag_of, to_dict
-from imagegen.evaluate import EvalRequest, evaluate
-from imagegen.generation import class_grid, generate_uint8, latents
-from imagegen.images import make_grid, write_png
-from imagegen.registry import MODELS
+from imagegen.common import files, locations
+from imagegen.common.options import build_dataclass, flag_of, to_dict
+from imagegen.data import datasets as data
+from imagegen.evaluation.evaluate import EvalRequest, evaluate
+from imagegen.models.registry import MODELS
+from imagegen.sampling.generation import class_grid, generate_uint8, latents
+from imagegen.sampling.images import make_grid, write_png
+from imagegen.storage import checkpoint, runs
+from imagegen.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = TrainConfig.batch_size  # where a recipe's preset does not set its own
@@ -362,7 +365,7 @@ def test_folder(ds: Dataset, args: Any) -> Path:
     if (folder / "done").is_file():
         return folder
     images = data.load_images(ds.test, resolution=32, split=ds.test_split, root=args.data_root)
-    from imagegen.images import png_bytes
+    from imagegen.sampling.images import png_bytes
 
     folder.mkdir(parents=True, exist_ok=True)
     pick = torch.randperm(images.images.shape[0], generator=torch.Generator().manual_seed(0))
@@ -388,9 +391,9 @@ def grid(ckpt_path: Path, out: Path) -> None:
 def reconstructions(ckpt_path: Path, ds: Dataset, args: Any) -> dict[str, Any]:
     """A VAE's or VAE-GAN's reconstructions of `recon_n` test images: pixel MSE, and the FID
     of the reconstructions against the same reference as the samples (sharpness shows there)."""
-    from imagegen import inception, metrics
-    from imagegen.images import to_uint8
-    from imagegen.reference import reference_features
+    from imagegen.evaluation import inception, metrics
+    from imagegen.evaluation.reference import reference_features
+    from imagegen.sampling.images import to_uint8
 
     started = time.perf_counter()
     ckpt = checkpoint.read_checkpoint(ckpt_path)

@@ -22,13 +22,14 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from imagegen import data, decode
-from imagegen.config import TrainConfig
+from imagegen.common.progress import ProgressEvent
+from imagegen.data import datasets as data
+from imagegen.data import decode
 from imagegen.models.blocks import Discriminator
 from imagegen.models.dcgan import DCGANConfig, Generator
-from imagegen.progress import ProgressEvent
-from imagegen.train import run_training
-from imagegen.train_plan import TrainPlan
+from imagegen.training.config import TrainConfig
+from imagegen.training.loop import run_training
+from imagegen.training.plan import TrainPlan
 
 
 def write_images(folder: Path, count: int) -> int:

@@ -162,7 +162,11 @@ def compare(reference: Path, crashed: Path) -> list[str]:
 
 def child(crash: str, argv: list[str]) -> None:
     """Run `imagegen ARGV`, killing this process in the middle of the N-th write of a kind."""
-    from imagegen import checkpoint, cli, files, images, jsonl, runs, train
+    from imagegen import cli
+    from imagegen.common import files, jsonl
+    from imagegen.sampling import images
+    from imagegen.storage import checkpoint, runs
+    from imagegen.training import loop as train
 
     kind, _, nth = crash.partition(":")
     count = [0]

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import torch
 
-from imagegen import data, locations
-from imagegen.images import png_bytes
+from imagegen.common import locations
+from imagegen.data import datasets as data
+from imagegen.sampling.images import png_bytes
 
 
 def write_folder(dataset: str, out: Path, per_class: int, root: Path | None) -> int:

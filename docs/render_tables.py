@@ -1,11 +1,11 @@
 """Write the tables of docs/*.md that are made from the code, between their markers.
 
 - docs/cli.md, the options of `imagegen train`: from the command, whose training options are
-  derived from their declarations (TrainConfig fields, imagegen/config.py), and those of
-  `imagegen sample` (SampleRequest fields, imagegen/sample_request.py);
+  derived from their declarations (TrainConfig fields, imagegen/training/config.py), and those of
+  `imagegen sample` (SampleRequest fields, imagegen/sampling/request.py);
 - docs/evaluation.md, the options of `imagegen eval`: from the command, whose options are
-  derived from their declarations (EvalRequest fields, imagegen/eval_request.py), and its
-  metrics: from their registry (imagegen/eval_metrics.py).
+  derived from their declarations (EvalRequest fields, imagegen/evaluation/request.py), and its
+  metrics: from their registry (imagegen/evaluation/registry.py).
 
 tests/test_options.py checks that the docs hold the tables this script would write.
 
@@ -44,7 +44,7 @@ def options_table(name: str) -> str:
 
 def metrics_table() -> str:
     """The Markdown table of the eval command's metrics."""
-    from imagegen.eval_metrics import METRICS
+    from imagegen.evaluation.registry import METRICS
 
     rows = ["| name | what | notes |", "| --- | --- | --- |"]
     for name, m in METRICS.items():

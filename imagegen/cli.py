@@ -16,12 +16,14 @@ from typing import Any
 
 import typer
 
-from imagegen import __version__, jsonl
-from imagegen.config import TrainConfig, flag_of
-from imagegen.errors import PeerError, UsageError, UserError
-from imagegen.eval_request import EvalRequest
-from imagegen.registry import MODELS
-from imagegen.sample_request import SampleRequest
+from imagegen import __version__
+from imagegen.common import jsonl
+from imagegen.common.errors import PeerError, UsageError, UserError
+from imagegen.common.options import flag_of
+from imagegen.evaluation.request import EvalRequest
+from imagegen.models.registry import MODELS
+from imagegen.sampling.request import SampleRequest
+from imagegen.training.config import TrainConfig
 
 MODEL_NAMES = ", ".join(MODELS)  # help texts list the registry, never a hand-written list
 CPU_BF16_MODELS = ", ".join(name for name, spec in MODELS.items() if spec.cpu_bf16) or "none"
@@ -168,7 +170,7 @@ def _decoding(event: Any) -> str:
 
 
 def _preset_help() -> str:
-    from imagegen.registry import MODELS
+    from imagegen.models.registry import MODELS
 
     parts = []
     for spec in MODELS.values():
@@ -293,11 +295,11 @@ def train(
     Under torchrun (torchrun --nproc-per-node K -m imagegen train ...) it trains data-parallel
     with DistributedDataParallel; rank 0 writes the run folder and prints.
     """
-    from imagegen import distributed
-    from imagegen.config import parse_assignments
-    from imagegen.devices import resolve_device
-    from imagegen.train import run_training
-    from imagegen.train_plan import plan_training
+    from imagegen.common.devices import resolve_device
+    from imagegen.common.options import parse_assignments
+    from imagegen.training import distributed
+    from imagegen.training.loop import run_training
+    from imagegen.training.plan import plan_training
 
     flags = _given(**train_options)  # the training options given, by TrainConfig field
     if "steps" in flags and "epochs" in flags:
@@ -333,7 +335,7 @@ def train(
 def _shown_default(f: dataclasses.Field, registry: bool) -> str | None:
     """An option's default in its help: the declared one (None: none to show), and with
     `registry` (training options) where the registry's models and presets set their own."""
-    from imagegen.registry import set_by
+    from imagegen.models.registry import set_by
 
     shown = f.metadata["shown"]
     if shown is None and isinstance(f.default, bool):
@@ -403,8 +405,8 @@ def _train_request(
     resume: Path | None,
 ) -> Any:
     """A TrainRequest from a TOML file (if any) overridden by the flags given."""
-    from imagegen.config import load_toml
-    from imagegen.train_plan import TrainRequest
+    from imagegen.common.options import load_toml
+    from imagegen.training.plan import TrainRequest
 
     options: dict[str, Any] = {}
     model_options: dict[str, Any] = {}
@@ -491,8 +493,8 @@ def sample(
     **sample_options: Any,
 ) -> int:
     """Generate images from a checkpoint and write them as PNG."""
-    from imagegen.generation import parse_seeds
-    from imagegen.sample import sample as run_sample
+    from imagegen.sampling.generation import parse_seeds
+    from imagegen.sampling.sample import sample as run_sample
 
     options = _given(**sample_options)  # the options given, by SampleRequest field
     if "seeds" in options:
@@ -554,8 +556,8 @@ def eval_(
     **eval_options: Any,
 ) -> int:
     """Evaluate a checkpoint, run or image folder: FID, KID, precision/recall, density/coverage."""
-    from imagegen.eval_metrics import parse_metrics
-    from imagegen.evaluate import evaluate
+    from imagegen.evaluation.evaluate import evaluate
+    from imagegen.evaluation.registry import parse_metrics
 
     out, err = _consoles(quiet)
     options = _given(**eval_options)  # the options given, by EvalRequest field
@@ -636,9 +638,9 @@ def convert(
     ),
 ) -> int:
     """Convert checkpoints: import .pth (pytorch/examples DCGAN, state dicts); export .pt, ONNX."""
-    from imagegen.config import parse_assignments
-    from imagegen.convert import ConvertRequest
-    from imagegen.convert import convert as run_convert
+    from imagegen.common.options import parse_assignments
+    from imagegen.storage.convert import ConvertRequest
+    from imagegen.storage.convert import convert as run_convert
 
     if image_size is not None and resolution is not None and image_size != resolution:
         raise UsageError("--image-size and --resolution disagree")

@@ -37,8 +37,8 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="session")
 def weights() -> Path:
     """The FID Inception weights; skips where they are not installed."""
-    from imagegen import inception
-    from imagegen.errors import UserError
+    from imagegen.common.errors import UserError
+    from imagegen.evaluation import inception
 
     try:
         return inception.find_weights()

@@ -92,8 +92,8 @@ def test_bench_precision_side_by_side_with_a_revision() -> None:
 
 
 def test_bench_fid() -> None:
-    from imagegen import inception
-    from imagegen.errors import UserError
+    from imagegen.common.errors import UserError
+    from imagegen.evaluation import inception
 
     try:
         inception.find_weights()
@@ -129,9 +129,9 @@ def test_bench_ddp() -> None:
 
 
 def test_bench_quality(tmp_path: Path) -> None:
-    from imagegen import inception
-    from imagegen.errors import UserError
-    from imagegen.registry import MODELS
+    from imagegen.common.errors import UserError
+    from imagegen.evaluation import inception
+    from imagegen.models.registry import MODELS
 
     try:
         inception.find_weights()
@@ -285,7 +285,7 @@ def test_bench_quality_sets_aside_a_run_whose_preset_was_retuned(
     lacks an option added since (its default) still stands."""
     from types import SimpleNamespace
 
-    from imagegen.registry import MODELS
+    from imagegen.models.registry import MODELS
 
     bq = _bench_quality_module()
     target = MODELS["dcgan"].presets["adaptive"].model["augment_target"]
@@ -611,8 +611,8 @@ def test_bench_quality_equal_time_runs(tmp_path: Path) -> None:
     """KEY-30min trains each recipe for 30 minutes at its speed alone on KEY (recorded as the
     run's budget), measures no floor and no speed of its own, and the report sets the default
     beside the classic recipe at equal time."""
-    from imagegen import inception
-    from imagegen.errors import UserError
+    from imagegen.common.errors import UserError
+    from imagegen.evaluation import inception
 
     try:
         inception.find_weights()

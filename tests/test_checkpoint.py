@@ -9,11 +9,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from imagegen import checkpoint
-from imagegen.config import TrainConfig
-from imagegen.ema import EMA
-from imagegen.errors import UserError
+from imagegen.common.errors import UserError
 from imagegen.models.dcgan import DCGAN, DCGANConfig
+from imagegen.storage import checkpoint
+from imagegen.training.config import TrainConfig
+from imagegen.training.ema import EMA
 
 
 def tiny_model() -> DCGAN:

@@ -15,10 +15,12 @@ from PIL import Image
 from safetensors.torch import load_file
 from test_contract import _has, tiny, trains_and_resumes_exactly
 
-from imagegen import checkpoint, data, labels
-from imagegen.errors import UserError
-from imagegen.generation import class_grid, proportional_labels
-from imagegen.registry import MODELS
+from imagegen.common.errors import UserError
+from imagegen.data import datasets as data
+from imagegen.data import labels
+from imagegen.models.registry import MODELS
+from imagegen.sampling.generation import class_grid, proportional_labels
+from imagegen.storage import checkpoint
 
 COLOURS = {"blue": (30, 30, 220), "green": (30, 200, 30), "red": (220, 30, 30)}
 CONDITIONAL = [
@@ -286,7 +288,7 @@ def test_each_training_image_comes_with_its_own_class(
 def test_conditional_torchrun_job_keeps_its_ranks_in_sync(name: str, isolated: Path) -> None:
     from test_distributed import _meta, _ok, torchrun
 
-    from imagegen import distributed
+    from imagegen.training import distributed
 
     folder = class_folder(isolated / "pets")
     run = isolated / "run"
@@ -303,7 +305,7 @@ def test_conditional_torchrun_job_keeps_its_ranks_in_sync(name: str, isolated: P
 def test_intra_class_fid_sees_samples_of_the_wrong_class() -> None:
     """Samples that are the right images under the wrong labels: the overall FID cannot tell,
     the intra-class FID can."""
-    from imagegen import eval_metrics
+    from imagegen.evaluation import registry as eval_metrics
 
     g = torch.Generator().manual_seed(0)
     centres = torch.randn(3, 16, generator=g) * 4

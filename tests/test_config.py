@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from imagegen.config import (
-    TrainConfig,
+from imagegen.common.errors import UsageError, UserError
+from imagegen.common.options import (
     build_dataclass,
     differences,
     load_toml,
@@ -14,9 +14,9 @@ from imagegen.config import (
     to_dict,
     to_json,
 )
-from imagegen.errors import UsageError, UserError
 from imagegen.models.dcgan import DCGANConfig
-from imagegen.registry import MODELS, get_spec
+from imagegen.models.registry import MODELS, get_spec
+from imagegen.training.config import TrainConfig
 
 
 def test_unknown_key_is_an_error_listing_valid_ones() -> None:

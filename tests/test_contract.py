@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from imagegen import checkpoint
 from imagegen.models.base import GenerativeModel
-from imagegen.registry import MODELS
+from imagegen.models.registry import MODELS
+from imagegen.storage import checkpoint
 
 SHRINK = {"g_width": 8, "d_width": 8, "width": 8, "latent_dim": 8}
 

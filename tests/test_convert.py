@@ -9,7 +9,7 @@ import torch
 from conftest import train_tiny
 from torch import nn
 
-from imagegen import checkpoint
+from imagegen.storage import checkpoint
 
 
 class ExamplesGenerator(nn.Module):

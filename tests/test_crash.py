@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import train_tiny
 
-from imagegen import checkpoint
+from imagegen.storage import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,9 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from imagegen import data, decode
-from imagegen.batches import EpochBatches
-from imagegen.errors import UsageError, UserError
+from imagegen.common.errors import UsageError, UserError
+from imagegen.data import datasets as data
+from imagegen.data import decode
+from imagegen.data.batches import EpochBatches
 
 
 def write_idx(path: Path, images: np.ndarray, gz: bool = False) -> None:

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from imagegen.config import TrainConfig
-from imagegen.errors import UsageError
+from imagegen.common.errors import UsageError
 from imagegen.models.dcgan import DCGAN, DCGANConfig
 from imagegen.models.gan_losses import discriminator_loss, generator_loss
+from imagegen.training.config import TrainConfig
 
 
 @pytest.mark.parametrize("resolution", [32, 64])

@@ -15,12 +15,13 @@ from conftest import TINY
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from imagegen import checkpoint, distributed
-from imagegen.batches import EpochBatches
-from imagegen.errors import UsageError, UserError
+from imagegen.common.errors import UsageError, UserError
+from imagegen.data.batches import EpochBatches
 from imagegen.models.dcgan import DCGAN, DCGANConfig
-from imagegen.train import run_training
-from imagegen.train_plan import TrainRequest, plan_training
+from imagegen.storage import checkpoint
+from imagegen.training import distributed
+from imagegen.training.loop import run_training
+from imagegen.training.plan import TrainRequest, plan_training
 
 pytestmark = pytest.mark.integration  # torchrun jobs of several processes
 

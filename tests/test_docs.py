@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from imagegen import cli
-from imagegen.registry import MODELS
+from imagegen.models.registry import MODELS
 
 pytestmark = pytest.mark.integration  # every console example of the docs, run
 

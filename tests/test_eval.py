@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from conftest import train_tiny
 from PIL import Image
 
-from imagegen import data, inception
-from imagegen.errors import UserError
+from imagegen.common.errors import UserError
+from imagegen.data import datasets as data
+from imagegen.evaluation import inception
 
 
 def test_extractor_matches_the_torchscript_original(weights: Path) -> None:
@@ -190,7 +191,7 @@ def test_fid_tells_mnist_from_fashion(
 def test_fid_during_training_keeps_the_best_checkpoint(
     run_cli, isolated: Path, weights: Path
 ) -> None:
-    from imagegen import checkpoint
+    from imagegen.storage import checkpoint
 
     run = isolated / "run"
     train_tiny(run_cli, run, "--fid-every", "2", "--fid-n", "12", steps=6)
@@ -207,7 +208,7 @@ def test_fid_during_training_keeps_the_best_checkpoint(
 
 def test_pytorch_fid_weights_give_features_and_inception_score(run_cli, isolated: Path) -> None:
     """pytorch-fid's .pth layout (here with random weights): loaded without code, with logits."""
-    from imagegen.inception_pytorch_fid import PytorchFIDInception
+    from imagegen.evaluation.inception_pytorch_fid import PytorchFIDInception
 
     torch.manual_seed(0)
     net = PytorchFIDInception().eval()
@@ -228,8 +229,8 @@ def test_pytorch_fid_weights_give_features_and_inception_score(run_cli, isolated
     assert result.code == 0, result
     m = json.loads(result.out)["metrics"]
     # The score by hand, from the same 20 images: exp E_x KL(p(y|x) || p(y)) over 10 splits.
-    from imagegen import checkpoint
-    from imagegen.generation import generate_uint8, latents
+    from imagegen.sampling.generation import generate_uint8, latents
+    from imagegen.storage import checkpoint
 
     model = checkpoint.build_model(
         checkpoint.read_checkpoint(run / "checkpoints" / "latest.safetensors")
@@ -250,7 +251,7 @@ def test_fid_blocks_pool_as_the_tf_graph() -> None:
     """Average pooling ignores padding (and the last block max-pools), unlike torchvision's."""
     from torchvision.models import inception as tv
 
-    from imagegen.inception_pytorch_fid import FIDInceptionA, FIDInceptionE2
+    from imagegen.evaluation.inception_pytorch_fid import FIDInceptionA, FIDInceptionE2
 
     torch.manual_seed(0)
     for ours, theirs, c in (

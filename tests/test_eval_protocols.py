@@ -11,7 +11,8 @@ import torch
 from conftest import train_tiny
 from PIL import Image
 
-from imagegen import checkpoint, fid_protocols, metrics
+from imagegen.evaluation import fid_protocols, metrics
+from imagegen.storage import checkpoint
 
 
 def write_pngs(folder: Path, images: torch.Tensor) -> None:
@@ -103,7 +104,7 @@ def test_features_under_each_protocol_match_the_tools(weights: Path) -> None:
         interpolate_bilinear_2d_like_tensorflow1x,
     )
 
-    from imagegen import inception
+    from imagegen.evaluation import inception
 
     extractor = inception.load_extractor(weights)
     with warnings.catch_warnings():
@@ -168,7 +169,7 @@ def test_folders_are_evaluated_at_their_native_size(run_cli, isolated: Path, wei
     assert payload["protocol"]["reference"]["resolution"] == 32
     assert payload["protocol"]["reference"]["images"] == 12  # follows the images evaluated
     # The same pixels evaluated through the library at 32 px give the same FID.
-    from imagegen import inception
+    from imagegen.evaluation import inception
 
     ext = inception.load_extractor(weights)
     a = ext.features(random_images(12, 32, seed=4)).numpy()

@@ -73,7 +73,7 @@ def test_fid_equals_pytorch_fid(run_cli, isolated: Path, weights: Path, monkeypa
     fid_score = pytest.importorskip("pytorch_fid.fid_score")
     import pytorch_fid.inception as pf
 
-    from imagegen.inception_pytorch_fid import PytorchFIDInception
+    from imagegen.evaluation.inception_pytorch_fid import PytorchFIDInception
 
     state = _as_state_dict(weights, PytorchFIDInception().net.state_dict())
     monkeypatch.setattr(pf, "load_state_dict_from_url", lambda *a, **k: state)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from imagegen import metrics
-from imagegen.errors import UsageError
+from imagegen.common.errors import UsageError
+from imagegen.evaluation import metrics
 
 
 def direct_frechet(mu1, s1, mu2, s2) -> float:

@@ -11,7 +11,7 @@ import torch
 from conftest import train_tiny
 from PIL import Image
 
-from imagegen import checkpoint
+from imagegen.storage import checkpoint
 
 
 @pytest.fixture

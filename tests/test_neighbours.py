@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from imagegen import metrics, neighbours
+from imagegen.evaluation import metrics, neighbours
 
 
 def _brute_sq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

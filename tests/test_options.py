@@ -13,7 +13,7 @@ import typer
 from conftest import train_tiny
 
 from imagegen import cli
-from imagegen.config import RESUMABLE_CHANGES, TrainConfig
+from imagegen.training.config import RESUMABLE_CHANGES, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
@@ -39,8 +39,8 @@ def test_eval_and_sample_flags_are_their_declared_options(name: str) -> None:
     """`eval`'s and `sample`'s flags are their request's declared fields (plus the source and
     how the result is shown), each with its declared help and default: one place, as train's
     are TrainConfig's."""
-    from imagegen.eval_request import EvalRequest
-    from imagegen.sample_request import SampleRequest
+    from imagegen.evaluation.request import EvalRequest
+    from imagegen.sampling.request import SampleRequest
 
     cls = {"eval": EvalRequest, "sample": SampleRequest}[name]
     command = typer.main.get_command(cli.app).commands[name]
@@ -110,7 +110,7 @@ def test_a_metric_is_registered_once(run_cli, isolated: Path, weights: Path, mon
     """A new entry in the registry is parsed, checked and computed by `eval` with no other edit."""
     from PIL import Image
 
-    from imagegen import eval_metrics
+    from imagegen.evaluation import registry as eval_metrics
 
     def mean_norm(inputs: eval_metrics.Inputs) -> dict[str, float]:
         return {"mean_norm": float(inputs.fake.norm(dim=1).mean())}

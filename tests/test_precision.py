@@ -8,12 +8,13 @@ import torch
 from conftest import train_tiny
 from safetensors.torch import load_file
 
-from imagegen import devices, runs
-from imagegen.checkpoint import read_checkpoint
-from imagegen.config import TrainConfig
-from imagegen.devices import precision_reason, resolve_precision
+from imagegen.common import devices
+from imagegen.common.devices import precision_reason, resolve_precision
 from imagegen.models.dcgan import DCGAN, DCGANConfig
-from imagegen.registry import MODELS
+from imagegen.models.registry import MODELS
+from imagegen.storage import runs
+from imagegen.storage.checkpoint import read_checkpoint
+from imagegen.training.config import TrainConfig
 
 
 def test_auto_precision(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -140,8 +141,8 @@ def test_logged_means_of_bf16_values_are_summed_in_fp32() -> None:
     """bf16 statistics (D's outputs under autocast) averaged over a long log window: a bf16
     running sum stops growing at 256 (0.9 is below half its spacing there), so the mean of
     500 values of 0.9 came out as 0.512."""
-    from imagegen import distributed
-    from imagegen.train import _LossMeter
+    from imagegen.training import distributed
+    from imagegen.training.loop import _LossMeter
 
     meter = _LossMeter(distributed.Context(), torch.device("cpu"))
     for _ in range(500):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imagegen import data
+from imagegen.data import datasets as data
 
 pytestmark = pytest.mark.integration  # real MNIST, hundreds of steps
 
@@ -114,8 +114,8 @@ def test_vae_test_loss_falls_clearly_in_a_few_hundred_steps(
 ) -> None:
     import torch
 
-    from imagegen import checkpoint
     from imagegen.models.vae import VAE, VAEConfig
+    from imagegen.storage import checkpoint
 
     test = data.load_images("mnist", resolution=32, root=mnist_root, split="test")
     x = test.images[:1000].float() / 255

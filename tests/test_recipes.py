@@ -9,7 +9,7 @@ import torch
 from conftest import train_tiny
 from safetensors.torch import load_file
 
-from imagegen.errors import UsageError
+from imagegen.common.errors import UsageError
 from imagegen.models import augment
 from imagegen.models.dcgan import DCGAN, DCGANConfig, r1_penalty
 from imagegen.models.gan_losses import discriminator_loss, generator_loss
@@ -232,7 +232,7 @@ def test_hinge_losses_by_hand() -> None:
     ],
 )
 def test_training_step_with_each_recipe(options: dict) -> None:
-    from imagegen.config import TrainConfig
+    from imagegen.training.config import TrainConfig
 
     torch.manual_seed(0)
     model = DCGAN(DCGANConfig(**TINY_CFG, **options))
@@ -263,7 +263,7 @@ def test_r1_penalty_by_hand() -> None:
 def test_r1_step_descends_on_the_penalty() -> None:
     """With a penalty that outweighs the GAN loss (here about 100 to 1), D's step makes D
     smoother at the real images (the sign of the term is right) and logs the penalty."""
-    from imagegen.config import TrainConfig
+    from imagegen.training.config import TrainConfig
 
     torch.manual_seed(0)
     model = DCGAN(DCGANConfig(**TINY_CFG, d_norm="none", r1_gamma=1e8))
@@ -289,8 +289,8 @@ def test_r1_trains_and_resumes_exactly(run_cli, isolated: Path) -> None:
 def test_lazy_r1_takes_the_penalty_every_kth_step_weighted_k(monkeypatch) -> None:
     """r1_every=4: R1 on D steps 0, 4, 8 only, weighted 4 x gamma (a due step moves D as the
     every-step model with 4 x gamma does); the log's r1 is the last penalty computed."""
-    from imagegen.config import TrainConfig
     from imagegen.models import dcgan
+    from imagegen.training.config import TrainConfig
 
     calls = []
     original = dcgan.r1_penalty
@@ -444,8 +444,8 @@ def test_vaegan_balancing_rule_skips_as_the_authors_do() -> None:
 
 
 def test_vaegan_skipped_networks_do_not_move_and_skips_are_logged() -> None:
-    from imagegen.config import TrainConfig
     from imagegen.models.vaegan import VAEGAN, VAEGANConfig
+    from imagegen.training.config import TrainConfig
 
     cfg = VAEGANConfig(channels=1, width=4, d_width=4, latent_dim=4, balance=True)
     # each decision of the rule in turn (the rule itself: the test above)
@@ -477,8 +477,8 @@ def test_vaegan_skipped_networks_do_not_move_and_skips_are_logged() -> None:
     ],
 )
 def test_vaegan_options_train(options: dict) -> None:
-    from imagegen.config import TrainConfig
     from imagegen.models.vaegan import VAEGAN, VAEGANConfig
+    from imagegen.training.config import TrainConfig
 
     torch.manual_seed(0)
     model = VAEGAN(VAEGANConfig(channels=1, width=4, d_width=4, latent_dim=4, **options))
@@ -508,8 +508,8 @@ def test_vaegan_joint_batchnorm_sees_the_contrast_of_reconstructions() -> None:
 
 
 def test_sigma_vae_tracks_the_optimal_sigma_and_uses_it_for_bits_per_dim() -> None:
-    from imagegen.config import TrainConfig
     from imagegen.models.vae import VAE, VAEConfig
+    from imagegen.training.config import TrainConfig
 
     torch.manual_seed(0)
     model = VAE(VAEConfig(likelihood="gaussian-optimal", width=4, latent_dim=4, channels=1))
@@ -532,7 +532,7 @@ def test_sigma_vae_tracks_the_optimal_sigma_and_uses_it_for_bits_per_dim() -> No
 def test_standing_statistics_belong_to_the_averaged_weights() -> None:
     """The EMA generator's BatchNorm statistics are re-estimated for its own weights, from
     latents of a seed of their own; the trained generator is left alone."""
-    from imagegen.ema import EMA, STANDING_BATCHES
+    from imagegen.training.ema import EMA, STANDING_BATCHES
 
     model = DCGAN(DCGANConfig(resolution=32, channels=1, g_width=8, d_width=8, latent_dim=8))
     ema = EMA(model.generator, decay=0.9)

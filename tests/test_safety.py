@@ -12,10 +12,11 @@ import torch
 from conftest import train_tiny
 from safetensors.torch import load_file
 
-from imagegen import jsonl, runs
-from imagegen.files import atomic_write_bytes
-from imagegen.health import HealthMonitor
-from imagegen.registry import MODELS
+from imagegen.common import jsonl
+from imagegen.common.files import atomic_write_bytes
+from imagegen.models.registry import MODELS
+from imagegen.storage import runs
+from imagegen.training.health import HealthMonitor
 
 
 def strict_lines(path: Path) -> list[dict]:

@@ -9,8 +9,8 @@ import torch
 from conftest import train_tiny
 from PIL import Image
 
-from imagegen.errors import UsageError
-from imagegen.generation import parse_seeds, seed_latents, truncated
+from imagegen.common.errors import UsageError
+from imagegen.sampling.generation import parse_seeds, seed_latents, truncated
 
 
 def test_seeds_are_ranges_and_lists() -> None:

@@ -41,7 +41,7 @@ def test_off_switch_and_missing_package(run_cli, isolated: Path, monkeypatch) ->
     run = isolated / "off"
     train_tiny(run_cli, run, "--no-tensorboard")
     assert not (run / "tensorboard").exists()
-    from imagegen import tensorboard_log
+    from imagegen.training import tensorboard_log
 
     monkeypatch.setattr(tensorboard_log, "available", lambda: False)
     train_tiny(run_cli, isolated / "auto")  # default: off without the package, no error

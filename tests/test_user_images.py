@@ -128,7 +128,7 @@ def test_copying_is_measured_and_raises_an_alarm(run_cli, isolated: Path, weight
 
 
 def test_nearest_neighbours_constructed() -> None:
-    from imagegen import metrics
+    from imagegen.evaluation import metrics
 
     real = np.array([[0.0, 0.0], [1.0, 0.0], [10.0, 0.0]])  # own neighbours at 1, 1, 9
     fake = np.array([[0.1, 0.0], [10.0, 4.5]])
@@ -150,7 +150,7 @@ def _alpha_sprites(folder: Path, n: int = 32) -> Path:
 
 
 def test_keep_alpha_decodes_rgba() -> None:
-    from imagegen import decode
+    from imagegen.data import decode
 
     art = np.zeros((10, 20, 4), np.uint8)
     art[:, :, 3] = 255

@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from imagegen.config import TrainConfig
-from imagegen.errors import UsageError
+from imagegen.common.errors import UsageError
 from imagegen.models.blocks import AutoEncoder, gaussian_kl, reparameterize
+from imagegen.models.registry import MODELS
 from imagegen.models.vae import VAE, VAEConfig, bits_per_dim, reconstruction_nll
 from imagegen.models.vaegan import VAEGAN, VAEGANConfig, feature_nll
-from imagegen.registry import MODELS
+from imagegen.training.config import TrainConfig
 
 TINY_VAE = ["--set", "width=8", "--set", "latent_dim=8"]
 TINY_VAEGAN = ["--set", "width=8", "--set", "d_width=8", "--set", "latent_dim=8"]
@@ -107,7 +107,7 @@ def test_bad_configs() -> None:
         VAEConfig(beta=-1.0)
     with pytest.raises(UsageError, match="gamma"):
         VAEGANConfig(gamma=-0.5)
-    from imagegen.config import build_dataclass
+    from imagegen.common.options import build_dataclass
 
     with pytest.raises(UsageError, match="bernoulli, gaussian"):
         build_dataclass(VAEConfig, {"likelihood": "laplace"}, "vae")
@@ -260,9 +260,9 @@ def test_reconstruct_needs_an_encoder(run_cli, isolated: Path) -> None:
 
 @pytest.mark.parametrize("name", ["vae", "vaegan"])
 def test_checkpoint_round_trip_gives_identical_outputs(name: str, isolated: Path) -> None:
-    from imagegen import checkpoint
-    from imagegen.ema import EMA
-    from imagegen.registry import get_spec
+    from imagegen.models.registry import get_spec
+    from imagegen.storage import checkpoint
+    from imagegen.training.ema import EMA
 
     spec = get_spec(name)
     options = {"channels": 1, "width": 4, "latent_dim": 6}

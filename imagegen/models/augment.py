@@ -18,7 +18,7 @@ not overfit sees few augmented images.
 import torch
 import torch.distributed as dist
 
-from imagegen.errors import UsageError
+from imagegen.common.errors import UsageError
 
 POLICIES = ("color", "translation", "cutout")
 

@@ -30,7 +30,7 @@ from typing import ClassVar, Protocol
 import torch
 from torch import nn
 
-from imagegen.config import TrainConfig
+from imagegen.training.config import TrainConfig
 
 
 class ModelConfig(Protocol):

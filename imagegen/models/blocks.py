@@ -12,8 +12,9 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from imagegen.config import TrainConfig, check_range
-from imagegen.errors import UsageError
+from imagegen.common.errors import UsageError
+from imagegen.common.options import check_range
+from imagegen.training.config import TrainConfig
 
 RESOLUTIONS = (32, 64, 128)
 

@@ -20,8 +20,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from imagegen.config import TrainConfig, check_range
-from imagegen.errors import UsageError
+from imagegen.common.errors import UsageError
+from imagegen.common.options import check_range
 from imagegen.models.augment import adapt, diff_augment, parse_policy
 from imagegen.models.base import GenerativeModel
 from imagegen.models.blocks import (
@@ -38,6 +38,7 @@ from imagegen.models.blocks import (
     reference_batch,
 )
 from imagegen.models.gan_losses import discriminator_loss, generator_loss
+from imagegen.training.config import TrainConfig
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imagegen.config import TrainConfig, check_range
+from imagegen.common.options import check_range
 from imagegen.models.base import GenerativeModel
 from imagegen.models.blocks import (
     AutoEncoder,
@@ -30,6 +30,7 @@ from imagegen.models.blocks import (
     gaussian_kl,
     reparameterize,
 )
+from imagegen.training.config import TrainConfig
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imagegen.config import TrainConfig, check_range
+from imagegen.common.options import check_range
 from imagegen.models.base import GenerativeModel
 from imagegen.models.blocks import (
     AutoEncoder,
@@ -47,6 +47,7 @@ from imagegen.models.blocks import (
     reparameterize,
 )
 from imagegen.models.gan_losses import discriminator_loss, generator_loss
+from imagegen.training.config import TrainConfig
 
 
 @dataclass(frozen=True)

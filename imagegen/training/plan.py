@@ -1,0 +1,212 @@
+"""Planning a training run: resolve presets, options, the run folder and resume state, and check
+the data, before anything is written. A plan is printable (`--dry-run`) and is what every rank
+of a torchrun job trains from."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from imagegen.common import locations
+from imagegen.common.devices import resolve_device
+from imagegen.common.errors import UsageError, UserError
+from imagegen.common.options import build_dataclass, differences, to_dict
+from imagegen.data import datasets as data
+from imagegen.data import image_sizes
+from imagegen.data.labels import Layout
+from imagegen.models.registry import get_spec
+from imagegen.storage import checkpoint, runs
+from imagegen.training import tensorboard_log
+from imagegen.training.config import RESUMABLE_CHANGES, TrainConfig
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What the user asked for; options hold only what was given explicitly."""
+
+    model: str
+    options: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields
+    model_options: dict[str, Any] = field(default_factory=dict)  # the model's config fields
+    data_root: str | None = None
+    device: str = "auto"
+    run_dir: Path | None = None
+    resume: Path | None = None
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """A fully resolved run, ready to start (or to print, for --dry-run)."""
+
+    model: str
+    model_config: dict[str, Any]  # `channels` is None when it comes from the dataset
+    train: TrainConfig
+    dataset: str  # description of the data source
+    run_dir: Path
+    device: str
+    data_root: str | None
+    resume_from: Path | None = None
+    replace_run_dir: bool = False
+    resume_step: int | None = None  # the step of the checkpoint resumed from
+    resolution_how: str = ""  # how the resolution was chosen, where the data chose it
+    # fractions of the planned steps over which the conditioning ramps in: set as cond_start,
+    # cond_end once the steps are known (ModelSpec.conditional_ramp); None: as model_config says
+    conditional_ramp: tuple[float, float] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "model_config": self.model_config,
+            "train_config": to_dict(self.train),
+            "dataset": self.dataset,
+            "run_dir": str(self.run_dir),
+            "device": self.device,
+            "data_root": self.data_root,
+            "resume_from": str(self.resume_from) if self.resume_from else None,
+        } | ({"conditional_ramp": list(self.conditional_ramp)} if self.conditional_ramp else {})
+
+
+def plan_training(request: TrainRequest, download: bool = True) -> TrainPlan:
+    """Resolve options, the run folder and resume state; check (or fetch) the data."""
+    spec = get_spec(request.model)
+    resolve_device(request.device)
+    if request.resume is not None:
+        return _plan_resume(request, download)
+    preset_name, preset = spec.preset(request.options.get("preset"))
+    options = spec.train_defaults | preset.train | request.options | {"preset": preset_name}
+    dataset = str(options.get("dataset", ""))
+    if data.native_channels(dataset) is None and Path(dataset).expanduser().exists():
+        # A folder or zip: store its absolute path so the run can be resumed from anywhere.
+        options["dataset"] = str(Path(options["dataset"]).expanduser().resolve())
+    train = build_dataclass(TrainConfig, options, "training")
+    tensorboard_log.wanted(train.tensorboard)  # asked for without the package: refused now
+    if "num_classes" in request.model_options:
+        raise UsageError("num_classes is the data's: train with --conditional instead")
+    options = preset.model | request.model_options
+    resolution_how = ""
+    if "resolution" not in options:  # the data's own size, where it has one
+        size, resolution_how = image_sizes.training_resolution(train.dataset)
+        options |= {"resolution": size} if size is not None else {}
+    channels = options.pop("channels", None) or data.native_channels(train.dataset)
+    described, layout = data.dataset_layout(
+        train.dataset, root=request.data_root, download=download
+    )
+    options |= _conditioning(train, layout, described)
+    ramp = spec.conditioning_ramp(train.conditional, options)
+    if train.transparent:  # RGBA, whatever the data's own channels
+        if request.model_options.get("channels") not in (None, 4):
+            raise UsageError("--transparent trains on 4 channels (RGBA): leave --channels out")
+        channels = 4
+    # Validate and resolve the model options now; a folder's channels are known once decoded.
+    model_config = to_dict(
+        build_dataclass(spec.config_cls, options | {"channels": channels or 3}, request.model)
+    ) | {"channels": channels}
+    run_dir = (
+        Path(request.run_dir) if request.run_dir else runs.next_run_dir(spec.name, train.dataset)
+    )
+    replace_run = _check_new_run_dir(run_dir, request.force)
+    return TrainPlan(
+        model=spec.name,
+        model_config=model_config,
+        train=train,
+        dataset=described,
+        run_dir=run_dir,
+        device=request.device,
+        data_root=str(locations.data_root(request.data_root).resolve()),
+        replace_run_dir=replace_run,
+        resolution_how=resolution_how,
+        conditional_ramp=ramp,
+    )
+
+
+def _conditioning(train: TrainConfig, layout: Layout, described: str) -> dict:
+    """The model option a conditional run sets ({} otherwise); refuse data without classes."""
+    if not train.conditional:
+        return {}
+    if layout.labels is None:
+        raise UsageError(f"--conditional needs classes, but {described}: {layout.problem}")
+    return {"num_classes": len(layout.labels.classes)}
+
+
+def _check_new_run_dir(run_dir: Path, force: bool) -> bool:
+    """Whether a new run replaces `run_dir`; refuse what must not be replaced."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--run-dir {run_dir} is a file, not a folder")
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        return False
+    if not force:
+        raise UserError(
+            f"run folder exists: {run_dir} (use --resume {run_dir} to continue it, "
+            "or --force to replace it)"
+        )
+    if not (run_dir / runs.CONFIG).is_file():
+        raise UserError(f"refusing to replace {run_dir}: it is not an imagegen run folder")
+    return True
+
+
+def _resumed_options(stored: dict[str, Any], asked: dict[str, Any]) -> dict[str, Any]:
+    """The training options of a resumed run: stored ones, with what may change on resume.
+
+    A run's length is its `steps`, or `epochs` when steps is None: asking for epochs on resume
+    of a run made with --steps replaces the step count (and the reverse).
+    """
+    merged = {**stored, **asked}
+    if "epochs" in asked and "steps" not in asked:
+        merged["steps"] = None
+    return merged
+
+
+def _plan_resume(request: TrainRequest, download: bool) -> TrainPlan:
+    path = runs.find_checkpoint(request.resume)
+    ckpt = checkpoint.read_checkpoint(path, expect_model=request.model, load_tensors=False)
+    stored_model = to_dict(ckpt.config)
+    asked_model = to_dict(
+        build_dataclass(
+            type(ckpt.config), {**stored_model, **request.model_options}, ckpt.model_name
+        )
+    )
+    diff = differences(stored_model, asked_model)
+    if diff:
+        raise UserError(f"cannot resume {path} with a different model config: {'; '.join(diff)}")
+    stored_train = to_dict(build_dataclass(TrainConfig, ckpt.train_config, "training"))
+    train = build_dataclass(
+        TrainConfig, _resumed_options(stored_train, request.options), "training"
+    )
+    diff = [
+        d
+        for d in differences(stored_train, to_dict(train))
+        if d.split(":")[0] not in RESUMABLE_CHANGES
+    ]
+    if diff:
+        raise UserError(f"cannot resume {path} with different training options: {'; '.join(diff)}")
+    tensorboard_log.wanted(train.tensorboard)
+    if train.steps is not None and train.steps < ckpt.step:
+        raise UserError(
+            f"{path} is at step {ckpt.step}, past the --steps {train.steps} asked for; "
+            f"give more than {ckpt.step} steps to train on (the run is left as it is)"
+        )
+    run_dir = _resume_run_dir(request, path, ckpt.model_name, train.dataset)
+    data_root = request.data_root or runs.recorded_data_root(path)
+    return TrainPlan(
+        model=ckpt.model_name,
+        model_config=stored_model,
+        train=train,
+        dataset=data.check_dataset(train.dataset, root=data_root, download=download),
+        run_dir=run_dir,
+        device=request.device,
+        data_root=data_root,
+        resume_from=path,
+        resume_step=ckpt.step,
+    )
+
+
+def _resume_run_dir(request: TrainRequest, path: Path, model: str, dataset: str) -> Path:
+    """Where a resumed run writes: --run-dir, else the checkpoint's own run, else a new one."""
+    own = runs.run_of(path)
+    if request.run_dir:
+        run_dir = Path(request.run_dir)
+        if run_dir.exists() and not run_dir.is_dir():
+            raise UserError(f"--run-dir {run_dir} is a file, not a folder")
+        if run_dir.exists() and any(run_dir.iterdir()) and run_dir != own:
+            raise UserError(f"run folder exists: {run_dir}")
+        return run_dir
+    return own if own is not None else runs.next_run_dir(model, dataset)

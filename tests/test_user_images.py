@@ -116,7 +116,9 @@ def test_copying_is_measured_and_raises_an_alarm(run_cli, isolated: Path, weight
     result = run_cli("eval", copied, *args, "--save-pairs", pairs)
     assert result.code == 0, result
     payload = json.loads(result.out)
-    assert payload["metrics"]["copies"] == 1.0 and payload["metrics"]["nn_ratio"] == 0.0
+    # A copy's features are its original's up to float rounding: its ratio was 0 on the Intel
+    # Xeon and 2.1e-6 on the AMD EPYC (the two sets go through Inception in other batches).
+    assert payload["metrics"]["copies"] == 1.0 and payload["metrics"]["nn_ratio"] < 1e-4
     assert any(w.startswith("alarm: 100% of the samples") for w in payload["warnings"])
     with Image.open(pairs) as strip:  # 8 samples above their nearest training images
         assert strip.size == (8 * 34 + 2, 2 * 34 + 2)

@@ -56,6 +56,8 @@ test-all: test test-integration
 lint: install
 	$(VENV)/bin/ruff check imagegen tests benchmarks docs
 	$(VENV)/bin/ruff format --check imagegen tests benchmarks docs
+	# imports flow one way (pyproject.toml's [tool.importlinter] layers)
+	$(VENV)/bin/lint-imports
 
 format: install
 	$(VENV)/bin/ruff format imagegen tests benchmarks docs

@@ -1,4 +1,4 @@
-"""Training options are declared once (TrainConfig fields in config.py): the train command's
+"""Training options are declared once (TrainConfig fields, training/config.py): the train command's
 flags, their help defaults, the resume check and docs/cli.md's table all come from there; the
 options of eval are declared once (EvalRequest fields in eval_request.py), and its metrics
 registered once (eval_metrics.py): docs/evaluation.md's tables come from them too."""

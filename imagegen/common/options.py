@@ -160,8 +160,8 @@ def build_dataclass(cls: type, values: dict[str, Any], what: str) -> Any:
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """A config dataclass as a plain JSON-able dict."""
-    return dataclasses.asdict(config)
+    """A config dataclass (or a dict of its fields) as a plain JSON-able dict."""
+    return dict(config) if isinstance(config, dict) else dataclasses.asdict(config)
 
 
 def to_json(config: Any) -> str:

@@ -15,16 +15,15 @@ from imagegen.common.errors import UserError
 from imagegen.common.files import atomic_write_bytes
 from imagegen.data.datasets import find_source
 from imagegen.data.decode import IMAGE_EXTENSIONS
-from imagegen.models.blocks import RESOLUTIONS
 
 # The named datasets' training sizes: their own (MNIST's 28 px rounded up), and CelebA's
 # aligned 178x218 faces at the size DCGANs are conventionally trained on.
 NAMED_RESOLUTIONS = {"mnist": 32, "fashion-mnist": 32, "cifar10": 32, "celeba": 64}
 
 
-def training_resolution(dataset: str) -> tuple[int | None, str]:
+def training_resolution(dataset: str, supported: tuple[int, ...]) -> tuple[int | None, str]:
     """The size a run trains at when --resolution is not given, and why: a named dataset's own;
-    a folder's or zip's most common shorter side, rounded (in octaves) to a supported size;
+    a folder's or zip's most common shorter side, rounded (in octaves) to a `supported` size;
     None for the synthetic set (the model's default)."""
     if dataset in NAMED_RESOLUTIONS:
         size = NAMED_RESOLUTIONS[dataset]
@@ -36,7 +35,7 @@ def training_resolution(dataset: str) -> tuple[int | None, str]:
         return None, ""
     (w, h), n = max(counts.items(), key=lambda kv: kv[1])
     side = min(w, h)
-    size = min(RESOLUTIONS, key=lambda r: (abs(math.log2(r / side)), -r))
+    size = min(supported, key=lambda r: (abs(math.log2(r / side)), -r))
     return size, (
         f"resolution {size} (the data's most common size, {w}x{h} in {n} of "
         f"{sum(counts.values())} images, rounded to a supported one; --resolution to change it)"

@@ -2,14 +2,15 @@
 
 A model is a frozen dataclass config plus a `GenerativeModel` built from it alone. Adding a
 model means one file in this folder (its config, its networks, its training step) and one
-line in `imagegen/registry.py`; tests/test_contract.py then runs it through every command.
+line in `imagegen/models/registry.py`; tests/test_contract.py then runs it through every command.
 
     config               the frozen config dataclass the model was built from
     ema_module           the name of the attribute sampled from; training keeps its EMA copy
     normalisation        how pixels map to the networks' inputs and outputs, in words
     latent_dim           the size of the latents `generate` takes
     networks()           the separately optimised networks, by name (each may be DDP-wrapped)
-    configure_optimizers(train)              one optimizer per network, by name
+    configure_optimizers(train)              one optimizer per network, by name (the
+                                             training options: OptimizerSettings)
     training_step(real, optimizers, noise)   one step on a batch in [0, 1]; detached losses
     generate(z, net=None)                    latents -> images in [0, 1]
 
@@ -21,7 +22,7 @@ Capabilities some models add, declared (not probed):
     can_reconstruct      reconstruct(x, net=None): images -> reconstructions, in [0, 1]
     has_likelihood       evaluate(x, noise, net=None): negative ELBO and bits/dim per image
     standing_statistics  the sampled network's BatchNorm statistics are re-estimated for the
-                         averaged weights before it samples or is saved (see ema.py)
+                         averaged weights before it samples or is saved (see training/ema.py)
 """
 
 from abc import ABC, abstractmethod
@@ -30,7 +31,15 @@ from typing import ClassVar, Protocol
 import torch
 from torch import nn
 
-from imagegen.training.config import TrainConfig
+
+class OptimizerSettings(Protocol):
+    """The training options a model's optimizers take (TrainConfig has them): models do not
+    import training."""
+
+    lr: float
+    lr_d: float | None
+    beta1: float
+    beta2: float
 
 
 class ModelConfig(Protocol):
@@ -97,7 +106,7 @@ class GenerativeModel(nn.Module, ABC):
                 network.compile()
 
     @abstractmethod
-    def configure_optimizers(self, train: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+    def configure_optimizers(self, train: OptimizerSettings) -> dict[str, torch.optim.Optimizer]:
         """One optimizer per network name that `training_step` steps."""
 
     @abstractmethod

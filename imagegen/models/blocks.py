@@ -14,13 +14,13 @@ from torch import nn
 
 from imagegen.common.errors import UsageError
 from imagegen.common.options import check_range
-from imagegen.training.config import TrainConfig
+from imagegen.models.base import OptimizerSettings
 
 RESOLUTIONS = (32, 64, 128)
 
 
 def adam_optimizers(
-    networks: dict[str, nn.Module], train: TrainConfig
+    networks: dict[str, nn.Module], train: OptimizerSettings
 ) -> dict[str, torch.optim.Optimizer]:
     """One Adam per network at the training options' lr and betas; a network named
     "discriminator" at `lr_d` where given. Fused on the CPU and CUDA (one kernel for all of a

@@ -23,7 +23,7 @@ from torch import nn
 from imagegen.common.errors import UsageError
 from imagegen.common.options import check_range
 from imagegen.models.augment import adapt, diff_augment, parse_policy
-from imagegen.models.base import GenerativeModel
+from imagegen.models.base import GenerativeModel, OptimizerSettings
 from imagegen.models.blocks import (
     ConditionalBatchNorm2d,
     Discriminator,
@@ -38,7 +38,6 @@ from imagegen.models.blocks import (
     reference_batch,
 )
 from imagegen.models.gan_losses import discriminator_loss, generator_loss
-from imagegen.training.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -185,7 +184,7 @@ class DCGAN(GenerativeModel):
             return {"discriminator": "R1 takes a double backward through it"}
         return {}
 
-    def configure_optimizers(self, train: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+    def configure_optimizers(self, train: OptimizerSettings) -> dict[str, torch.optim.Optimizer]:
         """Adam for each network (the DCGAN paper: lr 2e-4, betas (0.5, 0.999)); D's lr is
         `lr_d` where given."""
         return adam_optimizers(self.networks(), train)

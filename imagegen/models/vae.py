@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from imagegen.common.options import check_range
-from imagegen.models.base import GenerativeModel
+from imagegen.models.base import GenerativeModel, OptimizerSettings
 from imagegen.models.blocks import (
     AutoEncoder,
     adam_optimizers,
@@ -30,7 +30,6 @@ from imagegen.models.blocks import (
     gaussian_kl,
     reparameterize,
 )
-from imagegen.training.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -116,7 +115,7 @@ class VAE(GenerativeModel):
             return torch.tensor(c.beta, device=self.steps_done.device)
         return c.beta * (self.steps_done / c.beta_warmup_steps).clamp(max=1.0)
 
-    def configure_optimizers(self, train: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+    def configure_optimizers(self, train: OptimizerSettings) -> dict[str, torch.optim.Optimizer]:
         return adam_optimizers({"autoencoder": self.autoencoder}, train)
 
     def terms(

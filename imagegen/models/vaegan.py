@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from imagegen.common.options import check_range
-from imagegen.models.base import GenerativeModel
+from imagegen.models.base import GenerativeModel, OptimizerSettings
 from imagegen.models.blocks import (
     AutoEncoder,
     Discriminator,
@@ -47,7 +47,6 @@ from imagegen.models.blocks import (
     reparameterize,
 )
 from imagegen.models.gan_losses import discriminator_loss, generator_loss
-from imagegen.training.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -126,7 +125,7 @@ class VAEGAN(GenerativeModel):
             "discriminator": self.discriminator,
         }
 
-    def configure_optimizers(self, train: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+    def configure_optimizers(self, train: OptimizerSettings) -> dict[str, torch.optim.Optimizer]:
         """One Adam per network; the discriminator's lr is `lr_d` where given."""
         return adam_optimizers(self.networks(), train)
 

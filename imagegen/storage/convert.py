@@ -27,9 +27,11 @@ from imagegen.common.options import build_dataclass, to_dict
 from imagegen.models.registry import MODELS, get_spec
 from imagegen.storage import checkpoint
 from imagegen.storage.runs import find_checkpoint, is_in_checkpoints_folder
-from imagegen.training.config import TrainConfig
 
 TORCH_SUFFIXES = (".pt", ".pth")
+# The training options of a checkpoint made from foreign weights: none but where they came from
+# (a resumed run fills in TrainConfig's defaults).
+IMPORTED = {"dataset": "imported"}
 # pytorch/examples' names for the DCGAN's architecture options.
 EXAMPLES_OPTIONS = {"nz": "latent_dim", "ngf": "g_width", "ndf": "d_width", "nc": "channels"}
 
@@ -303,7 +305,7 @@ def _import_torch(request: ConvertRequest) -> ConvertResult:
         request.dst,
         model=model,
         model_name=model_name,
-        train_config=TrainConfig(dataset="imported"),
+        train_config=IMPORTED,
         step=0,
         data_shape=(c.channels, c.resolution, c.resolution),
         dataset="imported",
@@ -317,7 +319,7 @@ def _save_imported_sampler(request: ConvertRequest, model_name: str, model: Any)
         path=Path(request.src),
         model_name=model_name,
         config=c,
-        train_config=to_dict(TrainConfig(dataset="imported")),
+        train_config=dict(IMPORTED),
         step=0,
         data_shape=(c.channels, c.resolution, c.resolution),
         dataset="imported",

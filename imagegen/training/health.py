@@ -3,7 +3,7 @@ losses that explode, an FID that climbs well above its best.
 
 Each alarm is raised once per run (the first time its condition holds): what happened and, apart,
 what to try; shown as one line of both. Training goes on. Non-finite losses are not an alarm but
-an error (train.py).
+an error (loop.py).
 """
 
 import math

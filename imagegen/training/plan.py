@@ -13,6 +13,7 @@ from imagegen.common.options import build_dataclass, differences, to_dict
 from imagegen.data import datasets as data
 from imagegen.data import image_sizes
 from imagegen.data.labels import Layout
+from imagegen.models.blocks import RESOLUTIONS
 from imagegen.models.registry import get_spec
 from imagegen.storage import checkpoint, runs
 from imagegen.training import tensorboard_log
@@ -84,7 +85,7 @@ def plan_training(request: TrainRequest, download: bool = True) -> TrainPlan:
     options = preset.model | request.model_options
     resolution_how = ""
     if "resolution" not in options:  # the data's own size, where it has one
-        size, resolution_how = image_sizes.training_resolution(train.dataset)
+        size, resolution_how = image_sizes.training_resolution(train.dataset, RESOLUTIONS)
         options |= {"resolution": size} if size is not None else {}
     channels = options.pop("channels", None) or data.native_channels(train.dataset)
     described, layout = data.dataset_layout(

@@ -23,6 +23,11 @@ Capabilities some models add, declared (not probed):
     has_likelihood       evaluate(x, noise, net=None): negative ELBO and bits/dim per image
     standing_statistics  the sampled network's BatchNorm statistics are re-estimated for the
                          averaged weights before it samples or is saved (see training/ema.py)
+    fits_prior           fit_prior(net, images, labels, seed): a sampling prior fitted to the
+                         encoded training images before the model samples or is saved, kept
+                         in the sampling network (models/prior.py)
+    encode(x, net=None), decode(codes, net=None)   images <-> posterior-space latents (the
+                         models that reconstruct)
 """
 
 from abc import ABC, abstractmethod
@@ -124,6 +129,18 @@ class GenerativeModel(nn.Module, ABC):
     ) -> torch.Tensor:
         """Latents (B, latent_dim) -> images (B, C, R, R) in [0, 1]; `net` replaces the
         sampling network (an EMA copy of it); `labels` (B,): a conditional model's classes."""
+
+    @property
+    def fits_prior(self) -> bool:
+        """Whether a sampling prior is fitted after the encoder (`fit_prior`)."""
+        return False
+
+    def fit_prior(
+        self, net: nn.Module, images: torch.Tensor, labels: torch.Tensor | None, seed: int
+    ) -> float:
+        """Fit the sampling prior of `net` to uint8 training `images` (N, C, R, R); returns
+        its mean log-likelihood per latent."""
+        raise NotImplementedError(f"{type(self).__name__} fits no prior")
 
     def sampling_network(self) -> nn.Module:
         """The module sampled from, whose moving average training keeps."""

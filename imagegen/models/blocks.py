@@ -296,16 +296,57 @@ def with_class(h: torch.Tensor, labels: torch.Tensor | None, num_classes: int) -
     return torch.cat([h, nn.functional.one_hot(labels, num_classes).to(h.dtype)], dim=1)
 
 
+class ResidualBlock(nn.Module):
+    """x + conv3x3(ReLU(BN(conv3x3(ReLU(BN(x)))))), at the same shape (pre-activation, He et al.
+    2016): depth for the encoder and decoder at little cost in memory."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.BatchNorm2d(channels),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, 1, 1, bias=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+def _with_blocks(stack: nn.Sequential, blocks: int) -> nn.Sequential:
+    """`stack` with `blocks` residual blocks after each of its activations (0: as it is)."""
+    if not blocks:
+        return stack
+    layers: list[nn.Module] = []
+    width = 0
+    for layer in stack:
+        layers.append(layer)
+        if isinstance(layer, nn.Conv2d):
+            width = layer.out_channels
+        if isinstance(layer, nn.LeakyReLU):  # (B, width, R_i, R_i)
+            layers += [ResidualBlock(width) for _ in range(blocks)]
+    return nn.Sequential(*layers)
+
+
 class Encoder(nn.Module):
     """image (B, C, R, R) [and class (B,)] -> diagonal Gaussian posterior: mean, log-variance
-    (B, latent)."""
+    (B, latent). `blocks` residual blocks follow each strided conv."""
 
     def __init__(
-        self, channels: int, width: int, resolution: int, latent_dim: int, num_classes: int = 0
+        self,
+        channels: int,
+        width: int,
+        resolution: int,
+        latent_dim: int,
+        num_classes: int = 0,
+        blocks: int = 0,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.main, top = _down_stack(channels, width, resolution)  # (B, top, 4, 4)
+        stack, top = _down_stack(channels, width, resolution)  # (B, top, 4, 4)
+        self.main = _with_blocks(stack, blocks)
         self.head = nn.Linear(top * 16 + num_classes, 2 * latent_dim)
         self.apply(init_weights)
 
@@ -319,10 +360,16 @@ class Encoder(nn.Module):
 
 class Decoder(nn.Module):
     """z (B, latent) [and class (B,)] -> pre-activation image (B, C, R, R): logits or
-    pre-sigmoid means."""
+    pre-sigmoid means. `blocks` residual blocks follow each upsampling conv."""
 
     def __init__(
-        self, channels: int, width: int, resolution: int, latent_dim: int, num_classes: int = 0
+        self,
+        channels: int,
+        width: int,
+        resolution: int,
+        latent_dim: int,
+        num_classes: int = 0,
+        blocks: int = 0,
     ) -> None:
         super().__init__()
         n = num_stages(resolution)
@@ -330,12 +377,14 @@ class Decoder(nn.Module):
         self.top, self.num_classes = widths[0], num_classes
         self.project = nn.Linear(latent_dim + num_classes, widths[0] * 16)  # -> (B, 8w, 4, 4)
         layers: list[nn.Module] = [nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)]
+        layers += [ResidualBlock(widths[0]) for _ in range(blocks)]  # (B, 8w, 4, 4)
         for c_in, c_out in itertools.pairwise(widths):  # each doubles H and W
             layers += [
                 nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False),
                 nn.BatchNorm2d(c_out),
                 nn.ReLU(inplace=True),
             ]
+            layers += [ResidualBlock(c_out) for _ in range(blocks)]
         layers.append(nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1))  # (B, C, R, R)
         self.main = nn.Sequential(*layers)
         self.apply(init_weights)
@@ -347,14 +396,21 @@ class Decoder(nn.Module):
 
 
 class AutoEncoder(nn.Module):
-    """Encoder and decoder kept together, so one moving average covers both."""
+    """Encoder and decoder kept together, so one moving average covers both (and, where the
+    model fits one, its sampling prior)."""
 
     def __init__(
-        self, channels: int, width: int, resolution: int, latent_dim: int, num_classes: int = 0
+        self,
+        channels: int,
+        width: int,
+        resolution: int,
+        latent_dim: int,
+        num_classes: int = 0,
+        blocks: int = 0,
     ) -> None:
         super().__init__()
-        self.encoder = Encoder(channels, width, resolution, latent_dim, num_classes)
-        self.decoder = Decoder(channels, width, resolution, latent_dim, num_classes)
+        self.encoder = Encoder(channels, width, resolution, latent_dim, num_classes, blocks)
+        self.decoder = Decoder(channels, width, resolution, latent_dim, num_classes, blocks)
 
 
 def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,12 @@ with the optimal shared standard deviation (the sigma-VAE, Rybkin et al. 2021): 
 sigma is sqrt(MSE), at which the likelihood is highest, so a fixed sigma's blur (too large) or
 noise (too small) is not chosen by hand. A running average of it is kept for evaluation.
 
+With `prior="mixture"` it samples from a Gaussian mixture fitted to the encoded training images
+after the encoder is trained (models/prior.py; Ghosh et al. 2020): where a sharp likelihood
+leaves the posterior far from N(0, I), decoding N(0, I) draws gives images of nowhere. The ELBO
+(loss and bits/dim) stays that of N(0, I), the prior it is trained with; the mixture is how it
+samples. `blocks` adds residual blocks to each stage of the encoder and decoder.
+
 With `num_classes` it is a conditional VAE (Sohn, Lee & Yan 2015): the class, one-hot, is
 appended to the encoder's features and to the decoder's latent, so q(z|x,y) and p(x|z,y); the
 prior stays N(0, I) and the ELBO bounds log p(x|y).
@@ -30,6 +36,7 @@ from imagegen.models.blocks import (
     gaussian_kl,
     reparameterize,
 )
+from imagegen.models.prior import MixturePrior
 
 
 @dataclass(frozen=True)
@@ -46,11 +53,18 @@ class VAEConfig:
     beta_warmup_steps: int = 0  # beta rises linearly from 0 over this many steps
     # > 0: a conditional VAE of this many classes (set by `train --conditional` from the data)
     num_classes: int = 0
+    blocks: int = 0  # residual blocks after each encoder and decoder stage
+    # the sampling prior: N(0, I), or a mixture fitted to the encoded training images
+    prior: Literal["normal", "mixture"] = "normal"
+    prior_components: int = 10
+    prior_fit_images: int = 10000  # training images encoded for each fit (a fixed subset)
 
     def __post_init__(self) -> None:
         check_shape("vae", self.resolution, self.channels)
         check_range(self, "num_classes", low=0)
-        check_positive(self, "latent_dim", "width")
+        check_range(self, "blocks", low=0)
+        check_positive(self, "latent_dim", "width", "prior_components")
+        check_range(self, "prior_fit_images", low=2 * self.prior_components)
         check_range(self, "beta", low=0.0)
         check_range(self, "gaussian_std", low=0.0, low_open=True)
         check_range(self, "beta_warmup_steps", low=0)
@@ -93,9 +107,12 @@ class VAE(GenerativeModel):
     def __init__(self, config: VAEConfig) -> None:
         super().__init__()
         self.config = config
+        c = config
         self.autoencoder = AutoEncoder(
-            config.channels, config.width, config.resolution, config.latent_dim, config.num_classes
+            c.channels, c.width, c.resolution, c.latent_dim, c.num_classes, c.blocks
         )
+        if c.prior == "mixture":  # with the autoencoder: its EMA and weights-only files carry it
+            self.autoencoder.prior = MixturePrior(c.latent_dim, c.prior_components)
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))  # for warm-up
         if config.likelihood == "gaussian-optimal":  # kept with the autoencoder: its EMA and
             # a weights-only export carry it
@@ -191,14 +208,63 @@ class VAE(GenerativeModel):
             "kl": float(kl.mean()),
         }
 
+    @property
+    def fits_prior(self) -> bool:
+        return self.config.prior == "mixture"
+
+    @torch.no_grad()
+    def fit_prior(
+        self, net: nn.Module, images: torch.Tensor, labels: torch.Tensor | None, seed: int
+    ) -> float:
+        """Fit the mixture prior of `net` (the sampling network) to the posterior means of
+        uint8 `images` (N, C, R, R) [of classes `labels`], a fixed subset of at most
+        prior_fit_images, and copy it into this model's own (the EMA copies buffers from it);
+        returns the mixture's mean log-likelihood per latent."""
+        n = min(self.config.prior_fit_images, len(images))
+        pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]
+        codes = torch.cat(
+            [
+                self.encode(
+                    images[i].float().div(255),
+                    net,
+                    None if labels is None else labels[i],
+                )
+                for i in pick.split(256)
+            ]
+        )  # (n, latent)
+        ll = net.prior.fit(codes, seed)
+        self.autoencoder.prior.load_state_dict(net.prior.state_dict())
+        return ll
+
+    @torch.no_grad()
+    def encode(
+        self, x: torch.Tensor, net: nn.Module | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Images in [0, 1] (B, C, R, R) [and classes (B,)] -> posterior means (B, latent)."""
+        y = self.check_labels(labels, x.shape[0])
+        net = net if net is not None else self.autoencoder
+        param = next(net.parameters())
+        mean, _ = net.encoder(x.to(param.device, param.dtype), y)
+        return mean
+
+    @torch.no_grad()
+    def decode(
+        self, codes: torch.Tensor, net: nn.Module | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Posterior-space latents (B, latent) [and classes (B,)] -> mean images in [0, 1]."""
+        y = self.check_labels(labels, codes.shape[0])
+        net = net if net is not None else self.autoencoder
+        return torch.sigmoid(net.decoder(codes, y))
+
     @torch.no_grad()
     def generate(
         self, z: torch.Tensor, net: nn.Module | None = None, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Latents (B, latent_dim) [and classes (B,)] -> mean images (B, C, R, R) in [0, 1]."""
-        y = self.check_labels(labels, z.shape[0])
+        """Standard normal latents (B, latent_dim) [and classes (B,)] -> mean images
+        (B, C, R, R) in [0, 1]: through the fitted mixture where there is one."""
         net = net if net is not None else self.autoencoder
-        return torch.sigmoid(net.decoder(z, y))
+        prior = getattr(net, "prior", None)
+        return self.decode(z if prior is None else prior.transform(z), net, labels)
 
     @torch.no_grad()
     def reconstruct(
@@ -206,7 +272,4 @@ class VAE(GenerativeModel):
     ) -> torch.Tensor:
         """Images in [0, 1] [and their classes (B,)] -> decoded posterior means (B, C, R, R)
         in [0, 1]."""
-        y = self.check_labels(labels, x.shape[0])
-        net = net if net is not None else self.autoencoder
-        mean, _ = net.encoder(x, y)
-        return torch.sigmoid(net.decoder(mean, y))
+        return self.decode(self.encode(x, net, labels), net, labels)

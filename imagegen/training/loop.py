@@ -140,6 +140,7 @@ class _Session:
     elapsed_before: float = 0.0
     best_fid: float = math.inf
     started: float = field(default_factory=time.perf_counter)
+    prior_fitted_at: int = -1  # the EMA update count the sampling prior was fitted at
 
     @property
     def train(self) -> TrainConfig:
@@ -511,6 +512,7 @@ def _describe_start(s: _Session) -> str:
 
 
 # A user's folder of fewer training images than this: the first line suggests --flip.
+PRIOR_SEED = 7  # added to the run's seed: the sampling prior's subset and k-means++ start
 FEW_IMAGES = 5000
 
 
@@ -702,10 +704,15 @@ class _Reporter:
 
 def _ready_to_sample(s: _Session) -> torch.nn.Module:
     """Rank 0: the EMA module, with BatchNorm statistics of its own weights where the model
-    asks for them. Without averaging (decay 0) the copied statistics are the weights' own,
-    and are kept (re-estimating them measured worse: docs/models.md, the DCGAN)."""
+    asks for them, and its sampling prior fitted where the model fits one. Without averaging
+    (decay 0) the copied statistics are the weights' own, and are kept (re-estimating them
+    measured worse: docs/models.md, the DCGAN)."""
     if s.model.standing_statistics and s.train.ema_decay > 0:
         s.ema.standing_statistics(_standing_generate(s.model), s.model.latent_dim, s.device)
+    if s.model.fits_prior and s.prior_fitted_at != s.ema.updates:
+        # from the weights alone, with a seed of its own: resume stays exact
+        s.model.fit_prior(s.ema.module, s.images.images, s.labels, s.train.seed + PRIOR_SEED)
+        s.prior_fitted_at = s.ema.updates
     return s.ema.module
 
 

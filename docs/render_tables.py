@@ -58,6 +58,10 @@ TABLES: dict[str, dict[str, Callable[[], str]]] = {
     "cli.md": {
         "train options": lambda: options_table("train"),
         "sample options": lambda: options_table("sample"),
+        **{
+            f"{name} options": (lambda name=name: options_table(name))
+            for name in ("encode", "decode", "interpolate", "reconstruct")
+        },
     },
     "evaluation.md": {
         "eval options": lambda: options_table("eval"),

@@ -22,6 +22,12 @@ from imagegen.common.errors import PeerError, UsageError, UserError
 from imagegen.common.options import flag_of
 from imagegen.evaluation.request import EvalRequest
 from imagegen.models.registry import MODELS
+from imagegen.sampling.autoencode_request import (
+    DecodeRequest,
+    EncodeRequest,
+    InterpolateRequest,
+    ReconstructRequest,
+)
 from imagegen.sampling.request import SampleRequest
 from imagegen.training.config import TrainConfig
 
@@ -384,13 +390,16 @@ def _flag_type(annotation: Any) -> type:
     return args[0] if args[0] in (bool, int, float, Path) else str
 
 
-def _with_options(command: Any, cls: type) -> Any:
+def _with_options(command: Any, cls: type, positional: int = 1) -> Any:
     """`command` with a keyword parameter per option of `cls` in place of its **kwargs, after
-    its first (positional) argument."""
+    its first `positional` arguments."""
     signature = inspect.signature(command)
-    first, *rest = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    params = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    first, rest = params[:positional], params[positional:]
     options = [p.replace(kind=p.KEYWORD_ONLY) for p in rest]
-    command.__signature__ = signature.replace(parameters=[first, *option_parameters(cls), *options])
+    command.__signature__ = signature.replace(
+        parameters=[*first, *option_parameters(cls), *options]
+    )
     return command
 
 
@@ -674,6 +683,106 @@ def convert(
         if result.check:
             out.print("  ".join(f"{k} {v:.2e}" for k, v in result.check.items()), highlight=False)
     return 0
+
+
+_CHECKPOINT = typer.Argument(..., help="Checkpoint file or run folder of a vae or vaegan.")
+_IMAGES = typer.Argument(..., help="Image files, and folders of them.")
+_JSON = typer.Option(False, "--json", help="Print one JSON object at the end.")
+_QUIET = typer.Option(False, "--quiet", "-q", help="Print nothing but the result and errors.")
+
+AUTOENCODE_EXAMPLE = """Examples:
+
+  imagegen encode checkpoints/00000-vae-photos photos/ --out codes.safetensors
+
+  imagegen decode checkpoints/00000-vae-photos codes.safetensors --out decoded.png
+
+  imagegen interpolate checkpoints/00000-vae-photos cat.jpg dog.jpg --steps 8 --out walk.gif
+
+  imagegen reconstruct checkpoints/00000-vae-photos photos/ --out reconstructions.png
+"""
+
+
+def _show_autoencoded(result: Any, what: str, as_json: bool, quiet: bool) -> int:
+    """One line for an autoencoder command's result (or its JSON)."""
+    out, _ = _consoles(quiet)
+    if as_json:
+        print(jsonl.dumps(result.as_dict()))
+    elif not quiet:
+        weights = "EMA" if result.ema else "raw"
+        out.print(
+            f"{result.n} {what} with {result.checkpoint} ({result.model}, step {result.step}, "
+            f"{weights} weights, {result.latent_dim} latents) -> {', '.join(result.files)}",
+            highlight=False,
+        )
+        if result.metrics:
+            out.print("  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items()), highlight=False)
+    return 0
+
+
+def encode(
+    source: Path = _CHECKPOINT,
+    inputs: list[Path] = _IMAGES,
+    as_json: bool = _JSON,
+    quiet: bool = _QUIET,
+    **options: Any,
+) -> int:
+    """Encode images to latents (their posterior means) in a .safetensors or .npz file."""
+    from imagegen.sampling.autoencode import encode as run
+
+    request = EncodeRequest(source=source, inputs=tuple(inputs), **_given(**options))
+    return _show_autoencoded(run(request), "images encoded", as_json, quiet)
+
+
+def decode(
+    source: Path = _CHECKPOINT,
+    latents: Path = typer.Argument(..., help="A latents file (encode's .safetensors or .npz)."),
+    as_json: bool = _JSON,
+    quiet: bool = _QUIET,
+    **options: Any,
+) -> int:
+    """Decode a latents file to a grid of images."""
+    from imagegen.sampling.autoencode import decode as run
+
+    request = DecodeRequest(source=source, latents=latents, **_given(**options))
+    return _show_autoencoded(run(request), "latents decoded", as_json, quiet)
+
+
+def interpolate(
+    source: Path = _CHECKPOINT,
+    first: Path = typer.Argument(..., help="The image to start from."),
+    second: Path = typer.Argument(..., help="The image to end at."),
+    as_json: bool = _JSON,
+    quiet: bool = _QUIET,
+    **options: Any,
+) -> int:
+    """Interpolate between two images: the decoded straight line between their latents."""
+    from imagegen.sampling.autoencode import interpolate as run
+
+    request = InterpolateRequest(source=source, first=first, second=second, **_given(**options))
+    return _show_autoencoded(run(request), "interpolation steps", as_json, quiet)
+
+
+def reconstruct(
+    source: Path = _CHECKPOINT,
+    inputs: list[Path] = _IMAGES,
+    as_json: bool = _JSON,
+    quiet: bool = _QUIET,
+    **options: Any,
+) -> int:
+    """Reconstruct images: each row above its reconstructions, and the pixel error."""
+    from imagegen.sampling.autoencode import reconstruct as run
+
+    request = ReconstructRequest(source=source, inputs=tuple(inputs), **_given(**options))
+    return _show_autoencoded(run(request), "images reconstructed", as_json, quiet)
+
+
+for _command, _request, _positional in (
+    (encode, EncodeRequest, 2),
+    (decode, DecodeRequest, 2),
+    (interpolate, InterpolateRequest, 3),
+    (reconstruct, ReconstructRequest, 2),
+):
+    app.command(epilog=AUTOENCODE_EXAMPLE)(_with_options(_command, _request, _positional))
 
 
 def _error(message: str) -> None:

@@ -228,16 +228,31 @@ class VAEGAN(GenerativeModel):
         self, z: torch.Tensor, net: nn.Module | None = None, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Latents (B, latent_dim) [and classes (B,)] -> images (B, C, R, R) in [0, 1]."""
-        y = self.check_labels(labels, z.shape[0])
+        return self.decode(z, net, labels)
+
+    @torch.no_grad()
+    def encode(
+        self, x: torch.Tensor, net: nn.Module | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Images in [0, 1] (B, C, R, R) [and classes (B,)] -> posterior means (B, latent)."""
+        y = self.check_labels(labels, x.shape[0])
         net = net if net is not None else self.autoencoder
-        return torch.tanh(net.decoder(z, y)).add(1).mul(0.5)
+        param = next(net.parameters())
+        mean, _ = net.encoder(x.to(param.device, param.dtype) * 2 - 1, y)
+        return mean
+
+    @torch.no_grad()
+    def decode(
+        self, codes: torch.Tensor, net: nn.Module | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Latents (B, latent) [and classes (B,)] -> images (B, C, R, R) in [0, 1]."""
+        y = self.check_labels(labels, codes.shape[0])
+        net = net if net is not None else self.autoencoder
+        return torch.tanh(net.decoder(codes, y)).add(1).mul(0.5)
 
     @torch.no_grad()
     def reconstruct(
         self, x: torch.Tensor, net: nn.Module | None = None, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Images in [0, 1] [and their classes (B,)] -> decoded posterior means in [0, 1]."""
-        y = self.check_labels(labels, x.shape[0])
-        net = net if net is not None else self.autoencoder
-        mean, _ = net.encoder(x * 2 - 1, y)
-        return torch.tanh(net.decoder(mean, y)).add(1).mul(0.5)
+        return self.decode(self.encode(x, net, labels), net, labels)

@@ -49,6 +49,7 @@ class SampleResult:
     classes: list[str] = field(default_factory=list)  # a conditional model's, by index
     seeds: list[int] | None = None
     trunc: float | None = None
+    prior: str = ""  # the fitted sampling prior the latents go through, in words ("": none)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -62,7 +63,8 @@ class SampleResult:
             "class": self.class_,
             "classes": self.classes,
             "seeds": self.seeds,
-            "latents": _latents_said(self.trunc),
+            "latents": _latents_said(self.trunc)
+            + (f", through {self.prior}" if self.prior else ""),
             "files": self.files,
             "images_per_s": round(self.images_per_s, 2),
         }
@@ -187,6 +189,7 @@ def sample(request: SampleRequest, on_event: Emit | None = None) -> SampleResult
         classes=names,
         seeds=None if request.seeds is None else list(request.seeds),
         trunc=request.trunc,
+        prior=_prior_said(model) if not request.reconstruct else "",
     )
 
 
@@ -260,6 +263,14 @@ def _latents_said(trunc: float | None) -> str:
     if trunc is None:
         return "N(0, I)"
     return f"N(0, I) truncated to [-{trunc:g}, {trunc:g}] (entries beyond it drawn again)"
+
+
+def _prior_said(model: torch.nn.Module) -> str:
+    """A fitted sampling prior, in words ("" where the latents are decoded as drawn)."""
+    prior = getattr(model.sampling_network(), "prior", None)
+    if prior is None or not int(prior.fitted):
+        return ""
+    return f"the fitted mixture prior ({prior.components} components)"
 
 
 def resolve_class(asked: str, names: list[str]) -> int:

@@ -163,3 +163,17 @@ def test_bad_inputs_are_one_line_errors(run_cli, isolated: Path) -> None:
         result = run_cli(*args)
         assert result.code == code and words in result.err, (args, result)
         assert result.err.count("\n") == 1 and "Traceback" not in result.err
+
+
+def test_the_onnx_decoder_samples_through_the_fitted_mixture(run_cli, isolated: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    ckpt = _train_vae(run_cli, isolated / "run", "--set", "prior=mixture")
+    graph = isolated / "vae.onnx"
+    assert run_cli("convert", ckpt, graph).code == 0
+    model = _model(ckpt)
+    z = torch.randn(5, 8, generator=torch.Generator().manual_seed(3))
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    images = torch.from_numpy(session.run(None, {name: z.numpy()})[0])
+    assert torch.allclose(images, model.generate(z), atol=1e-5)
+    assert not torch.allclose(images, model.decode(z), atol=1e-3)  # the prior is in the graph

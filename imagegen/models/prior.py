@@ -36,19 +36,23 @@ class MixturePrior(nn.Module):
         self.register_buffer("fitted", torch.zeros((), dtype=torch.long))
 
     def transform(self, z: torch.Tensor) -> torch.Tensor:
-        """Standard normal z (B, d) -> mixture samples (B, d); z itself while unfitted."""
-        if not int(self.fitted):
+        """Standard normal z (B, d) -> mixture samples (B, d); z itself while unfitted. Ops
+        that ONNX has (comparisons for the component, no searchsorted or erfinv), in float64
+        except in an ONNX export (float32 there)."""
+        if not torch.onnx.is_in_onnx_export() and not int(self.fitted):
             return z
-        z64 = z.double()
-        u = 0.5 * (1.0 + torch.erf(z64[:, 0] / math.sqrt(2.0)))  # (B,) uniform
-        edges = torch.cumsum(self.weights.double(), 0)  # (K,)
-        k = torch.searchsorted(edges, u.contiguous()).clamp(max=self.components - 1)  # (B,)
+        dtype = torch.float32 if torch.onnx.is_in_onnx_export() else torch.float64
+        zz = z.to(dtype)
+        weights, means, chol = (b.to(dtype) for b in (self.weights, self.means, self.chol))
+        u = normal_cdf(zz[:, 0])  # (B,) uniform
+        edges = torch.cumsum(weights, 0)  # (K,)
+        k = (u[:, None] > edges[None, :-1]).sum(1)  # (B,) the component whose share holds u
         low = torch.cat([edges.new_zeros(1), edges[:-1]])[k]
-        inner = ((u - low) / self.weights.double()[k]).clamp(1e-12, 1.0 - 1e-12)
-        fresh = z64.clone()
-        fresh[:, 0] = math.sqrt(2.0) * torch.erfinv(2.0 * inner - 1.0)  # (B,) N(0, 1) again
-        x = self.means.double()[k] + (self.chol.double()[k] @ fresh[:, :, None])[:, :, 0]
-        return x.to(z.dtype)
+        inner = ((u - low) / weights[k]).clamp(1e-7, 1.0 - 1e-7)
+        fresh = torch.cat([normal_icdf(inner)[:, None], zz[:, 1:]], dim=1)  # (B, d) N(0, I)
+        x = means[k] + (chol[k] @ fresh[:, :, None])[:, :, 0]
+        fitted = self.fitted.to(torch.bool)  # an exported graph keeps N(0, I) while unfitted
+        return torch.where(fitted, x.to(z.dtype), z)
 
     @torch.no_grad()
     def fit(self, codes: torch.Tensor, seed: int) -> float:
@@ -67,6 +71,44 @@ class MixturePrior(nn.Module):
 
     def _params(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.weights.double(), self.means.double(), self.chol.double()
+
+
+# Acklam's rational approximation of the standard normal quantile (relative error < 1.2e-9),
+# refined below by one Newton step on erf.
+_A = (-39.69683028665376, 220.9460984245205, -275.9285104469687, 138.3577518672690,
+      -30.66479806614716, 2.506628277459239)  # fmt: skip
+_B = (-54.47609879822406, 161.5858368580409, -155.6989798598866, 66.80131188771972,
+      -13.28068155288572)  # fmt: skip
+_C = (-0.007784894002430293, -0.3223964580411365, -2.400758277161838, -2.549732539343734,
+      4.374664141464968, 2.938163982698783)  # fmt: skip
+_D = (0.007784695709041462, 0.3224671290700398, 2.445134137142996, 3.754408661907416)
+_LOW = 0.02425
+
+
+def _poly(coefficients: tuple[float, ...], x: torch.Tensor) -> torch.Tensor:
+    out = torch.full_like(x, coefficients[0])
+    for c in coefficients[1:]:
+        out = out * x + c
+    return out
+
+
+def normal_cdf(x: torch.Tensor) -> torch.Tensor:
+    """Phi(x), the standard normal distribution function."""
+    return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+def normal_icdf(p: torch.Tensor) -> torch.Tensor:
+    """Phi^-1(p) for p in (0, 1): Acklam's approximation and one Newton step."""
+    q = p - 0.5
+    r = q * q
+    central = q * _poly(_A, r) / (_poly(_B, r) * r + 1.0)
+    tail_p = torch.minimum(p, 1.0 - p)
+    s = torch.sqrt(-2.0 * torch.log(tail_p))
+    tail = _poly(_C, s) / (_poly(_D, s) * s + 1.0)  # the lower tail's quantile
+    tail = torch.where(p > 0.5, -tail, tail)
+    x = torch.where(tail_p < _LOW, tail, central)
+    density = torch.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+    return x - (normal_cdf(x) - p) / density
 
 
 def _component_log_probs(

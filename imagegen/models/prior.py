@@ -18,7 +18,9 @@ import math
 import torch
 from torch import nn
 
-FIT_ITERATIONS = 100  # EM iterations (the log-likelihood has settled long before, in tests)
+# EM iterations at most: on the CIFAR-10-JPEG VAE's 10,000 latents the log-likelihood per latent
+# rose 1.2 nats from 5 to 20 iterations and 0.14 from 20 to 50, at 0.3-0.6 s an iteration
+FIT_ITERATIONS = 30
 RIDGE = 1e-4  # added to each covariance's diagonal, relative to the data's mean variance
 
 
@@ -159,7 +161,7 @@ def fit_mixture(
         norm = torch.logsumexp(logp, dim=1, keepdim=True)
         resp = torch.exp(logp - norm)
         new_ll = float(norm.mean())
-        if abs(new_ll - ll) < 1e-7 * max(1.0, abs(new_ll)):
+        if abs(new_ll - ll) < 1e-6 * max(1.0, abs(new_ll)):
             ll = new_ll
             break
         ll = new_ll

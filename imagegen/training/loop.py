@@ -293,6 +293,8 @@ def _restore(session: _Session, ckpt: checkpoint.Checkpoint, noise_seed: int) ->
         ckpt.step * session.train.batch_size if counted.images_seen is None else counted.images_seen
     )
     session.best_fid = math.inf if counted.best_fid is None else counted.best_fid
+    if session.model.fits_prior:  # the checkpoint's prior was fitted to these weights
+        session.prior_fitted_at = session.ema.updates
 
 
 def linear_decay(step: int, total: int) -> float:
@@ -702,14 +704,16 @@ class _Reporter:
         return self.data_time / max(self.step_time, 1e-9)
 
 
-def _ready_to_sample(s: _Session) -> torch.nn.Module:
+def _ready_to_sample(s: _Session, refit: bool = True) -> torch.nn.Module:
     """Rank 0: the EMA module, with BatchNorm statistics of its own weights where the model
-    asks for them, and its sampling prior fitted where the model fits one. Without averaging
+    asks for them, and its sampling prior fitted where the model fits one (with `refit` False,
+    for a sample grid, only if it never was: the last fit serves). Without averaging
     (decay 0) the copied statistics are the weights' own, and are kept (re-estimating them
     measured worse: docs/models.md, the DCGAN)."""
     if s.model.standing_statistics and s.train.ema_decay > 0:
         s.ema.standing_statistics(_standing_generate(s.model), s.model.latent_dim, s.device)
-    if s.model.fits_prior and s.prior_fitted_at != s.ema.updates:
+    stale = s.prior_fitted_at != s.ema.updates and (refit or s.prior_fitted_at < 0)
+    if s.model.fits_prior and stale:
         # from the weights alone, with a seed of its own: resume stays exact
         s.model.fit_prior(s.ema.module, s.images.images, s.labels, s.train.seed + PRIOR_SEED)
         s.prior_fitted_at = s.ema.updates
@@ -745,7 +749,7 @@ def _sample(s: _Session, fixed: tuple, step: int, tb: TensorBoardLog | None) -> 
     """Rank 0: the EMA model's grid of the fixed latents, samples/step-NNNNNNN.png."""
     path = s.plan.run_dir / "samples" / f"{runs.step_name(step)}.png"
     z, labels, per_row = fixed
-    images = s.model.generate(z, _ready_to_sample(s), labels=labels)
+    images = s.model.generate(z, _ready_to_sample(s, refit=False), labels=labels)
     grid = make_grid(to_uint8(images.cpu()), per_row)
     write_png(path, grid)
     if tb is not None:

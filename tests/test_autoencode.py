@@ -177,3 +177,19 @@ def test_the_onnx_decoder_samples_through_the_fitted_mixture(run_cli, isolated: 
     images = torch.from_numpy(session.run(None, {name: z.numpy()})[0])
     assert torch.allclose(images, model.generate(z), atol=1e-5)
     assert not torch.allclose(images, model.decode(z), atol=1e-3)  # the prior is in the graph
+
+
+def test_a_mixture_vae_resumed_ends_as_a_straight_run(run_cli, isolated: Path) -> None:
+    """The fit is a function of the weights and its own seed: a run resumed half-way writes
+    the same checkpoint (prior and grids included) as one that was not stopped."""
+    extra = ("--set", "prior=mixture", "--checkpoint-every", "4", "--sample-every", "2")
+    _train_vae(run_cli, isolated / "straight", *extra, steps=8)
+    middle = isolated / "straight/checkpoints/step-0000004.safetensors"
+    result = run_cli("train", "vae", "--resume", middle, "--run-dir", isolated / "resumed", "-q")
+    assert result.code == 0, result
+    a = load_file(str(isolated / "straight/checkpoints/latest.safetensors"))
+    b = load_file(str(isolated / "resumed/checkpoints/latest.safetensors"))
+    assert a.keys() == b.keys() and [k for k in a if not torch.equal(a[k], b[k])] == []
+    for grid in ("step-0000006.png", "step-0000008.png"):
+        same = [(isolated / run / "samples" / grid).read_bytes() for run in ("straight", "resumed")]
+        assert same[0] == same[1], grid

@@ -360,6 +360,49 @@ def test_other_hostile_inputs(case: str, run_cli, isolated: Path) -> None:
     assert not (isolated / "PWNED").exists()
 
 
+def _labelled(d: Path, labels: list) -> None:
+    """A folder of two images whose dataset.json says `labels`."""
+    (d / "labelled").mkdir()
+    for name in ("a.png", "b.png"):
+        (d / "labelled" / name).write_bytes(png())
+    (d / "labelled" / "dataset.json").write_text(json.dumps({"labels": labels}))
+
+
+TRAIN_LABELLED = [*TRAIN_ONE, "-d", "labelled", "--run-dir", "r", "--conditional"]
+USAGE_CASES: dict[str, tuple[Callable[[Path], None], list[str], str]] = {
+    "a dataset.json that labels one file twice, with two classes": (
+        lambda d: _labelled(d, [["a.png", 0], ["b.png", 1], ["a.png", 1]]),
+        TRAIN_LABELLED,
+        "labels a.png twice: 0 and 1",
+    ),
+    "a dataset.json label of 0.5": (
+        lambda d: _labelled(d, [["a.png", 0.5], ["b.png", 1]]),
+        TRAIN_LABELLED,
+        "the label of a.png is 0.5: labels are integers",
+    ),
+    "a dataset.json label of 1.7": (
+        lambda d: _labelled(d, [["a.png", 0], ["b.png", 1.7]]),
+        TRAIN_LABELLED,
+        "the label of b.png is 1.7: labels are integers",
+    ),
+    "a negative dataset.json label": (
+        lambda d: _labelled(d, [["a.png", -1], ["b.png", 1]]),
+        TRAIN_LABELLED,
+        "the label of a.png is -1: labels start at 0",
+    ),
+    "sample --trunc nan": (lambda d: None, ["sample", "x", "--trunc", "nan"], "got nan"),
+    "sample --trunc inf": (lambda d: None, ["sample", "x", "--trunc", "inf"], "got inf"),
+}
+
+
+@pytest.mark.parametrize("case", list(USAGE_CASES))
+def test_bad_labels_and_options_are_usage_errors(case: str, run_cli, isolated: Path) -> None:
+    make, args, words = USAGE_CASES[case]
+    make(isolated)
+    line = one_line(run_cli(*args, "-q"), codes=(2,))
+    assert words in line, line
+
+
 def test_the_case_counts_in_the_docs_are_true() -> None:
     root = Path(__file__).resolve().parents[1]
     readme, cli_md = (root / "README.md").read_text(), (root / "docs" / "cli.md").read_text()
@@ -369,6 +412,7 @@ def test_the_case_counts_in_the_docs_are_true() -> None:
         "image folders": len(FOLDER_CASES),
         ".pt / .pth files": len(PT_CASES),
         "other files": len(OTHER_CASES),
+        "labels and sampling options": len(USAGE_CASES),
     }
     for reader, n in counts.items():
         assert f"| {reader} | {n} |" in cli_md, (reader, n)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from imagegen.common.errors import UserError
+from imagegen.common.errors import UsageError, UserError
 
 DATASET_JSON = "dataset.json"
 MNIST_CLASSES = tuple(str(i) for i in range(10))
@@ -104,12 +104,13 @@ def from_dataset_json(text: bytes, names: list[str], where: str) -> Layout:
         listed = json.loads(text).get("labels")
         if listed is None:
             return Layout(None, f'{where} says it has no labels ("labels": null)')
-        table = {str(path).replace("\\", "/"): int(label) for path, label in listed}
+        pairs = [(str(path).replace("\\", "/"), label) for path, label in listed]
     except (ValueError, TypeError, AttributeError) as e:
         raise UserError(
             f'{where} is not a dataset.json of the form {{"labels": [["path", int], ...]}} '
             f"({type(e).__name__})"
         ) from None
+    table = _label_table(pairs, where)
     missing = [n for n in names if n not in table]
     if missing:
         return Layout(
@@ -119,6 +120,20 @@ def from_dataset_json(text: bytes, names: list[str], where: str) -> Layout:
     index = {v: i for i, v in enumerate(values)}
     of = torch.tensor([index[table[n]] for n in names], dtype=torch.long)
     return Layout(Labels(tuple(str(v) for v in values), of, DATASET_JSON))
+
+
+def _label_table(pairs: list[tuple[str, object]], where: str) -> dict[str, int]:
+    """{path: class index} from dataset.json's pairs; a label that is not a whole number of 0
+    or more, or a path labelled twice with two classes, is refused (a usage error)."""
+    table: dict[str, int] = {}
+    for path, label in pairs:
+        if isinstance(label, bool) or not isinstance(label, int):
+            raise UsageError(f"{where}: the label of {path} is {label!r}: labels are integers")
+        if label < 0:
+            raise UsageError(f"{where}: the label of {path} is {label}: labels start at 0")
+        if table.setdefault(path, label) != label:
+            raise UsageError(f"{where} labels {path} twice: {table[path]} and {label}")
+    return table
 
 
 def named(classes: tuple[str, ...], of: torch.Tensor, what: str) -> Layout:

@@ -91,8 +91,10 @@ def validate(request: SampleRequest) -> None:
         raise UsageError(
             "--seeds gives one image per seed: not with --interpolate or --reconstruct"
         )
-    if request.trunc is not None and (request.trunc <= 0 or request.reconstruct):
-        raise UsageError("--trunc must be above 0, and --reconstruct draws no latents")
+    if request.trunc is not None and not (math.isfinite(request.trunc) and request.trunc > 0):
+        raise UsageError(f"--trunc must be a number above 0, got {request.trunc}")
+    if request.trunc is not None and request.reconstruct:
+        raise UsageError("--reconstruct draws no latents: it takes no --trunc")
     animated = request.out is not None and Path(request.out).suffix.lower() == ".gif"
     if animated and not request.interpolate:
         raise UsageError("--out .gif writes an interpolation's animation: add --interpolate")

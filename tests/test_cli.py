@@ -209,9 +209,11 @@ def test_no_runs_yet(run_cli) -> None:
     one_line_error(run_cli("sample"), 1, "no run with a checkpoint")
 
 
-def test_interrupt_exit_code_subprocess(isolated: Path) -> None:
-    """Usage errors through the real entry point: exit 2 and one line, no traceback."""
+def test_a_usage_error_through_the_real_entry_point(isolated: Path) -> None:
+    """python -m imagegen: exit 2 and one line, no traceback (Ctrl-C and SIGTERM's 130:
+    test_train.py's test_ctrl_c_checkpoints_and_exits_130)."""
     out = subprocess.run(
         [sys.executable, "-m", "imagegen", "sample", "--n", "0"], capture_output=True, text=True
     )
     assert out.returncode == 2 and out.stderr.count("\n") == 1
+    assert out.stderr.startswith("imagegen: error: ") and "--n" in out.stderr, out.stderr

@@ -46,9 +46,15 @@ def test_configs_are_frozen_and_round_trip_through_json() -> None:
 
 
 def test_train_config_validation() -> None:
-    for bad in ({"batch_size": 0}, {"steps": 0}, {"lr": -1.0}, {"ema_decay": 1.0}):
-        with pytest.raises(UsageError):
-            TrainConfig(**bad)
+    cases = {
+        "batch_size": (0, r"batch_size must be in \[1, inf\), got 0"),
+        "steps": (0, r"steps must be in \[1, inf\), got 0"),
+        "lr": (-1.0, r"lr must be in \(0, inf\), got -1.0"),
+        "ema_decay": (1.0, r"ema_decay must be in \[0, 1\), got 1.0"),
+    }
+    for name, (bad, message) in cases.items():
+        with pytest.raises(UsageError, match=message):
+            TrainConfig(**{name: bad})
 
 
 def test_differences_name_the_changed_keys() -> None:

@@ -217,3 +217,25 @@ def test_a_usage_error_through_the_real_entry_point(isolated: Path) -> None:
     )
     assert out.returncode == 2 and out.stderr.count("\n") == 1
     assert out.stderr.startswith("imagegen: error: ") and "--n" in out.stderr, out.stderr
+
+
+def test_a_runs_checkpoints_by_short_name(run_cli, isolated: Path) -> None:
+    """RUN:best, RUN:latest and RUN:STEP for sample and convert (and every command that
+    takes a checkpoint); a missing one says what there is."""
+    import shutil
+
+    run = isolated / "run"
+    train_tiny(run_cli, run, "--checkpoint-every", "2", steps=4)
+    folder = run / "checkpoints"
+    shutil.copy(folder / "step-0000002.safetensors", folder / "best.safetensors")  # as FID would
+    for name, step in (("best", 2), ("latest", 4), ("2", 2), ("4", 4)):
+        result = run_cli("sample", f"{run}:{name}", "--n", "4", "--out", isolated / f"{name}.png",
+                         "--json")  # fmt: skip
+        assert result.code == 0 and json.loads(result.out)["step"] == step, (name, result)
+    converted = run_cli("convert", f"{run}:2", isolated / "g.safetensors", "--weights-only")
+    assert converted.code == 0, converted
+    (folder / "best.safetensors").unlink()
+    for name, words in (("best", "no best checkpoint"), ("3", "steps kept: 2, 4"),
+                        ("last", "best, latest or a step number")):  # fmt: skip
+        result = run_cli("sample", f"{run}:{name}")
+        assert result.code == 1 and words in result.err, (name, result)

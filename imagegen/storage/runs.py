@@ -35,8 +35,12 @@ def step_name(step: int) -> str:
 
 
 def find_checkpoint(path: Path) -> Path:
-    """A checkpoint file, or a run folder's latest checkpoint."""
+    """A checkpoint file, a run folder's latest checkpoint, or one of a run's by a short name:
+    RUN:best (the lowest FID), RUN:latest, RUN:STEP (step-STEP.safetensors)."""
     path = Path(path)
+    run, colon, name = str(path).rpartition(":")
+    if colon and not path.exists() and Path(run).is_dir():
+        return _named_checkpoint(Path(run), name)
     if path.is_dir():
         latest = path / "checkpoints" / LATEST
         if latest.is_file():
@@ -45,6 +49,25 @@ def find_checkpoint(path: Path) -> Path:
     if not path.exists():
         raise UserError(f"checkpoint or run not found: {path}")
     return path
+
+
+def _named_checkpoint(run: Path, name: str) -> Path:
+    """RUN:best, RUN:latest or RUN:STEP as a file; an unknown or missing one says what exists."""
+    folder = run / "checkpoints"
+    if name in ("best", "latest"):
+        path = folder / (BEST if name == "best" else LATEST)
+        if path.is_file():
+            return path
+        why = " (a run keeps one when it measures FID: --fid-every)" if name == "best" else ""
+        raise UserError(f"{run} has no {name} checkpoint{why}")
+    steps = step_checkpoints(run)
+    if not name.isdigit():
+        raise UserError(f"{run}:{name}: after the colon, best, latest or a step number")
+    for step, path in steps:
+        if step == int(name):
+            return path
+    kept = ", ".join(str(s) for s, _ in steps) or "none"
+    raise UserError(f"{run} has no checkpoint of step {int(name)} (steps kept: {kept})")
 
 
 def run_of(checkpoint: Path) -> Path | None:

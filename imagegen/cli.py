@@ -20,6 +20,7 @@ from imagegen import __version__
 from imagegen.common import jsonl
 from imagegen.common.errors import PeerError, UsageError, UserError
 from imagegen.common.options import flag_of
+from imagegen.common.progress import Kind
 from imagegen.evaluation.request import EvalRequest
 from imagegen.models.registry import MODELS
 from imagegen.sampling.autoencode_request import (
@@ -106,11 +107,11 @@ class _TrainView:
     def __call__(self, event: Any) -> None:
         if self.err.quiet:
             return
-        if event.kind == "decode":  # the first use of a large dataset: once, then cached
-            if event.done == 1024:
+        if event.kind == Kind.DECODE:  # the first use of a large dataset: once, then cached
+            if event.first:
                 self.err.print(_decoding(event), highlight=False)
             return
-        if event.kind == "start":
+        if event.kind == Kind.START:
             self.err.print(f"Run folder: {event.path}\n{event.message}", highlight=False)
             if self.err.is_terminal:
                 from rich.progress import (
@@ -136,17 +137,17 @@ class _TrainView:
                 )
             return
         if self.progress is not None:
-            if event.kind in ("step", "log"):
+            if event.kind in (Kind.STEP, Kind.LOG):
                 self.progress.update(
                     self.task,
                     completed=event.done,
                     ips=f"{event.rate:,.0f}",
                     losses=_fmt_losses(event.values),
                 )
-            elif event.kind in ("checkpoint", "fid", "warning"):
+            elif event.kind in (Kind.CHECKPOINT, Kind.FID, Kind.WARNING):
                 self.progress.console.print(self._line(event), highlight=False)
             return
-        if event.kind == "log":
+        if event.kind == Kind.LOG:
             eta = int(event.eta_s)
             self.err.print(
                 f"step {event.done}/{event.total}  {_fmt_losses(event.values)}  "
@@ -154,15 +155,15 @@ class _TrainView:
                 f"eta {eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}",
                 highlight=False,
             )
-        elif event.kind in ("checkpoint", "fid", "warning"):
+        elif event.kind in (Kind.CHECKPOINT, Kind.FID, Kind.WARNING):
             self.err.print(self._line(event), highlight=False)
 
     @staticmethod
     def _line(event: Any) -> str:
-        if event.kind == "warning":
+        if event.kind == Kind.WARNING:
             return f"warning: step {event.done}: {event.message}"
-        if event.kind == "fid":
-            best = " (best so far: checkpoints/best.safetensors)" if event.message else ""
+        if event.kind == Kind.FID:
+            best = " (best so far: checkpoints/best.safetensors)" if event.best else ""
             return f"fid {event.values['fid']:.3f} at step {event.done}{best}"
         return f"checkpoint {event.path}"
 
@@ -229,11 +230,11 @@ class _StageView:
     def __call__(self, event: Any) -> None:
         if self.quiet:
             return
-        if event.kind == "decode" and event.done == 1024:  # a large dataset's first use
+        if event.kind == Kind.DECODE and event.first:  # a large dataset's first use
             self._stage(_decoding(event).removesuffix(" ..."))
-        if event.kind == "stage":
+        if event.kind == Kind.STAGE:
             self._stage(event.message)
-        elif event.kind in ("progress", "decode") and self.task is not None:  # a Rich bar
+        elif event.kind in (Kind.PROGRESS, Kind.DECODE) and self.task is not None:  # a Rich bar
             self.progress.update(self.task, completed=event.done, total=event.total)
 
     def _stage(self, message: str) -> None:

@@ -272,3 +272,21 @@ def test_fit_pad_keeps_the_whole_image(tmp_path: Path) -> None:
     assert padded.shape == (20, 20, 3)
     assert padded[10, 0].tolist() == [255, 0, 0]  # the left edge is there
     assert padded[0, 10].tolist() == [0, 0, 255] and padded[19, 10].tolist() == [0, 0, 255]
+
+
+def test_progress_events_have_typed_kinds() -> None:
+    """A kind is one of progress.Kind (a misspelt one is refused where it is made); an FID's
+    best and a decode's first report are fields, not words in the message."""
+    from imagegen.common.progress import Counter, Kind, ProgressEvent
+
+    assert ProgressEvent("fid", best=True).kind is Kind.FID
+    with pytest.raises(ValueError):
+        ProgressEvent("checkpiont")
+    heard: list[ProgressEvent] = []
+    counter = Counter(heard.append, 0, Kind.DECODE, "data", every=1024)
+    for _ in range(5):
+        counter.add(512)
+    assert [(e.done, e.first) for e in heard] == [(1024, True), (2048, False)]
+    small: list[ProgressEvent] = []  # under `every` images: no first report (nothing to announce)
+    Counter(small.append, 0, Kind.DECODE, "data", every=1024).add(10)
+    assert not any(e.first for e in small)

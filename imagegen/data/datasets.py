@@ -22,7 +22,7 @@ from imagegen.common import locations
 from imagegen.common.errors import UsageError, UserError
 from imagegen.common.files import atomic_write_bytes, file_sha256
 from imagegen.common.options import parse_colour
-from imagegen.common.progress import Counter, Emit
+from imagegen.common.progress import Counter, Emit, Kind
 from imagegen.data import labels as labelling
 from imagegen.data.decode import (
     IMAGE_EXTENSIONS,
@@ -137,7 +137,7 @@ def load_images(
                 label_problem=meta.get("label_problem", ""),
             )
     decoded = source.decode(
-        resolution, Counter(emit, 0, "decode", source.name, every=1024), fitting
+        resolution, Counter(emit, 0, Kind.DECODE, source.name, every=1024), fitting
     )
     arrays, skipped, native_channels = decoded.arrays, decoded.skipped, decoded.channels
     if not arrays:

@@ -19,7 +19,7 @@ from imagegen.common import jsonl
 from imagegen.common.devices import resolve_device
 from imagegen.common.errors import UsageError, UserError
 from imagegen.common.files import check_output_file
-from imagegen.common.progress import Emit, ProgressEvent, ignore
+from imagegen.common.progress import Emit, Kind, ProgressEvent, ignore
 from imagegen.data import datasets as data
 from imagegen.data import labels as labelling
 from imagegen.data.decode import composite, convert_channels
@@ -230,7 +230,7 @@ def evaluate(request: EvalRequest, on_event: Emit | None = None) -> EvalResult:
         n_ref = request.n_ref or int(images.shape[0])
         if plan.ckpt is None:  # a folder's count is known only now (checkpoints: above)
             _check_sizes(plan, request, int(images.shape[0]), n_ref)
-        emit(ProgressEvent("stage", f"Inception features of the {len(images)} images evaluated"))
+        emit(ProgressEvent(Kind.STAGE, f"Inception features of the {len(images)} images evaluated"))
         inputs.fake = extractor.features(
             images,
             request.batch_size,
@@ -243,7 +243,7 @@ def evaluate(request: EvalRequest, on_event: Emit | None = None) -> EvalResult:
             save_npz_stats(Path(request.save_stats), *inputs.fake_stats(), request.protocol)
         if plan.feature_metrics:
             _reference(plan, request, extractor, inputs, n_ref, emit)
-            emit(ProgressEvent("stage", f"computing {', '.join(plan.feature_metrics)}"))
+            emit(ProgressEvent(Kind.STAGE, f"computing {', '.join(plan.feature_metrics)}"))
     if model is not None:
         inputs.elbo = lambda: _test_elbo(model, plan, request, device, emit)
     results = eval_metrics.compute(inputs)
@@ -267,7 +267,7 @@ def _input_images(
     """The images to evaluate (uint8, N x C x H x W): generated, or read from the folder;
     none when no metric needs them (bits/dim alone)."""
     if plan.ckpt is None:
-        emit(ProgressEvent("stage", f"reading {plan.source} at {plan.resolution} px"))
+        emit(ProgressEvent(Kind.STAGE, f"reading {plan.source} at {plan.resolution} px"))
         folder = data.load_images(
             str(plan.source),
             resolution=plan.resolution,
@@ -296,7 +296,7 @@ def _input_images(
     about = {"checkpoint": str(ckpt.path), "model": ckpt.model_name, "step": ckpt.step}
     if not plan.needs_features:  # bits/dim alone: nothing to generate
         return None, model, about | {"ema": use_ema}
-    emit(ProgressEvent("stage", f"generating {request.n} images from {ckpt.path}"))
+    emit(ProgressEvent(Kind.STAGE, f"generating {request.n} images from {ckpt.path}"))
     z = latents(request.n, model.latent_dim, request.seed, None)
     labels = None
     if model.num_classes:  # the classes in the training data's proportions
@@ -425,7 +425,7 @@ def _test_elbo(
     model: Any, plan: _Plan, request: EvalRequest, device: torch.device, emit: Emit
 ) -> dict[str, float]:
     """The negative ELBO on held-out images, in nats per image and bits/dim."""
-    emit(ProgressEvent("stage", "negative ELBO and bits/dim on held-out images"))
+    emit(ProgressEvent(Kind.STAGE, "negative ELBO and bits/dim on held-out images"))
     ckpt = plan.ckpt
     c, res, _ = ckpt.data_shape
     dataset = request.test_data or ckpt.dataset

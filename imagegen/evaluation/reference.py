@@ -16,7 +16,7 @@ import torch
 from imagegen.common import locations
 from imagegen.common.errors import UserError
 from imagegen.common.files import atomic_write_bytes
-from imagegen.common.progress import Emit, ProgressEvent, ignore
+from imagegen.common.progress import Emit, Kind, ProgressEvent, ignore
 from imagegen.data import datasets as data
 from imagegen.data.decode import Fitting
 from imagegen.data.labels import Labels
@@ -69,7 +69,7 @@ def reference_features(
             pass
     pick = reference_pick(images.images.shape[0], count)
     what = f"Inception features of {count} reference images of {dataset} (cached afterwards)"
-    emit(ProgressEvent("stage", what))
+    emit(ProgressEvent(Kind.STAGE, what))
     feats = extractor.features(images.images[pick], batch_size, precision, protocol, emit)
     try:
         from safetensors.torch import save

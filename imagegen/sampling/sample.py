@@ -16,7 +16,7 @@ from imagegen.common.files import (
     check_output_dir,
     refuse_checkpoint_target,
 )
-from imagegen.common.progress import Emit, ProgressEvent, ignore
+from imagegen.common.progress import Emit, Kind, ProgressEvent, ignore
 from imagegen.data import datasets as data
 from imagegen.data import labels as labelling
 from imagegen.models.likelihood import mean_elbo_terms
@@ -228,7 +228,7 @@ def _generated(
         labels, per_row = _labels(len(z), num_classes, asked, request.interpolate)
         z = z[: len(labels)] if labels is not None else z  # whole rows, one per class
         stems = [f"{i:06d}" for i in range(len(z))]
-    emit(ProgressEvent("stage", f"generating {len(z)} images"))
+    emit(ProgressEvent(Kind.STAGE, f"generating {len(z)} images"))
     images = generate_uint8(model, z, device, emit=emit, labels=labels)  # uint8 NCHW
     return _Made(images, labels, request.interpolate or request.nrow or per_row, stems)
 
@@ -249,14 +249,14 @@ def _write_grid(out_file: Path, fmt: str, made: _Made, request: SampleRequest) -
 def _write_each(out_dir: Path, made: _Made, names: list[str], emit: Emit) -> list[str]:
     """One PNG per image, named by its index or seed (and class)."""
     out_dir.mkdir(exist_ok=True)
-    emit(ProgressEvent("stage", f"writing {len(made.images)} PNG files to {out_dir}"))
+    emit(ProgressEvent(Kind.STAGE, f"writing {len(made.images)} PNG files to {out_dir}"))
     files = []
     for i, image in enumerate(made.images):
         named = "" if made.labels is None else f"-{_safe(names[int(made.labels[i])])}"
         target = out_dir / f"{made.stems[i]}{named}.png"
         atomic_write_bytes(target, png_bytes(image))
         files.append(str(target))
-        emit(ProgressEvent("progress", done=i + 1, total=len(made.images)))
+        emit(ProgressEvent(Kind.PROGRESS, done=i + 1, total=len(made.images)))
     return files
 
 

@@ -25,7 +25,7 @@ from imagegen.common.devices import autocast, precision_reason, resolve_device, 
 from imagegen.common.errors import PeerError, UsageError, UserError
 from imagegen.common.files import atomic_link_or_copy, remove_stray_temp_files
 from imagegen.common.options import build_dataclass, to_dict
-from imagegen.common.progress import Emit, ProgressEvent, ignore
+from imagegen.common.progress import Emit, Kind, ProgressEvent, ignore
 from imagegen.data import datasets as data
 from imagegen.data import labels as labelling
 from imagegen.data.batches import EpochBatches
@@ -405,7 +405,7 @@ class _Checkpointer:
             raise UserError(f"{e}; the checkpoint of step {step} was not written, {kept}") from None
         self.last_good = (step, path)
         self.files.append(str(path))
-        self.emit(ProgressEvent("checkpoint", done=step, total=s.total, path=path))
+        self.emit(ProgressEvent(Kind.CHECKPOINT, done=step, total=s.total, path=path))
         return path
 
     def _write(self, path: Path, step: int, rng: dict, counters: checkpoint.Counters) -> None:
@@ -654,13 +654,15 @@ class _Reporter:
 
     def progress(self, step: int) -> None:
         self.emit(
-            ProgressEvent("step", done=step, total=self.s.total, values=self.losses, rate=self.ips)
+            ProgressEvent(
+                Kind.STEP, done=step, total=self.s.total, values=self.losses, rate=self.ips
+            )
         )
 
     def warn(self, step: int, alarms: list[Alarm]) -> list[Alarm]:
         for alarm in alarms:
             self.alarms.append(alarm)
-            self.emit(ProgressEvent("warning", alarm.text, step, self.s.total))
+            self.emit(ProgressEvent(Kind.WARNING, alarm.text, step, self.s.total))
             if self.tb is not None:
                 self.tb.text(step, "warnings", alarm.text)
         return alarms
@@ -696,7 +698,7 @@ class _Reporter:
         if bad:
             raise _diverged(s, last_good, step, ", ".join(bad))
         eta = (s.total - step) / max(self.ips / s.global_batch, 1e-9)
-        self.emit(ProgressEvent("log", "", step, s.total, self.losses, self.ips, eta))
+        self.emit(ProgressEvent(Kind.LOG, "", step, s.total, self.losses, self.ips, eta))
         return stop
 
     @property
@@ -777,8 +779,7 @@ def _measure_fid(
     if improved:
         s.best_fid = fid
         checkpointer.mark_best(checkpointer.save(step))
-    message = "best" if improved else ""
-    reporter.emit(ProgressEvent("fid", message, step, s.total, {"fid": fid}))
+    reporter.emit(ProgressEvent(Kind.FID, "", step, s.total, {"fid": fid}, best=improved))
 
 
 def _train(
@@ -800,7 +801,7 @@ def _train(
     files = _write_run_folder(s) if main else []
     checkpointer = _Checkpointer(s, emit)
     fixed = _fixed_samples(s)
-    emit(ProgressEvent("start", _describe_start(s), s.start_step, total, path=plan.run_dir))
+    emit(ProgressEvent(Kind.START, _describe_start(s), s.start_step, total, path=plan.run_dir))
     monitor = _fid_monitor(s) if train.fid_every and main else None
     step = position.step = s.start_step
     interrupted = False
@@ -833,7 +834,7 @@ def _train(
                 reporter.progress(step)
             if main and (step % train.sample_every == 0 or step == total):
                 files.append(str(_sample(s, fixed, step, tb)))
-                emit(ProgressEvent("sample", done=step, total=total, path=Path(files[-1])))
+                emit(ProgressEvent(Kind.SAMPLE, done=step, total=total, path=Path(files[-1])))
             if train.fid_every and (step % train.fid_every == 0 or step == total):
                 _measure_fid(s, monitor, checkpointer, reporter, step)
             if step % train.checkpoint_every == 0 or step == total or stop_now:

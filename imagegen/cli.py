@@ -458,6 +458,13 @@ def _show_train_result(
             table.add_row("losses", _fmt_losses(result.losses, out.width - len("checkpoint") - 4))
             table.add_row("images/s", f"{result.images_per_s:,.1f}")
             table.add_row("data wait", f"{result.data_wait:.1%} of step time")
+        if result.fid is not None:  # where it peaked, and how far the end is from there
+            f = result.fid
+            table.add_row(
+                "fid",
+                f"best {f['best']:.2f} at step {f['best_step']} ({result.run_dir}:best); last "
+                f"{f['last']:.2f} at step {f['last_step']}, {f['last_over_best']:.2f}x the best",
+            )
         for warning in result.warnings:
             table.add_row("warning", warning)
         out.print(table)

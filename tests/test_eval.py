@@ -204,6 +204,13 @@ def test_fid_during_training_keeps_the_best_checkpoint(
     # The best FID so far travels in the checkpoint, so a resumed run keeps comparing to it.
     latest = checkpoint.read_checkpoint(run / "checkpoints" / "latest.safetensors")
     assert latest.counters.best_fid == pytest.approx(best["fid"], abs=1e-3)
+    # The run ends by saying where it peaked, and `sample RUN:best` takes that checkpoint.
+    more = run_cli("train", "dcgan", "--resume", run, "--steps", "8", "--json")
+    fid = json.loads(more.out)["fid"]
+    assert fid["last_step"] == 8 and fid["best"] == min(fid["best"], fid["last"])
+    shown = run_cli("train", "dcgan", "--resume", run, "--steps", "10")
+    assert f"at step {json.loads(more.out)['fid']['best_step']}" in shown.out, shown
+    assert run_cli("sample", f"{run}:best", "--n", "4", "--out", isolated / "b.png").code == 0
 
 
 def test_pytorch_fid_weights_give_features_and_inception_score(run_cli, isolated: Path) -> None:

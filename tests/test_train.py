@@ -281,3 +281,22 @@ def test_folder_run_resumes_from_another_folder(run_cli, isolated: Path, monkeyp
     monkeypatch.chdir(elsewhere)
     result = run_cli("train", "dcgan", "--resume", isolated / "run", "--steps", "3", "-q")
     assert result.code == 0, result
+
+
+def test_a_run_says_where_its_fid_peaked(isolated: Path) -> None:
+    """The summary's FIDs come from --fid-every's records; eval's records are not counted."""
+    from imagegen.training.loop import fid_summary
+
+    run = isolated / "run"
+    run.mkdir()
+    assert fid_summary(run) is None
+    lines = [
+        {"step": 100, "fid": 80.0, "fid_n": 2000, "best": True},
+        {"step": 200, "fid": 50.0, "fid_n": 2000, "best": True},
+        {"step": 150, "metrics": {"fid": 10.0}, "source": "eval"},
+        {"step": 300, "fid": 55.0, "fid_n": 2000, "best": False},
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert fid_summary(run) == {
+        "best": 50.0, "best_step": 200, "last": 55.0, "last_step": 300, "last_over_best": 1.1,
+    }  # fmt: skip

@@ -61,6 +61,8 @@ class TrainResult:
     world_size: int = 1  # processes of a torchrun job; images_per_s counts all of them
     alarms: list[Alarm] = field(default_factory=list)  # raised during the run
     already_complete: bool = False  # resumed at its last step: nothing was trained or written
+    # the run's FIDs (--fid-every): the best and the last, with their steps; None: none measured
+    fid: dict[str, float] | None = None
 
     @property
     def warnings(self) -> list[str]:
@@ -73,6 +75,7 @@ class TrainResult:
             "checkpoint": str(self.checkpoint) if self.checkpoint else None,
             "step": self.step,
             "total_steps": self.total_steps,
+            "fid": self.fid,
             "losses": self.losses,
             "images_per_s": round(self.images_per_s, 2),
             "data_wait": round(self.data_wait, 4),
@@ -871,4 +874,24 @@ def _result(
         resumed_from=s.ckpt.step if s.ckpt is not None else None,
         world_size=s.context.world_size,
         alarms=reporter.alarms,
+        fid=fid_summary(s.plan.run_dir),
     )
+
+
+def fid_summary(run_dir: Path) -> dict[str, float] | None:
+    """The best and the last FID of a run's --fid-every measurements (metrics.jsonl), with their
+    steps and last/best; None where none was measured."""
+    path = run_dir / runs.METRICS
+    if not path.is_file():
+        return None
+    measured = [r for r in jsonl.read(path) if "fid" in r and "fid_n" in r]
+    if not measured:
+        return None
+    best, last = min(measured, key=lambda r: r["fid"]), max(measured, key=lambda r: r["step"])
+    return {
+        "best": best["fid"],
+        "best_step": best["step"],
+        "last": last["fid"],
+        "last_step": last["step"],
+        "last_over_best": round(last["fid"] / best["fid"], 4),
+    }

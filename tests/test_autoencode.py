@@ -193,3 +193,9 @@ def test_a_mixture_vae_resumed_ends_as_a_straight_run(run_cli, isolated: Path) -
     for grid in ("step-0000006.png", "step-0000008.png"):
         same = [(isolated / run / "samples" / grid).read_bytes() for run in ("straight", "resumed")]
         assert same[0] == same[1], grid
+
+
+def test_a_mixture_vae_trains_on_a_handful_of_images(run_cli, isolated: Path) -> None:
+    photos = _photos(isolated / "few", n=5)  # 5 latents for 10 components
+    ckpt = _train_vae(run_cli, isolated / "run", "--set", "prior=mixture", "--dataset", photos)
+    assert run_cli("sample", ckpt, "--n", "4", "--out", isolated / "s.png").code == 0

@@ -71,3 +71,14 @@ def test_the_fit_is_seeded_and_refuses_too_few_latents() -> None:
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     with pytest.raises(ValueError, match="at least 6 latents"):
         fit_mixture(x[:5], 3, seed=0)
+
+
+def test_few_latents_fit_fewer_components() -> None:
+    """A user's folder of a handful of images still trains and samples: fewer components."""
+    x, _, _ = _clusters(n_per=1)  # 6 latents for 10 components
+    prior = MixturePrior(4, 10)
+    prior.fit(x.float(), seed=0)
+    assert int(prior.fitted) == 1 and torch.isclose(prior.weights.sum(), torch.tensor(1.0))
+    assert torch.isfinite(prior.transform(torch.randn(50, 4))).all()
+    alone = MixturePrior(4, 10)
+    assert math.isnan(alone.fit(x[:1].float(), seed=0)) and int(alone.fitted) == 0

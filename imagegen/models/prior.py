@@ -59,11 +59,19 @@ class MixturePrior(nn.Module):
     @torch.no_grad()
     def fit(self, codes: torch.Tensor, seed: int) -> float:
         """Fit the mixture to latents `codes` (N, d) by EM from a k-means++ start (seeded);
-        returns the mean log-likelihood per latent (nats). Float64 throughout."""
-        weights, means, chol, ll = fit_mixture(codes.double().cpu(), self.components, seed)
-        self.weights.copy_(weights)
-        self.means.copy_(means)
-        self.chol.copy_(chol)
+        returns the mean log-likelihood per latent (nats). Float64 throughout. Fewer than two
+        latents per component: as many components as there are pairs, repeated to fill the
+        buffers (one latent: none fitted)."""
+        x = codes.double().cpu()
+        if len(x) < 2:  # nothing to fit a density to: N(0, I) stays
+            return math.nan
+        k = min(self.components, len(x) // 2)  # few latents: fewer components, each repeated
+        weights, means, chol, ll = fit_mixture(x, k, seed)
+        repeat = -(-self.components // k)
+        self.weights.copy_((weights / repeat).repeat(repeat)[: self.components])
+        self.weights.div_(self.weights.sum())
+        self.means.copy_(means.repeat(repeat, 1)[: self.components])
+        self.chol.copy_(chol.repeat(repeat, 1, 1)[: self.components])
         self.fitted.fill_(1)
         return ll
 

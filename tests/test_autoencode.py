@@ -197,5 +197,14 @@ def test_a_mixture_vae_resumed_ends_as_a_straight_run(run_cli, isolated: Path) -
 
 def test_a_mixture_vae_trains_on_a_handful_of_images(run_cli, isolated: Path) -> None:
     photos = _photos(isolated / "few", n=5)  # 5 latents for 10 components
-    ckpt = _train_vae(run_cli, isolated / "run", "--set", "prior=mixture", "--dataset", photos)
+    ckpt = _train_vae(
+        run_cli,
+        isolated / "run",
+        "--set",
+        "prior=mixture",
+        "--dataset",
+        photos,
+        "--batch-size",
+        "4",
+    )
     assert run_cli("sample", ckpt, "--n", "4", "--out", isolated / "s.png").code == 0

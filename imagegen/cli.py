@@ -426,6 +426,11 @@ def _train_request(
         if not isinstance(table, dict):
             raise UsageError(f"{config}: [model] must be a table")
         model_options = {k.replace("-", "_"): v for k, v in table.items()}
+        if {"steps", "epochs"} <= options.keys():
+            raise UsageError(f"{config}: give steps or epochs, not both")
+    for length, other in (("steps", "epochs"), ("epochs", "steps")):
+        if length in flags:  # a flag's length replaces the file's, whichever it named
+            options.pop(other, None)
     options |= flags
     if "steps" in flags:
         options.setdefault("epochs", 25.0)

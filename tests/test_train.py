@@ -228,6 +228,12 @@ def test_toml_config_and_flags_override_it(run_cli, isolated: Path) -> None:
     cfg.write_text('dataset = "synthetic"\n[model]\nwidth = 8\n')
     result = run_cli("train", "dcgan", "--config", cfg)
     assert result.code == 2 and "unknown dcgan option: width" in result.err
+    cfg.write_text('dataset = "synthetic"\nsteps = 10\nepochs = 2\n')  # steps silently won
+    result = run_cli("train", "dcgan", "--config", cfg, "--dry-run")
+    assert result.code == 2 and "give steps or epochs, not both" in result.err, result
+    cfg.write_text('dataset = "synthetic"\nsteps = 10\n')  # a flag's length replaces the file's
+    result = run_cli("train", "dcgan", "--config", cfg, "--epochs", "0.5", "--dry-run", "--json")
+    assert json.loads(result.out)["train_config"]["steps"] is None, result
 
 
 def test_epochs_set_the_number_of_steps(run_cli, isolated: Path) -> None:

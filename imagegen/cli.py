@@ -270,7 +270,7 @@ def train(
     resolution: int | None = typer.Option(
         None,
         help="Image size: 32, 64 or 128 [default: the data's own, rounded to one of these; "
-        "the synthetic set: dcgan 64, vae and vaegan 32].",
+        "the synthetic set: the model's default].",
     ),
     channels: int | None = typer.Option(None, help="1 or 3 [default: the dataset's own]."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),

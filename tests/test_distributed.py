@@ -309,7 +309,14 @@ def test_sync_bn_needs_cuda(isolated: Path) -> None:
         {"resolution": 32, "d_batch": "reference"},
     )
     with pytest.raises(UsageError, match="--sync-bn cannot keep d_batch=reference"):
-        run_training(plan_training(request), context=distributed.Context(rank=0, world_size=2))
+        plan_training(request)  # the plan refuses it: --dry-run too
+
+
+def test_a_models_own_refusal_reaches_dry_run(run_cli, isolated: Path) -> None:
+    for model in ("dcgan", "vaegan"):
+        result = run_cli("train", model, "-d", "synthetic", "--sync-bn", "--set",
+                         "d_batch=reference", "--dry-run")  # fmt: skip
+        assert result.code == 2 and "cannot keep d_batch=reference" in result.err, result
 
 
 def test_other_commands_refuse_to_run_under_torchrun(run_cli, monkeypatch) -> None:

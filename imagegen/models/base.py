@@ -17,6 +17,9 @@ line in `imagegen/models/registry.py`; tests/test_contract.py then runs it throu
 Conditional models (config.num_classes > 0) take the images' classes as well:
 training_step(..., labels=y) and generate(z, net, labels=y), y (B,) int64 class indices.
 
+A model's config may define `check_training(train)`: training options it cannot train with
+(a usage error), checked when the run is planned, so `--dry-run` refuses them too.
+
 Capabilities some models add, declared (not probed):
 
     can_reconstruct      reconstruct(x, net=None): images -> reconstructions, in [0, 1]
@@ -45,6 +48,12 @@ class OptimizerSettings(Protocol):
     lr_d: float | None
     beta1: float
     beta2: float
+
+
+class TrainingSettings(Protocol):
+    """The training options a model's config may refuse (`check_training`)."""
+
+    sync_bn: bool
 
 
 class ModelConfig(Protocol):

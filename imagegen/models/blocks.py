@@ -116,6 +116,12 @@ def check_d_batch(d_batch: str, d_norm: str) -> None:
         raise UsageError(f"d_batch={d_batch} is about BatchNorm in D: it needs d_norm=batch")
 
 
+def check_sync_bn(d_batch: str, sync_bn: bool) -> None:
+    """Refuse SyncBatchNorm with a reference batch: SyncBatchNorm has no reference."""
+    if sync_bn and d_batch == "reference":
+        raise UsageError("--sync-bn cannot keep d_batch=reference: use joint or separate")
+
+
 D_NORMS = ("batch", "spectral", "none")
 D_ARCHS = ("dcgan", "cnn")
 

@@ -23,7 +23,7 @@ from torch import nn
 from imagegen.common.errors import UsageError
 from imagegen.common.options import check_range
 from imagegen.models.augment import adapt, diff_augment, parse_policy
-from imagegen.models.base import GenerativeModel, OptimizerSettings
+from imagegen.models.base import GenerativeModel, OptimizerSettings, TrainingSettings
 from imagegen.models.blocks import (
     ConditionalBatchNorm2d,
     Discriminator,
@@ -32,6 +32,7 @@ from imagegen.models.blocks import (
     check_d_batch,
     check_positive,
     check_shape,
+    check_sync_bn,
     conditional_stack,
     init_weights,
     num_stages,
@@ -85,6 +86,10 @@ class DCGANConfig:
         if self.augment_target and not self.augment:
             raise UsageError("augment_target needs an augmentation: set augment too")
         check_d_batch(self.d_batch, self.d_norm)
+
+    def check_training(self, train: TrainingSettings) -> None:
+        """Training options this model cannot train with."""
+        check_sync_bn(self.d_batch, train.sync_bn)
         check_range(self, "r1_gamma", low=0.0)
         check_positive(self, "r1_every")  # without r1_gamma there is no penalty to space out
         check_range(self, "cond_start", low=0)

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from imagegen.common.options import check_range
-from imagegen.models.base import GenerativeModel, OptimizerSettings
+from imagegen.models.base import GenerativeModel, OptimizerSettings, TrainingSettings
 from imagegen.models.blocks import (
     AutoEncoder,
     Discriminator,
@@ -42,6 +42,7 @@ from imagegen.models.blocks import (
     check_d_batch,
     check_positive,
     check_shape,
+    check_sync_bn,
     gaussian_kl,
     reference_batch,
     reparameterize,
@@ -82,6 +83,10 @@ class VAEGANConfig:
         check_range(self, "equilibrium", low=0.0, low_open=True)
         check_range(self, "margin", low=0.0)
         check_d_batch(self.d_batch, self.d_norm)
+
+    def check_training(self, train: TrainingSettings) -> None:
+        """Training options this model cannot train with."""
+        check_sync_bn(self.d_batch, train.sync_bn)
 
 
 def feature_nll(f_fake: torch.Tensor, f_real: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ import torch
 from imagegen import __version__
 from imagegen.common import jsonl
 from imagegen.common.devices import autocast, precision_reason, resolve_device, resolve_precision
-from imagegen.common.errors import PeerError, UsageError, UserError
+from imagegen.common.errors import PeerError, UserError
 from imagegen.common.files import atomic_link_or_copy, remove_stray_temp_files
 from imagegen.common.options import build_dataclass, to_dict
 from imagegen.common.progress import Emit, Kind, ProgressEvent, ignore
@@ -175,9 +175,7 @@ def _setup(plan: TrainPlan, context: distributed.Context, emit: Emit) -> _Sessio
     with the images done of the total."""
     spec, train = get_spec(plan.model), plan.train
     device = distributed.local_device(resolve_device(plan.device), context)
-    if train.sync_bn and context.enabled:
-        if plan.model_config.get("d_batch") == "reference":  # SyncBatchNorm has no reference
-            raise UsageError("--sync-bn cannot keep d_batch=reference: use joint or separate")
+    if train.sync_bn and context.enabled:  # the model's own refusals: in the plan
         distributed.check_sync_batchnorm(device)  # before the data is loaded
     ckpt = checkpoint.read_checkpoint(plan.resume_from) if plan.resume_from else None
     channels = plan.model_config.get("channels")

@@ -98,9 +98,10 @@ def plan_training(request: TrainRequest, download: bool = True) -> TrainPlan:
             raise UsageError("--transparent trains on 4 channels (RGBA): leave --channels out")
         channels = 4
     # Validate and resolve the model options now; a folder's channels are known once decoded.
-    model_config = to_dict(
-        build_dataclass(spec.config_cls, options | {"channels": channels or 3}, request.model)
-    ) | {"channels": channels}
+    config = build_dataclass(spec.config_cls, options | {"channels": channels or 3}, request.model)
+    if hasattr(config, "check_training"):  # what this model cannot train with
+        config.check_training(train)
+    model_config = to_dict(config) | {"channels": channels}
     run_dir = (
         Path(request.run_dir) if request.run_dir else runs.next_run_dir(spec.name, train.dataset)
     )

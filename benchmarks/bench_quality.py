@@ -284,6 +284,7 @@ def train(run_dir: Path, ds: Dataset, recipe: Recipe, steps: int, every: int, ar
         cmd += ["--dataset", ds.train, "--resolution", "32", "--batch-size", str(recipe.batch)]
         cmd += ["--steps", str(steps), "--checkpoint-every", str(every), "--keep", "1000"]
         cmd += ["--sample-every", str(every), "--log-every", "100", "--run-dir", str(run_dir)]
+        cmd += ["--fid-every", "0"]  # the benchmark measures its own curve
         cmd += ["--data-root", str(args.data_root), "--precision", args.train_precision]
         cmd += list(recipe.args)
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)

@@ -44,6 +44,7 @@ class Counters:
     batches_per_epoch: int | None = None
     precision: str | None = None  # what a resume left to `auto` keeps
     total_steps: int | None = None  # where a linear lr decay was planned to end
+    fid_next: int | None = None  # a long run's next automatic FID (training/fid_schedule.py)
     rank_weights_sha256: tuple[str, ...] = ()  # torchrun jobs: each rank's weight digest
 
     @classmethod
@@ -55,7 +56,10 @@ class Counters:
             raise ValueError(f"unknown counters {', '.join(unknown)}")
         digests = tuple(values.get("rank_weights_sha256", ()))
         counters = cls(**{**values, "rank_weights_sha256": digests})
-        integers = ("world_size", "ema_updates", "images_seen", "batches_per_epoch", "total_steps")
+        integers = (
+            "world_size", "ema_updates", "images_seen", "batches_per_epoch", "total_steps",
+            "fid_next",
+        )  # fmt: skip
         for name in integers:
             value = getattr(counters, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):

@@ -29,6 +29,7 @@ from imagegen.common.progress import Emit, Kind, ProgressEvent, ignore
 from imagegen.data import datasets as data
 from imagegen.data import labels as labelling
 from imagegen.data.batches import EpochBatches
+from imagegen.evaluation import inception
 from imagegen.models.base import GenerativeModel, ModelConfig
 from imagegen.models.registry import get_spec
 from imagegen.sampling.generation import class_grid
@@ -38,6 +39,7 @@ from imagegen.training import distributed, tensorboard_log
 from imagegen.training.config import TrainConfig
 from imagegen.training.ema import EMA, STANDING_SEED
 from imagegen.training.fid_monitor import FIDMonitor
+from imagegen.training.fid_schedule import FIDSchedule
 from imagegen.training.health import Alarm, HealthMonitor
 from imagegen.training.plan import TrainPlan
 from imagegen.training.tensorboard_log import TensorBoardLog
@@ -144,6 +146,7 @@ class _Session:
     best_fid: float = math.inf
     started: float = field(default_factory=time.perf_counter)
     prior_fitted_at: int = -1  # the EMA update count the sampling prior was fitted at
+    fid: FIDSchedule | None = None  # when it measures its FID (set once the run starts)
 
     @property
     def train(self) -> TrainConfig:
@@ -393,6 +396,7 @@ class _Checkpointer:
             batches_per_epoch=s.batches.batches_per_epoch,
             precision=s.precision,
             total_steps=s.total,
+            fid_next=s.fid.next_step if s.fid is not None and s.fid.auto else None,
             rank_weights_sha256=tuple(digests),
         )
         try:
@@ -507,6 +511,8 @@ def _describe_start(s: _Session) -> str:
         parts.append("non-square images padded (--fit pad)")
     if images.skipped:
         parts.append(images.skipped_text())
+    if s.fid is not None and (fid := s.fid.describe()):
+        parts.append(fid)
     if few := _few_images_advice(s):
         parts.append(few)
     if classes := _describe_classes(s):
@@ -514,8 +520,8 @@ def _describe_start(s: _Session) -> str:
     return "; ".join(parts)
 
 
-# A user's folder of fewer training images than this: the first line suggests --flip.
 PRIOR_SEED = 7  # added to the run's seed: the sampling prior's subset and k-means++ start
+# A user's folder of fewer training images than this: the first line suggests --flip.
 FEW_IMAGES = 5000
 
 
@@ -802,8 +808,9 @@ def _train(
     files = _write_run_folder(s) if main else []
     checkpointer = _Checkpointer(s, emit)
     fixed = _fixed_samples(s)
+    s.fid = _fid_schedule(s)
     emit(ProgressEvent(Kind.START, _describe_start(s), s.start_step, total, path=plan.run_dir))
-    monitor = _fid_monitor(s) if train.fid_every and main else None
+    monitor = _fid_monitor(s) if s.fid.on and main else None
     step = position.step = s.start_step
     interrupted = False
     with _StopFlag() as stop, contextlib.ExitStack() as stack:
@@ -836,14 +843,48 @@ def _train(
             if main and (step % train.sample_every == 0 or step == total):
                 files.append(str(_sample(s, fixed, step, tb)))
                 emit(ProgressEvent(Kind.SAMPLE, done=step, total=total, path=Path(files[-1])))
-            if train.fid_every and (step % train.fid_every == 0 or step == total):
-                _measure_fid(s, monitor, checkpointer, reporter, step)
+            if s.fid.due(step):
+                _timed_fid(s, monitor, checkpointer, reporter, step)
             if step % train.checkpoint_every == 0 or step == total or stop_now:
                 checkpointer.save(step)
             if stop_now:
                 interrupted = True
                 break
     return _result(s, step, reporter, [*files, *checkpointer.files], interrupted)
+
+
+def _fid_schedule(s: _Session) -> FIDSchedule:
+    """--fid-every, or, not given, the automatic FIDs of a long run (where the Inception
+    weights are installed)."""
+    weights = s.train.fid_every is not None
+    if not weights:
+        try:
+            inception.find_weights()
+            weights = True
+        except UserError:
+            pass
+    recorded = s.ckpt.counters.fid_next if s.ckpt is not None else None
+    return FIDSchedule.plan(
+        s.train.fid_every, s.total, s.total * s.global_batch, weights, s.start_step, recorded
+    )
+
+
+def _timed_fid(
+    s: _Session,
+    monitor: FIDMonitor | None,
+    checkpointer: _Checkpointer,
+    reporter: _Reporter,
+    step: int,
+) -> None:
+    """An FID, and its cost against the training steps' sets the next automatic one (the
+    same on every rank)."""
+    start = time.perf_counter()
+    _measure_fid(s, monitor, checkpointer, reporter, step)
+    fid_s = time.perf_counter() - start
+    step_s = reporter.step_time / max(step - s.start_step, 1)
+    fid_s, step_s = distributed.broadcast((fid_s, step_s), s.context)
+    assert s.fid is not None
+    s.fid.measured(step, fid_s, step_s)
 
 
 def _fid_monitor(s: _Session) -> FIDMonitor:

@@ -144,6 +144,10 @@ class GenerativeModel(nn.Module, ABC):
         """Whether a sampling prior is fitted after the encoder (`fit_prior`)."""
         return False
 
+    def describe(self) -> str:
+        """What a run's first line says of this model beyond its name and preset ("")."""
+        return ""
+
     def fit_prior(
         self, net: nn.Module, images: torch.Tensor, labels: torch.Tensor | None, seed: int
     ) -> float:

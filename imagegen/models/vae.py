@@ -212,6 +212,16 @@ class VAE(GenerativeModel):
     def fits_prior(self) -> bool:
         return self.config.prior == "mixture"
 
+    def describe(self) -> str:
+        c = self.config
+        if not self.fits_prior:
+            return ""
+        return (
+            f"samples from a {c.prior_components}-component Gaussian mixture fitted to the "
+            f"latents of {c.prior_fit_images:,} training images (at most) at each checkpoint "
+            "and FID"
+        )
+
     @torch.no_grad()
     def fit_prior(
         self, net: nn.Module, images: torch.Tensor, labels: torch.Tensor | None, seed: int

@@ -470,6 +470,8 @@ def _describe_start(s: _Session) -> str:
     ]
     if s.train.preset:
         parts.append(f"preset {s.train.preset}")
+    if described := s.model.describe():
+        parts.append(described)
     if plan.resolution_how:
         parts.append(plan.resolution_how)
     parts.append(f"precision {s.precision_why}")

@@ -313,3 +313,23 @@ def test_summary_breaks_the_losses_between_pairs(run_cli, isolated: Path, monkey
         assert len(words) % 2 == 0 and all(float(v) == float(v) for v in words[1::2]), row
     names = {name for row in rows for name in row.split()[::2]}
     assert {"enc_loss", "dec_loss", "d_loss", "kl"} <= names
+
+
+def test_auto_likelihood_follows_the_channels_of_the_data(run_cli, isolated: Path) -> None:
+    """likelihood=auto stays `auto` in the config; grey data trains a Bernoulli VAE, colour an
+    optimal-sigma Gaussian one (whose sigma travels with the autoencoder)."""
+    from safetensors import safe_open
+
+    from imagegen.models.vae import VAE, VAEConfig
+
+    assert VAE(VAEConfig(channels=1, likelihood="auto")).likelihood == "bernoulli"
+    assert VAE(VAEConfig(channels=3, likelihood="auto")).likelihood == "gaussian-optimal"
+    for channels, sigma in (("1", False), ("3", True)):
+        run = isolated / f"run{channels}"
+        result = run_cli("train", "vae", "-d", "synthetic", "--channels", channels, "--steps", "2",
+                         "--batch-size", "8", "--run-dir", run, "--set", "likelihood=auto",
+                         "--set", "width=8", "--set", "latent_dim=8", "-q")  # fmt: skip
+        assert result.code == 0, result
+        with safe_open(str(run / "checkpoints" / "latest.safetensors"), "pt") as f:
+            assert ("ema/sigma" in set(f.keys())) == sigma
+            assert '"likelihood": "auto"' in f.metadata()["config"]

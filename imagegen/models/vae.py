@@ -47,7 +47,8 @@ class VAEConfig:
     channels: int = 3
     latent_dim: int = 32
     width: int = 32  # channels at the first encoder / last decoder stage
-    likelihood: Literal["bernoulli", "gaussian", "gaussian-optimal"] = "bernoulli"
+    # auto: bernoulli for one channel (grey levels), gaussian-optimal for colour
+    likelihood: Literal["auto", "bernoulli", "gaussian", "gaussian-optimal"] = "bernoulli"
     gaussian_std: float = 0.1  # fixed sigma of the Gaussian likelihood, in [0, 1] pixel units
     beta: float = 1.0
     beta_warmup_steps: int = 0  # beta rises linearly from 0 over this many steps
@@ -68,6 +69,15 @@ class VAEConfig:
         check_range(self, "beta", low=0.0)
         check_range(self, "gaussian_std", low=0.0, low_open=True)
         check_range(self, "beta_warmup_steps", low=0)
+
+
+def resolved_likelihood(config: VAEConfig) -> str:
+    """The likelihood a config trains with: `auto` is Bernoulli on one channel (grey levels,
+    as VAE papers model MNIST) and the optimal-sigma Gaussian on colour (docs/models.md: each
+    measured better on its kind of data)."""
+    if config.likelihood != "auto":
+        return config.likelihood
+    return "bernoulli" if config.channels == 1 else "gaussian-optimal"
 
 
 def reconstruction_nll(
@@ -114,7 +124,8 @@ class VAE(GenerativeModel):
         if c.prior == "mixture":  # with the autoencoder: its EMA and weights-only files carry it
             self.autoencoder.prior = MixturePrior(c.latent_dim, c.prior_components)
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))  # for warm-up
-        if config.likelihood == "gaussian-optimal":  # kept with the autoencoder: its EMA and
+        self.likelihood = resolved_likelihood(config)
+        if self.likelihood == "gaussian-optimal":  # kept with the autoencoder: its EMA and
             # a weights-only export carry it
             self.autoencoder.register_buffer("sigma", torch.tensor(1.0))
 
@@ -154,7 +165,7 @@ class VAE(GenerativeModel):
         output = decoder(z, y)  # (B, C, R, R)
         c = self.config
         std: float | torch.Tensor = c.gaussian_std
-        if c.likelihood == "gaussian-optimal":
+        if self.likelihood == "gaussian-optimal":
             holder = self.autoencoder if net is None else net
             std = holder.sigma
             if net is None:  # training: this batch's optimal sigma, and its running average
@@ -162,7 +173,7 @@ class VAE(GenerativeModel):
                 std = mse.sqrt().clamp(min=1e-3)
                 with torch.no_grad():
                     holder.sigma.lerp_(std, 0.01)
-        return reconstruction_nll(output, x, c.likelihood, std), gaussian_kl(mean, logvar)
+        return reconstruction_nll(output, x, self.likelihood, std), gaussian_kl(mean, logvar)
 
     def training_step(
         self,
@@ -186,7 +197,7 @@ class VAE(GenerativeModel):
             "loss": loss.detach(),
             "recon": nll.detach().mean(),
             "kl": kl.detach().mean(),
-            "bpd": bits_per_dim(neg_elbo, self.dims, self.config.likelihood),
+            "bpd": bits_per_dim(neg_elbo, self.dims, self.likelihood),
         }
 
     @torch.no_grad()
@@ -203,7 +214,7 @@ class VAE(GenerativeModel):
         neg_elbo = (nll + kl).mean()
         return {
             "neg_elbo": float(neg_elbo),
-            "bpd": float(bits_per_dim(neg_elbo, self.dims, self.config.likelihood)),
+            "bpd": float(bits_per_dim(neg_elbo, self.dims, self.likelihood)),
             "recon": float(nll.mean()),
             "kl": float(kl.mean()),
         }

@@ -64,7 +64,7 @@ def test_a_fitted_prior_is_in_the_file_and_samples_identically_after_a_reload(
 
 def test_a_checkpoint_from_before_the_prior_samples_as_it_did(run_cli, isolated: Path) -> None:
     """Configs written before blocks and prior existed load with their defaults."""
-    ckpt = _train_vae(run_cli, isolated / "run")
+    ckpt = _train_vae(run_cli, isolated / "run", "--preset", "bernoulli")  # the old default
     with safe_open(str(ckpt), "pt") as f:
         meta = f.metadata()
     config = json.loads(meta["config"])

@@ -66,6 +66,9 @@ def _run(command: str, work: Path) -> list[str]:
     env = os.environ | {
         "IMAGEGEN_DATA": "data",
         "IMAGEGEN_RUNS": "checkpoints",
+        # a cache of its own, empty at each file's start: the first use of a dataset prints
+        # what a new user sees (and what tests/test_docs.py, with its own cache, expects)
+        "IMAGEGEN_CACHE": str(work / ".cache"),
         "PYTHONUNBUFFERED": "1",
         "COLUMNS": "100",
     }

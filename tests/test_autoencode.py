@@ -94,7 +94,9 @@ def test_encode_then_decode_is_the_reconstruction(run_cli, isolated: Path, suffi
         with safe_open(str(codes), "pt") as f:
             names = json.loads(f.metadata()["names"])
     assert latents.shape == (6, 8) and names[-1] == str(photos / "2.png")
-    assert torch.equal(latents[2], latents[5])  # the same file, the same latent
+    # the same file, the same latent (to float rounding: at two threads the AMD EPYC's batched
+    # convolutions give another last bit at another place in the batch)
+    assert torch.allclose(latents[2], latents[5], atol=1e-5)
     decoded = isolated / "decoded.png"
     assert run_cli("decode", ckpt, codes, "--out", decoded, "--nrow", "6").code == 0
     recon = isolated / "recon.png"

@@ -179,6 +179,7 @@ def test_interrupting_torchrun_checkpoints_every_rank_at_one_step(isolated: Path
     run = isolated / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     cmd += ["-m", "imagegen", *TRAIN, *TINY, "--steps", "1000000", "--log-every", "2"]
+    cmd += ["--fid-every", "0"]  # long only to be stopped: no automatic FID
     proc = subprocess.Popen(
         [*cmd, "--run-dir", str(run)], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
@@ -213,6 +214,7 @@ def test_a_lost_rank_ends_the_job_with_a_clear_error(isolated: Path, fault: str)
     """Two ranks started by hand (no torchrun to clean up): rank 1 is killed or frozen."""
     run = isolated / "run"
     args = [*TRAIN, *TINY, "--steps", "1000000", "--log-every", "1", "--run-dir", run, "-q"]
+    args += ["--fid-every", "0"]  # long only to be stopped: no automatic FID
     env = _env() | {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
     env |= {"WORLD_SIZE": "2"}
     cmd = [sys.executable, "-m", "imagegen", *map(str, args), "--dist-timeout", "4"]

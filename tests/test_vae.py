@@ -333,3 +333,37 @@ def test_auto_likelihood_follows_the_channels_of_the_data(run_cli, isolated: Pat
         with safe_open(str(run / "checkpoints" / "latest.safetensors"), "pt") as f:
             assert ("ema/sigma" in set(f.keys())) == sigma
             assert '"likelihood": "auto"' in f.metadata()["config"]
+
+
+def test_vaegan_augments_a_real_image_and_its_reconstruction_alike() -> None:
+    """Dis_l compares x with x~ through one transformation: equal inputs stay equal, while the
+    prior samples draw their own (and an unaugmented model passes all three through)."""
+    model = VAEGAN(VAEGANConfig(channels=3, width=4, d_width=4, latent_dim=4, augment="cutout"))
+    x = torch.rand(64, 3, 32, 32) * 2 - 1
+    real, rec, prior = model._augmented(x, x.clone(), x.clone(), torch.Generator().manual_seed(1))
+    assert torch.equal(real, rec) and not torch.equal(real, x) and not torch.equal(real, prior)
+    plain = VAEGAN(VAEGANConfig(channels=3, width=4, d_width=4, latent_dim=4))
+    assert all(t is x for t in plain._augmented(x, x, x, torch.Generator()))
+    with pytest.raises(UsageError, match="augment_target needs an augmentation"):
+        VAEGANConfig(augment_target=0.6)
+
+
+def test_vaegan_adaptive_augmentation_trains_and_resumes_exactly(run_cli, isolated: Path) -> None:
+    """ADA's p is the VAE-GAN's state too: logged, saved, and a resumed run ends as a
+    straight one."""
+    from safetensors.torch import load_file
+
+    aug = ["--set", "augment=translation,cutout", "--set", "augment_target=0.1"]
+    common = ["-d", "synthetic", "--batch-size", "8", "--checkpoint-every", "3", "--keep", "5"]
+    straight, resumed = isolated / "straight", isolated / "resumed"
+    args = ["train", "vaegan", *common, "--steps", "6", "--log-every", "2", *TINY_VAEGAN, *aug]
+    assert run_cli(*args, "--run-dir", straight, "-q").code == 0
+    middle = straight / "checkpoints" / "step-0000003.safetensors"
+    result = run_cli("train", "vaegan", "--resume", middle, "--run-dir", resumed, "-q")
+    assert result.code == 0, result
+    a = load_file(str(straight / "checkpoints/latest.safetensors"))
+    b = load_file(str(resumed / "checkpoints/latest.safetensors"))
+    assert a.keys() == b.keys() and [k for k in a if not torch.equal(a[k], b[k])] == []
+    assert float(a["model/augment_p"]) > float(load_file(str(middle))["model/augment_p"]) > 0
+    log = [json.loads(line) for line in (straight / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["augment_p"] > 0 and all(-1 <= r["augment_rt"] <= 1 for r in log), log

@@ -35,6 +35,16 @@ def parse_policy(text: str) -> tuple[str, ...]:
     return names
 
 
+def check_augment(policy: str, target: float) -> None:
+    """A model config's augmentation options: a known policy, a target in [0, 1) that has a
+    policy to adapt."""
+    parse_policy(policy)
+    if not 0.0 <= target < 1.0:
+        raise UsageError(f"augment_target must be in [0, 1), got {target}")
+    if target and not policy:
+        raise UsageError("augment_target needs an augmentation: set augment too")
+
+
 def _uniform(x: torch.Tensor, noise: torch.Generator, low: float, high: float) -> torch.Tensor:
     """One U(low, high) per image, shaped (B, 1, 1, 1) to broadcast."""
     u = torch.rand(x.shape[0], 1, 1, 1, generator=noise, device=x.device, dtype=torch.float32)

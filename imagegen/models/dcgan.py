@@ -22,7 +22,7 @@ from torch import nn
 
 from imagegen.common.errors import UsageError
 from imagegen.common.options import check_range
-from imagegen.models.augment import adapt, diff_augment, parse_policy
+from imagegen.models.augment import adapt, check_augment, diff_augment, parse_policy
 from imagegen.models.base import GenerativeModel, OptimizerSettings, TrainingSettings
 from imagegen.models.blocks import (
     ConditionalBatchNorm2d,
@@ -80,11 +80,7 @@ class DCGANConfig:
         check_shape("dcgan", self.resolution, self.channels)
         check_range(self, "num_classes", low=0)
         check_positive(self, "latent_dim", "g_width", "d_width")
-        parse_policy(self.augment)
-        if not 0.0 <= self.augment_target < 1.0:
-            raise UsageError(f"augment_target must be in [0, 1), got {self.augment_target}")
-        if self.augment_target and not self.augment:
-            raise UsageError("augment_target needs an augmentation: set augment too")
+        check_augment(self.augment, self.augment_target)
         check_d_batch(self.d_batch, self.d_norm)
 
     def check_training(self, train: TrainingSettings) -> None:

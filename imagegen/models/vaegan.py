@@ -18,7 +18,10 @@ Options beyond Algorithm 1 (its defaults keep it): the authors' balancing rule (
 with equilibrium e and margin m, D's step is skipped when its loss on real or on prior
 samples is below e - m, the decoder's when above e + m, both taken if both would be skipped),
 a KL weight `beta` in the encoder's loss, D without reconstructions among its fakes (the
-authors' CelebA code), and the DCGAN's spectral normalisation and hinge loss for D.
+authors' CelebA code), and the DCGAN's spectral normalisation, hinge loss and differentiable
+augmentation of D's inputs (DiffAugment, with ADA's adaptive probability). Augmented, a real
+image and its reconstruction go through the same transformation, so that Dis_l compares like
+with like; prior samples through their own.
 
 With `num_classes` it is conditional in both halves: a conditional VAE (the one-hot class
 appended to the encoder's features and to the decoder's latent, Sohn et al. 2015) whose
@@ -34,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from imagegen.common.options import check_range
+from imagegen.models.augment import adapt, check_augment, diff_augment, parse_policy
 from imagegen.models.base import GenerativeModel, OptimizerSettings, TrainingSettings
 from imagegen.models.blocks import (
     AutoEncoder,
@@ -71,6 +75,9 @@ class VAEGANConfig:
     balance: bool = False  # the authors' rule: skip D's or the decoder's step (see above)
     equilibrium: float = 0.68  # the rule's target for D's BCE on real and on prior samples
     margin: float = 0.35
+    augment: str = ""  # DiffAugment policy of D's inputs: color, translation, cutout
+    # > 0: augment each image with a probability adapted to keep E[sign(D(x))] at this
+    augment_target: float = 0.0
     # > 0: conditional on this many classes (set by `train --conditional` from the data)
     num_classes: int = 0
 
@@ -83,6 +90,7 @@ class VAEGANConfig:
         check_range(self, "equilibrium", low=0.0, low_open=True)
         check_range(self, "margin", low=0.0)
         check_d_batch(self.d_batch, self.d_norm)
+        check_augment(self.augment, self.augment_target)
 
     def check_training(self, train: TrainingSettings) -> None:
         """Training options this model cannot train with."""
@@ -122,6 +130,10 @@ class VAEGAN(GenerativeModel):
         self.discriminator = Discriminator(
             config.channels, config.d_width, config.resolution, config.d_norm, num_classes=k
         )
+        self.policy = parse_policy(config.augment)
+        if config.augment_target:  # the adaptive probability: state, saved with the weights
+            self.register_buffer("augment_p", torch.zeros(()))
+        self.augment_p: torch.Tensor | None = getattr(self, "augment_p", None)
 
     def networks(self) -> dict[str, nn.Module]:
         return {
@@ -149,7 +161,7 @@ class VAEGAN(GenerativeModel):
         x_prior = torch.tanh(decoder(z_p, y))  # x_p
         c = self.config
         (logit_real, f_real), (logit_rec, f_rec), (logit_prior, _) = self._dis(
-            dis, [x, x_rec, x_prior], y
+            dis, self._augmented(x, x_rec, x_prior, noise), y
         )  # Dis(x), Dis_l(x); Dis(x~), Dis_l(x~); Dis(x_p)
         prior = gaussian_kl(mean, logvar).mean()
         llike = feature_nll(f_rec, f_real.detach()).mean()
@@ -165,7 +177,23 @@ class VAEGAN(GenerativeModel):
             # D's BCE on real and on prior samples: what the balancing rule watches
             "bce_real": F.softplus(-logit_real).mean(),
             "bce_prior": F.softplus(logit_prior).mean(),
+            "logits_real": logit_real.detach(),  # what ADA steers by
         }
+
+    def _augmented(
+        self, x: torch.Tensor, x_rec: torch.Tensor, x_prior: torch.Tensor, noise: torch.Generator
+    ) -> list[torch.Tensor]:
+        """D's three inputs through the augmentation: a real image and its reconstruction
+        through the same random transformation (the same draws), prior samples their own."""
+        if not self.policy:
+            return [x, x_rec, x_prior]
+        state = noise.get_state()
+        x = diff_augment(x, self.policy, noise, self.augment_p)
+        after = noise.get_state()
+        noise.set_state(state)
+        x_rec = diff_augment(x_rec, self.policy, noise, self.augment_p)
+        noise.set_state(after)
+        return [x, x_rec, diff_augment(x_prior, self.policy, noise, self.augment_p)]
 
     def _dis(
         self, dis: nn.Module, batches: list[torch.Tensor], y: torch.Tensor | None = None
@@ -204,7 +232,8 @@ class VAEGAN(GenerativeModel):
             if (name == "discriminator" and not train_d) or (name == "decoder" and not train_dec):
                 continue
             optimizers[name].step()
-        return {
+        logs = self._adapt(losses["logits_real"]) if self.augment_p is not None else {}
+        return logs | {
             "d_skipped": torch.tensor(float(not train_d), device=real.device),
             "dec_skipped": torch.tensor(float(not train_dec), device=real.device),
             "enc_loss": losses["encoder"].detach(),
@@ -215,6 +244,14 @@ class VAEGAN(GenerativeModel):
             "d_real": losses["d_real"].detach(),
             "d_fake": losses["d_fake"].detach(),
         }
+
+    @torch.no_grad()
+    def _adapt(self, logits_real: torch.Tensor) -> dict[str, torch.Tensor]:
+        """ADA: the next step's probability, logged with r_t = E[sign D(x)] of this step."""
+        assert self.augment_p is not None
+        self.augment_p.copy_(adapt(self.augment_p, logits_real, self.config.augment_target))
+        rate = torch.sign(logits_real.float()).mean()
+        return {"augment_p": self.augment_p.clone(), "augment_rt": rate}
 
     def _balance(self, bce_real: torch.Tensor, bce_prior: torch.Tensor) -> tuple[bool, bool]:
         """Whether to step D and the decoder (always both without `balance`)."""

@@ -58,6 +58,8 @@ lint: install
 	$(VENV)/bin/ruff format --check imagegen tests benchmarks docs
 	# imports flow one way (pyproject.toml's [tool.importlinter] layers)
 	$(VENV)/bin/lint-imports
+	# type hints checked (pyproject.toml's [tool.mypy])
+	$(VENV)/bin/mypy
 
 format: install
 	$(VENV)/bin/ruff format imagegen tests benchmarks docs

@@ -822,8 +822,9 @@ def run(argv: list[str] | None = None) -> int:
         # Click-style errors (Typer bundles click in some versions): a usage error, exit 2.
         if not hasattr(e, "format_message") or not hasattr(e, "exit_code"):
             raise
-        if type(e).__name__ == "NoArgsIsHelpError" and getattr(e, "ctx", None) is not None:
-            print(e.ctx.get_help())
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            print(ctx.get_help())
         else:
             _error(e.format_message())
         return int(e.exit_code)

@@ -395,7 +395,7 @@ def _folder_source(folder: Path) -> _Source:
     )
     if not files:
         raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in folder {folder}")
-    fingerprint = {"folder": str(folder.resolve()), "files": _digest(files, folder)}
+    fingerprint: dict[str, Any] = {"folder": str(folder.resolve()), "files": _digest(files, folder)}
     names = [p.relative_to(folder).as_posix() for p in files]
     listing = folder / labelling.DATASET_JSON
     if listing.is_file():  # its labels are part of what the cache holds
@@ -427,14 +427,15 @@ def _zip_source(path: Path) -> _Source:
         raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in zip {path}")
 
     def decode(resolution: int, done: Counter, fitting: Fitting) -> Decoded:
-        out, all_grey, done.total = Decoded([], [], 3, kept=[]), True, len(names)
+        kept: list[int] = []
+        out, all_grey, done.total = Decoded([], [], 3, kept=kept), True, len(names)
         with zipfile.ZipFile(path) as zf:
             for chunk in zip_chunks(zf, names):  # bounded memory, whatever the archive holds
                 blobs = {n: read_member(zf, n) for n in chunk}
                 part = decode_files(
                     chunk, lambda n, b=blobs: io.BytesIO(b[n]), resolution, None, done, fitting
                 )
-                out.kept += [len(out.arrays) + len(out.skipped) + i for i in part.kept or []]
+                kept += [len(out.arrays) + len(out.skipped) + i for i in part.kept or []]
                 out.arrays += part.arrays
                 out.skipped += part.skipped
                 out.transparent += part.transparent

@@ -267,12 +267,13 @@ def decode_files(
         for result in pool.map(lambda it: _decode_one(opener, it, resolution, fitting), items):
             results.append(result)
             done.add(1)
-    out, all_grey = Decoded([], [], 3, kept=[]), True
+    kept: list[int] = []
+    out, all_grey = Decoded([], [], 3, kept=kept), True
     for i, (item, result) in enumerate(zip(items, results, strict=True)):
         if result is None:
             out.skipped.append(str(item.relative_to(base)) if base else str(item))
             continue
-        out.kept.append(i)
+        kept.append(i)
         out.arrays.append(result[0])
         all_grey &= result[1]
         out.transparent += result[2]

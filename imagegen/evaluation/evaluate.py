@@ -158,7 +158,7 @@ def _plan(request: EvalRequest) -> _Plan:
     plan.wants_logits = bool(eval_metrics.needing(wanted, "logits"))
     plan.wants_features = plan.wants_logits or bool(eval_metrics.needing(wanted, "features"))
     plan.save_stats = request.save_stats is not None
-    if feature_metrics and str(reference).lower().endswith(".npz"):
+    if feature_metrics and reference is not None and str(reference).lower().endswith(".npz"):
         others = [m for m in feature_metrics if m != "fid"]
         if others:
             raise UsageError(
@@ -227,6 +227,7 @@ def evaluate(request: EvalRequest, on_event: Emit | None = None) -> EvalResult:
         _settings(request), plan.wanted, protocol=protocol, warnings=list(plan.warnings)
     )
     if extractor is not None:
+        assert images is not None  # a feature metric is wanted: the images are there
         n_ref = request.n_ref or int(images.shape[0])
         if plan.ckpt is None:  # a folder's count is known only now (checkpoints: above)
             _check_sizes(plan, request, int(images.shape[0]), n_ref)
@@ -239,7 +240,7 @@ def evaluate(request: EvalRequest, on_event: Emit | None = None) -> EvalResult:
             emit,
         )
         inputs.logits = extractor.logits
-        if plan.save_stats:
+        if request.save_stats is not None:
             save_npz_stats(Path(request.save_stats), *inputs.fake_stats(), request.protocol)
         if plan.feature_metrics:
             _reference(plan, request, extractor, inputs, n_ref, emit)
@@ -251,10 +252,11 @@ def evaluate(request: EvalRequest, on_event: Emit | None = None) -> EvalResult:
     protocol["seconds"] = round(time.perf_counter() - started, 2)
     files = [str(request.save_stats)] if request.save_stats else []
     if request.save_pairs is not None and plan.npz is None:
+        assert images is not None
         _save_pairs(plan, request, images, inputs.cache["neighbours"])
         files.append(str(request.save_pairs))
     run = runs.run_of(plan.ckpt.path) if plan.ckpt is not None else None
-    if run is not None and request.log_to_run:
+    if run is not None and plan.ckpt is not None and request.log_to_run:
         record = {"time": time.time(), "step": plan.ckpt.step, **results, "protocol": protocol}
         jsonl.append(run / runs.METRICS, record)
         files.append(str(run / runs.METRICS))
@@ -344,6 +346,7 @@ def _save_pairs(plan: _Plan, request: EvalRequest, images: torch.Tensor, near: A
             .clamp(0, 255)
             .to(torch.uint8)
         )
+    assert request.save_pairs is not None
     write_png(request.save_pairs, make_grid(torch.cat([fakes, reals]), len(order)))
 
 
@@ -400,7 +403,7 @@ def _reference(
     inputs.protocol["reference"] = {
         "dataset": plan.reference,
         "split": request.split,
-        "images": int(inputs.real.shape[0]),
+        "images": int(inputs.real_features().shape[0]),
         "of": int(available),
         "resolution": ref_res,
         "resolution_chosen": how,
@@ -411,11 +414,12 @@ def _reference(
             split=request.split,
             resolution=ref_res,
             channels=plan.channels,
-            n=int(inputs.real.shape[0]),
+            n=int(inputs.real_features().shape[0]),
             root=plan.root,
             fitting=plan.fitting,
         )
         where = f"the reference {plan.reference} ({request.split})"
+        assert plan.ckpt is not None  # intra_fid: a conditional checkpoint's samples
         inputs.classes = plan.ckpt.class_names
         inputs.real_labels = labelling.of_images(inputs.classes, labels, where, problem)
         inputs.fake_labels = plan.fake_labels
@@ -427,6 +431,7 @@ def _test_elbo(
     """The negative ELBO on held-out images, in nats per image and bits/dim."""
     emit(ProgressEvent(Kind.STAGE, "negative ELBO and bits/dim on held-out images"))
     ckpt = plan.ckpt
+    assert ckpt is not None  # bits/dim: a likelihood model's checkpoint
     c, res, _ = ckpt.data_shape
     dataset = request.test_data or ckpt.dataset
     split = "test" if data.native_channels(dataset) is not None else "train"

@@ -81,7 +81,7 @@ def _pil_bicubic(images: torch.Tensor) -> torch.Tensor:
     for b in range(arrays.shape[0]):
         for c in range(3):
             resized = Image.fromarray(arrays[b, c], mode="F").resize(
-                (SIZE, SIZE), resample=Image.BICUBIC
+                (SIZE, SIZE), resample=Image.Resampling.BICUBIC
             )
             out[b, c] = np.asarray(resized).clip(0, 255)
     return torch.from_numpy(out)

@@ -16,6 +16,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -62,7 +63,8 @@ class Extractor:
                 f"Inception Score is unavailable: the weights in {self.path} stop at the 2048 "
                 "pool3 features and have no logits layer (pytorch-fid's .pth weights have one)"
             )
-        return self.module.logits(features.to(self.device)).float().cpu()
+        head: Any = self.module  # pytorch-fid's network: its `logits` method
+        return head.logits(features.to(self.device)).float().cpu()
 
     @torch.no_grad()
     def features(

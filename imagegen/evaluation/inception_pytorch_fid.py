@@ -19,7 +19,8 @@ class _AvgPoolNoPad:
 
     def _forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         outputs = super()._forward(x)  # type: ignore[misc]
-        outputs[-1] = self.branch_pool(F.avg_pool2d(x, 3, 1, 1, count_include_pad=False))
+        pool = self.branch_pool  # type: ignore[attr-defined]  # the Inception block mixed in
+        outputs[-1] = pool(F.avg_pool2d(x, 3, 1, 1, count_include_pad=False))
         return outputs
 
 
@@ -90,4 +91,4 @@ def load(path: str, device: torch.device) -> PytorchFIDInception:
     ]
     if problems:
         raise ValueError(f"not pytorch-fid's Inception: {', '.join(problems[:3])}")
-    return model.to(device, memory_format=torch.channels_last).eval()
+    return model.to(device).to(memory_format=torch.channels_last).eval()

@@ -12,6 +12,7 @@ features, one float32 tile of `tile` x `tile` distances, a mask of it and its ne
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -91,7 +92,14 @@ def exact_sq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return d[:, 0] if pairs else d
 
 
-def _merge(values, index, rows, new_values, new_index, m) -> None:
+def _merge(
+    values: torch.Tensor,
+    index: torch.Tensor,
+    rows: slice,
+    new_values: torch.Tensor,
+    new_index: torch.Tensor,
+    m: int,
+) -> None:
     """Keep each row's m smallest of its kept candidates and the new ones."""
     v = torch.cat([values[rows], new_values], 1)
     i = torch.cat([index[rows], new_index], 1)
@@ -211,7 +219,7 @@ def ball_pairs(
     for rows in _tiles(len(a), tile):
         for cols in _tiles(len(b), tile):
             d = _fast_sq(a, rows, b, cols)  # (rows, cols)
-            out = {}
+            out: dict[str, Any] = {}
             for of_rows, group in groups.items():
                 if group:
                     out |= _inside(a, rows, b, cols, d, group, of_rows)

@@ -50,11 +50,21 @@ class Inputs:
     warnings: list[str] = field(default_factory=list)
     cache: dict[str, Any] = field(default_factory=dict)
 
+    def fake_features(self) -> torch.Tensor:
+        """The evaluated images' features (computed before any metric is)."""
+        assert self.fake is not None, "no features of the evaluated images"
+        return self.fake
+
+    def real_features(self) -> torch.Tensor:
+        """The reference images' features (for the metrics that need images)."""
+        assert self.real is not None, "no features of reference images"
+        return self.real
+
     def fake_stats(self) -> tuple[np.ndarray, np.ndarray]:
         from imagegen.evaluation import metrics
 
         if "fake_stats" not in self.cache:
-            self.cache["fake_stats"] = metrics.gaussian_stats(self.fake.numpy())
+            self.cache["fake_stats"] = metrics.gaussian_stats(self.fake_features().numpy())
         return self.cache["fake_stats"]
 
     def manifold(self) -> dict[str, float]:
@@ -63,8 +73,8 @@ class Inputs:
 
         if "manifold" not in self.cache:
             self.cache["manifold"] = metrics.manifold_metrics(
-                self.real.numpy(),
-                self.fake.numpy(),
+                self.real_features().numpy(),
+                self.fake_features().numpy(),
                 pr_k=NEIGHBOURS["pr"] if "pr" in self.wanted else None,
                 dc_k=NEIGHBOURS["dc"] if "dc" in self.wanted else None,
             )
@@ -93,8 +103,8 @@ def _fid(inputs: Inputs) -> dict[str, float]:
     if inputs.real_stats is not None:
         mu_r, sigma_r = inputs.real_stats
     else:
-        mu_r, sigma_r = metrics.gaussian_stats(inputs.real.numpy())
-    n = inputs.fake.shape[0]
+        mu_r, sigma_r = metrics.gaussian_stats(inputs.real_features().numpy())
+    n = inputs.fake_features().shape[0]
     if n < metrics.FID_FULL_RANK:
         inputs.warnings.append(
             f"FID from {n} images (< 2048): the covariance is rank-deficient "
@@ -103,7 +113,7 @@ def _fid(inputs: Inputs) -> dict[str, float]:
     out = {"fid": metrics.frechet_distance(mu_f, sigma_f, mu_r, sigma_r)}
     for k in inputs.settings.fid_at:  # the same latents' first k images: the FID at a smaller n
         if 2 <= k < n:
-            stats = metrics.gaussian_stats(inputs.fake[:k].numpy())
+            stats = metrics.gaussian_stats(inputs.fake_features()[:k].numpy())
             out[f"fid_at_{k}"] = metrics.frechet_distance(*stats, mu_r, sigma_r)
     return out
 
@@ -112,9 +122,9 @@ def _kid(inputs: Inputs) -> dict[str, float]:
     from imagegen.evaluation import metrics
 
     s = inputs.settings
-    size = s.kid_size(min(inputs.fake.shape[0], inputs.real.shape[0]))
+    size = s.kid_size(min(inputs.fake_features().shape[0], inputs.real_features().shape[0]))
     mean, std = metrics.kernel_inception_distance(
-        inputs.real.numpy(), inputs.fake.numpy(), s.kid_subsets, size, s.seed
+        inputs.real_features().numpy(), inputs.fake_features().numpy(), s.kid_subsets, size, s.seed
     )
     inputs.protocol["kid"] = {"subsets": s.kid_subsets, "subset_size": size}
     return {"kid_mean": mean, "kid_std": std}
@@ -159,7 +169,9 @@ COPY_ALARM = 0.05  # the share of such samples that raises the alarm
 def _copying(inputs: Inputs) -> dict[str, float]:
     from imagegen.evaluation import metrics
 
-    near = metrics.nearest_neighbours(inputs.real.numpy(), inputs.fake.numpy())
+    near = metrics.nearest_neighbours(
+        inputs.real_features().numpy(), inputs.fake_features().numpy()
+    )
     inputs.cache["neighbours"] = near
     ratio = near.ratio
     out = {
@@ -185,11 +197,13 @@ def _check_copying(smallest: int, settings: Settings) -> None:
 def _inception_score(inputs: Inputs) -> dict[str, float]:
     from imagegen.evaluation import metrics
 
-    mean, std = metrics.inception_score(inputs.logits(inputs.fake))
+    assert inputs.logits is not None, "inception_score needs the Inception logits"
+    mean, std = metrics.inception_score(inputs.logits(inputs.fake_features()))
     return {"is_mean": mean, "is_std": std}
 
 
 def _bits_per_dim(inputs: Inputs) -> dict[str, float]:
+    assert inputs.elbo is not None, "bpd needs a likelihood model"
     return inputs.elbo()
 
 
@@ -199,8 +213,8 @@ def _intra_fid(inputs: Inputs) -> dict[str, float]:
 
     per_class, sizes = {}, []
     for k, name in enumerate(inputs.classes):
-        fake = inputs.fake[inputs.fake_labels == k].numpy()
-        real = inputs.real[inputs.real_labels == k].numpy()
+        fake = inputs.fake_features()[inputs.fake_labels == k].numpy()
+        real = inputs.real_features()[inputs.real_labels == k].numpy()
         sizes.append((len(fake), len(real)))
         if min(len(fake), len(real)) < 2:
             inputs.warnings.append(
@@ -321,7 +335,7 @@ def check_sizes(wanted: tuple[str, ...], n: int, n_ref: int | None, settings: Se
     for name in wanted:
         metric = METRICS[name]
         reference = metric.needs == "reference" and n_ref is not None
-        metric.check(min(n, n_ref) if reference else n, settings)
+        metric.check(min(n, n_ref) if reference and n_ref is not None else n, settings)
 
 
 def compute(inputs: Inputs) -> dict[str, float]:

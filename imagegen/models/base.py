@@ -59,9 +59,12 @@ class TrainingSettings(Protocol):
 class ModelConfig(Protocol):
     """What every model's frozen config dataclass has (each adds its own fields)."""
 
-    resolution: int
-    channels: int
-    latent_dim: int
+    @property
+    def resolution(self) -> int: ...
+    @property
+    def channels(self) -> int: ...
+    @property
+    def latent_dim(self) -> int: ...
 
 
 class GenerativeModel(nn.Module, ABC):
@@ -154,6 +157,34 @@ class GenerativeModel(nn.Module, ABC):
         """Fit the sampling prior of `net` to uint8 training `images` (N, C, R, R); returns
         its mean log-likelihood per latent."""
         raise NotImplementedError(f"{type(self).__name__} fits no prior")
+
+    def encode(
+        self, x: torch.Tensor, net: nn.Module | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Images in [0, 1] (B, C, R, R) -> latents (B, latent) (can_reconstruct models)."""
+        raise NotImplementedError(f"{type(self).__name__} has no encoder")
+
+    def decode(
+        self, codes: torch.Tensor, net: nn.Module | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Latents (B, latent) -> images in [0, 1] (can_reconstruct models)."""
+        raise NotImplementedError(f"{type(self).__name__} has no encoder")
+
+    def reconstruct(
+        self, x: torch.Tensor, net: nn.Module | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Images in [0, 1] -> their reconstructions in [0, 1] (can_reconstruct models)."""
+        raise NotImplementedError(f"{type(self).__name__} has no encoder")
+
+    def evaluate(
+        self,
+        x: torch.Tensor,
+        noise: torch.Generator,
+        net: nn.Module | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> dict[str, float]:
+        """Negative ELBO and bits/dim per image (has_likelihood models)."""
+        raise NotImplementedError(f"{type(self).__name__} has no likelihood")
 
     def sampling_network(self) -> nn.Module:
         """The module sampled from, whose moving average training keeps."""

@@ -86,11 +86,13 @@ class ReferenceBatchNorm2d(nn.BatchNorm2d):
         ref = x[:n].float()  # (n, C, H, W)
         mean, var = ref.mean((0, 2, 3)), ref.var((0, 2, 3), unbiased=False)  # (C,) each
         if self.track_running_stats:
+            assert self.running_mean is not None and self.running_var is not None
+            assert self.num_batches_tracked is not None and self.momentum is not None
             with torch.no_grad():
                 count = ref.numel() / ref.shape[1]
                 self.running_mean.lerp_(mean, self.momentum)
                 self.running_var.lerp_(var * count / max(count - 1, 1), self.momentum)
-                self.num_batches_tracked += 1
+                self.num_batches_tracked.add_(1)
         scale = self.weight * torch.rsqrt(var + self.eps)  # (C,)
         shift = self.bias - mean * scale
         return (x.float() * scale[:, None, None] + shift[:, None, None]).to(x.dtype)
@@ -276,7 +278,7 @@ def add_cond_weight(module: nn.Module, ramped: bool) -> None:
     if ramped:
         module.register_buffer("cond_weight", torch.zeros(()))
     else:
-        module.cond_weight = None
+        setattr(module, "cond_weight", None)  # noqa: B010 (a plain attribute, not a buffer)
 
 
 def conditional_stack(
@@ -404,6 +406,9 @@ class Decoder(nn.Module):
 class AutoEncoder(nn.Module):
     """Encoder and decoder kept together, so one moving average covers both (and, where the
     model fits one, its sampling prior)."""
+
+    sigma: torch.Tensor  # the optimal-sigma VAE's running sigma (a buffer, where it has one)
+    prior: nn.Module  # the mixture prior, where the model fits one
 
     def __init__(
         self,

@@ -14,8 +14,9 @@ shift per class) and a projection discriminator, optionally with transitional tr
 """
 
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -132,7 +133,8 @@ class Generator(nn.Module):
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         # (B, latent, 1, 1) -> (B, C, R, R)
-        return conditional_stack(self.main, z[:, :, None, None], labels, self.cond_weight)
+        weight = cast(torch.Tensor | None, self.cond_weight)
+        return conditional_stack(self.main, z[:, :, None, None], labels, weight)
 
 
 def r1_penalty(logits_real: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -148,6 +150,9 @@ class DCGAN(GenerativeModel):
     ema_module = "generator"  # the module whose moving average is used for sampling
     normalisation = "pixels in [0, 1] mapped to [-1, 1]; tanh output"
     standing_statistics = True  # the generator's BatchNorm, under averaged weights
+    config: DCGANConfig
+    d_steps: torch.Tensor  # buffers, where the config asks for them
+    last_r1: torch.Tensor
 
     def __init__(self, config: DCGANConfig) -> None:
         super().__init__()
@@ -281,7 +286,7 @@ class DCGAN(GenerativeModel):
             return logs | {"r1": self.last_r1.clone()}
         return logs | ({"r1": r1.detach()} if r1 is not None else {})
 
-    def load_state_dict(self, state_dict, *args, **kwargs):
+    def load_state_dict(self, state_dict: Mapping[str, Any], *args: Any, **kwargs: Any) -> Any:
         self._d_steps = None  # lazy R1's step count: read again from the loaded buffer
         if hasattr(self, "last_r1") and "last_r1" not in state_dict:  # saved before it was kept
             state_dict = {**state_dict, "last_r1": self.last_r1.detach().clone()}
@@ -317,8 +322,8 @@ class DCGAN(GenerativeModel):
     def _set_cond_weight(self, d_step: int | None) -> None:
         assert d_step is not None
         weight = self.conditioning_weight(d_step)
-        self.generator.cond_weight.fill_(weight)
-        self.discriminator.cond_weight.fill_(weight)
+        for net in (self.generator, self.discriminator):
+            cast(torch.Tensor, net.cond_weight).fill_(weight)
 
     def _g_logits(
         self,
@@ -340,6 +345,7 @@ class DCGAN(GenerativeModel):
     def _adaptive_log(self, logits_real: torch.Tensor) -> dict[str, torch.Tensor]:
         """ADA's state: p for the next step and r_t = E[sign D(x)] over this step's real
         images (this process's), the quantity p is steered by."""
+        assert self.augment_p is not None
         rate = torch.sign(logits_real.detach().float()).mean()
         return {"augment_p": self.augment_p.clone(), "augment_rt": rate}
 

@@ -9,6 +9,8 @@
 samples): each batch's mean term is added.
 """
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 
@@ -27,13 +29,19 @@ def discriminator_loss(
     """D's loss: real images labelled real, each batch of `fakes` labelled fake."""
     batches = _batches(fakes)
     if loss == "hinge":
-        return F.relu(1 - logits_real).mean() + sum(F.relu(1 + f).mean() for f in batches)
-    return _bce(logits_real, 1.0) + sum(_bce(f, 0.0) for f in batches)
+        return F.relu(1 - logits_real).mean() + _total(F.relu(1 + f).mean() for f in batches)
+    return _bce(logits_real, 1.0) + _total(_bce(f, 0.0) for f in batches)
 
 
 def generator_loss(fakes: torch.Tensor | list[torch.Tensor], loss: str = "bce") -> torch.Tensor:
     """The generator's (or decoder's) loss: its images labelled real."""
     batches = _batches(fakes)
     if loss == "hinge":
-        return sum(-f.mean() for f in batches)
-    return sum(_bce(f, 1.0) for f in batches)
+        return _total(-f.mean() for f in batches)
+    return _total(_bce(f, 1.0) for f in batches)
+
+
+def _total(terms: Iterable[torch.Tensor]) -> torch.Tensor:
+    """The sum of one or more loss terms (a tensor, never the int 0)."""
+    first, *rest = terms
+    return sum(rest, first)

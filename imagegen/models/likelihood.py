@@ -3,9 +3,11 @@ held-out images, and sample's on the images it reconstructs)."""
 
 import torch
 
+from imagegen.models.base import GenerativeModel
+
 
 def mean_elbo_terms(
-    model: torch.nn.Module,
+    model: GenerativeModel,
     images: torch.Tensor,
     device: torch.device,
     seed: int,

@@ -29,6 +29,11 @@ class MixturePrior(nn.Module):
     `weights` (K,), `means` (K, d), `chol` (K, d, d) lower-triangular, `fitted` (0 or 1).
     Unfitted, it is N(0, I) (one component at 0, identity)."""
 
+    weights: torch.Tensor
+    means: torch.Tensor
+    chol: torch.Tensor
+    fitted: torch.Tensor
+
     def __init__(self, dim: int, components: int) -> None:
         super().__init__()
         self.dim, self.components = dim, components

@@ -20,7 +20,7 @@ prior stays N(0, I) and the ELBO bounds log p(x|y).
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -113,6 +113,8 @@ class VAE(GenerativeModel):
     normalisation = "pixels in [0, 1]; decoder output through a sigmoid"
     can_reconstruct = True
     has_likelihood = True
+    config: VAEConfig
+    steps_done: torch.Tensor
 
     def __init__(self, config: VAEConfig) -> None:
         super().__init__()
@@ -150,7 +152,7 @@ class VAE(GenerativeModel):
         self,
         x: torch.Tensor,
         noise: torch.Generator,
-        net: AutoEncoder | None = None,
+        net: nn.Module | None = None,
         labels: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Reconstruction NLL and KL per image (B,) each, for images x in [0, 1] (of classes
@@ -158,7 +160,7 @@ class VAE(GenerativeModel):
         if net is None:  # training: through the data-parallel wrappers, if any
             encoder, decoder = self.net("encoder"), self.net("decoder")
         else:
-            encoder, decoder = net.encoder, net.decoder
+            encoder, decoder = _parts(net)
         y = self.check_labels(labels, x.shape[0])
         mean, logvar = encoder(x, y)  # (B, latent) each
         z = reparameterize(mean, logvar, noise)
@@ -166,7 +168,7 @@ class VAE(GenerativeModel):
         c = self.config
         std: float | torch.Tensor = c.gaussian_std
         if self.likelihood == "gaussian-optimal":
-            holder = self.autoencoder if net is None else net
+            holder = self.autoencoder if net is None else cast(AutoEncoder, net)
             std = holder.sigma
             if net is None:  # training: this batch's optimal sigma, and its running average
                 mse = (x - torch.sigmoid(output)).pow(2).mean().detach()
@@ -253,8 +255,8 @@ class VAE(GenerativeModel):
                 for i in pick.split(256)
             ]
         )  # (n, latent)
-        ll = net.prior.fit(codes, seed)
-        self.autoencoder.prior.load_state_dict(net.prior.state_dict())
+        ll = cast(MixturePrior, cast(AutoEncoder, net).prior).fit(codes, seed)
+        self.autoencoder.prior.load_state_dict(cast(AutoEncoder, net).prior.state_dict())
         return ll
 
     @torch.no_grad()
@@ -265,7 +267,7 @@ class VAE(GenerativeModel):
         y = self.check_labels(labels, x.shape[0])
         net = net if net is not None else self.autoencoder
         param = next(net.parameters())
-        mean, _ = net.encoder(x.to(param.device, param.dtype), y)
+        mean, _ = _parts(net)[0](x.to(param.device, param.dtype), y)
         return mean
 
     @torch.no_grad()
@@ -275,7 +277,7 @@ class VAE(GenerativeModel):
         """Posterior-space latents (B, latent) [and classes (B,)] -> mean images in [0, 1]."""
         y = self.check_labels(labels, codes.shape[0])
         net = net if net is not None else self.autoencoder
-        return torch.sigmoid(net.decoder(codes, y))
+        return torch.sigmoid(_parts(net)[1](codes, y))
 
     @torch.no_grad()
     def generate(
@@ -294,3 +296,9 @@ class VAE(GenerativeModel):
         """Images in [0, 1] [and their classes (B,)] -> decoded posterior means (B, C, R, R)
         in [0, 1]."""
         return self.decode(self.encode(x, net, labels), net, labels)
+
+
+def _parts(net: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """An autoencoder's (or its EMA copy's) encoder and decoder."""
+    ae = cast(AutoEncoder, net)
+    return ae.encoder, ae.decoder

@@ -30,7 +30,7 @@ samples are drawn for the batch's own classes.
 """
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -119,6 +119,7 @@ class VAEGAN(GenerativeModel):
     ema_module = "autoencoder"
     normalisation = "pixels in [0, 1] mapped to [-1, 1]; tanh output"
     can_reconstruct = True
+    config: VAEGANConfig
 
     def __init__(self, config: VAEGANConfig) -> None:
         super().__init__()
@@ -280,7 +281,7 @@ class VAEGAN(GenerativeModel):
         y = self.check_labels(labels, x.shape[0])
         net = net if net is not None else self.autoencoder
         param = next(net.parameters())
-        mean, _ = net.encoder(x.to(param.device, param.dtype) * 2 - 1, y)
+        mean, _ = cast(AutoEncoder, net).encoder(x.to(param.device, param.dtype) * 2 - 1, y)
         return mean
 
     @torch.no_grad()
@@ -290,7 +291,7 @@ class VAEGAN(GenerativeModel):
         """Latents (B, latent) [and classes (B,)] -> images (B, C, R, R) in [0, 1]."""
         y = self.check_labels(labels, codes.shape[0])
         net = net if net is not None else self.autoencoder
-        return torch.tanh(net.decoder(codes, y)).add(1).mul(0.5)
+        return torch.tanh(cast(AutoEncoder, net).decoder(codes, y)).add(1).mul(0.5)
 
     @torch.no_grad()
     def reconstruct(

@@ -212,8 +212,9 @@ def latents_bytes(
     import io
 
     buffer = io.BytesIO()
-    arrays = {k: v.numpy() for k, v in tensors.items()}
-    np.savez(buffer, **arrays, names=np.array(names, dtype=str), model=np.array(meta["model"]))
+    arrays: dict[str, Any] = {k: v.numpy() for k, v in tensors.items()}
+    arrays |= {"names": np.array(names, dtype=str), "model": np.array(meta["model"])}
+    np.savez(buffer, **arrays)
     return buffer.getvalue()
 
 

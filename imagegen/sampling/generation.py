@@ -6,6 +6,7 @@ import torch
 
 from imagegen.common.errors import UsageError
 from imagegen.common.progress import Counter, Emit
+from imagegen.models.base import GenerativeModel
 from imagegen.sampling.images import to_uint8
 
 BATCH = 256
@@ -105,7 +106,7 @@ def proportional_labels(n: int, counts: list[int]) -> torch.Tensor:
 
 
 def generate_uint8(
-    model: torch.nn.Module,
+    model: GenerativeModel,
     z: torch.Tensor,
     device: torch.device,
     net: torch.nn.Module | None = None,

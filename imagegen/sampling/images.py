@@ -3,6 +3,7 @@
 import io
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,7 +42,8 @@ def png_bytes(image: torch.Tensor, fmt: str = "PNG") -> bytes:
     if fmt == "JPEG" and arr.ndim == 3 and arr.shape[2] == 4:
         raise UsageError("JPEG has no alpha channel: write RGBA samples as .png or .webp")
     buf = io.BytesIO()
-    options = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True}}.get(fmt, {})
+    by_format: dict[str, dict[str, Any]] = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True}}
+    options = by_format.get(fmt, {})
     Image.fromarray(np.ascontiguousarray(arr)).save(buf, format=fmt, **options)
     return buf.getvalue()
 

@@ -19,6 +19,7 @@ from imagegen.common.files import (
 from imagegen.common.progress import Emit, Kind, ProgressEvent, ignore
 from imagegen.data import datasets as data
 from imagegen.data import labels as labelling
+from imagegen.models.base import GenerativeModel
 from imagegen.models.likelihood import mean_elbo_terms
 from imagegen.models.registry import MODELS
 from imagegen.sampling.generation import BATCH, class_grid, generate_uint8, latents, seed_latents
@@ -156,11 +157,11 @@ def sample(request: SampleRequest, on_event: Emit | None = None) -> SampleResult
     names = ckpt.class_names
     asked = resolve_class(request.class_, names) if request.class_ is not None else None
     if request.seeds and names and asked is None and out_file is not None:
-        made = len(request.seeds) * len(names)  # each seed in every class
-        if made > MAX_GRID:
+        count = len(request.seeds) * len(names)  # each seed in every class
+        if count > MAX_GRID:
             raise UsageError(
                 f"--seeds gives {len(request.seeds)} images in each of {len(names)} classes: a "
-                f"grid of {made} is too large (at most {MAX_GRID}); pick one with --class, or "
+                f"grid of {count} is too large (at most {MAX_GRID}); pick one with --class, or "
                 "use --individual DIR"
             )
 
@@ -207,7 +208,7 @@ class _Made:
 
 def _generated(
     request: SampleRequest,
-    model: torch.nn.Module,
+    model: GenerativeModel,
     num_classes: int,
     asked: int | None,
     device: torch.device,
@@ -267,7 +268,7 @@ def _latents_said(trunc: float | None) -> str:
     return f"N(0, I) truncated to [-{trunc:g}, {trunc:g}] (entries beyond it drawn again)"
 
 
-def _prior_said(model: torch.nn.Module) -> str:
+def _prior_said(model: GenerativeModel) -> str:
     """A fitted sampling prior, in words ("" where the latents are decoded as drawn)."""
     prior = getattr(model.sampling_network(), "prior", None)
     if prior is None or not int(prior.fitted):
@@ -310,7 +311,7 @@ def _safe(name: str) -> str:
 def _reconstructions(
     request: SampleRequest,
     ckpt: checkpoint.Checkpoint,
-    model: torch.nn.Module,
+    model: GenerativeModel,
     device: torch.device,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """`n` dataset images (a seeded random choice) interleaved row by row with their

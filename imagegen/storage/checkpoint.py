@@ -22,6 +22,7 @@ from imagegen import __version__
 from imagegen.common.errors import UserError, brief
 from imagegen.common.files import atomic_write_bytes
 from imagegen.common.options import build_dataclass, to_json
+from imagegen.models.base import GenerativeModel
 from imagegen.models.registry import MODELS, get_spec
 
 FORMAT = "imagegen-checkpoint"
@@ -112,7 +113,7 @@ class Checkpoint:
 def save_checkpoint(
     path: Path,
     *,
-    model: nn.Module,
+    model: GenerativeModel,
     model_name: str,
     train_config: Any,
     step: int,
@@ -157,7 +158,7 @@ def save_checkpoint(
 
 
 def _metadata(
-    model: nn.Module,
+    model: GenerativeModel,
     model_name: str,
     train_config_json: str,
     step: int,
@@ -317,7 +318,7 @@ def _load_into(module: nn.Module, state: dict[str, torch.Tensor], what: str, pat
         raise UserError(f"{path}: {what} weights do not match its config ({first})") from None
 
 
-def build_model(ckpt: Checkpoint, use_ema: bool = True) -> nn.Module:
+def build_model(ckpt: Checkpoint, use_ema: bool = True) -> GenerativeModel:
     """Rebuild the checkpoint's model on the CPU; with `use_ema` its EMA weights sample."""
     spec = get_spec(ckpt.model_name)
     model = spec.model_cls(ckpt.config)
@@ -332,7 +333,7 @@ def build_model(ckpt: Checkpoint, use_ema: bool = True) -> nn.Module:
 
 def restore_training_state(
     ckpt: Checkpoint,
-    model: nn.Module,
+    model: GenerativeModel,
     ema: nn.Module,
     optimizers: dict[str, torch.optim.Optimizer],
 ) -> dict[str, torch.Tensor]:
@@ -391,7 +392,7 @@ def _state_in_param_layout(opt: torch.optim.Optimizer) -> None:
                     opt.state[param][key] = torch.empty_like(param).copy_(value)
 
 
-def save_sampler(path: Path, ckpt: Checkpoint, model: nn.Module) -> None:
+def save_sampler(path: Path, ckpt: Checkpoint, model: GenerativeModel) -> None:
     """Write the sampling network of `model` (built from `ckpt`) alone, with the config and
     step: a few MB that sample, eval and convert accept, instead of the training state."""
     from safetensors.torch import save

@@ -9,6 +9,7 @@ Directions, chosen by the files' suffixes:
 load is refused and never executed.
 """
 
+import dataclasses
 import io
 import json
 import pickle
@@ -24,6 +25,7 @@ from torch import nn
 from imagegen.common.errors import UsageError, UserError, brief
 from imagegen.common.files import atomic_write_bytes, check_output_file
 from imagegen.common.options import build_dataclass, to_dict
+from imagegen.models.base import GenerativeModel
 from imagegen.models.registry import MODELS, get_spec
 from imagegen.storage import checkpoint
 from imagegen.storage.runs import find_checkpoint, is_in_checkpoints_folder
@@ -274,7 +276,7 @@ def _import_torch(request: ConvertRequest) -> ConvertResult:
             if meta.get("model") not in (None, model_name) and request.model is None:
                 model_name, spec = meta["model"], get_spec(meta["model"])
             stored = dict(meta.get("config", {}))
-        fields = {f for f in spec.config_cls.__dataclass_fields__}
+        fields = {f.name for f in dataclasses.fields(spec.config_cls)}
         needed = {"resolution", "channels", "latent_dim"} & fields
         missing = sorted(needed - set(stored) - set(options))
         if missing and request.model is None and not stored:
@@ -373,7 +375,7 @@ class _Sampler(nn.Module):
     """latent (B, latent_dim) [and a conditional model's label (B,) int64] -> image
     (B, C, R, R) in [0, 1]: what the ONNX file computes."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: GenerativeModel) -> None:
         super().__init__()
         self.model = model
 
@@ -381,7 +383,7 @@ class _Sampler(nn.Module):
         return self.model.generate(z, labels=labels)
 
 
-def _onnx_inputs(model: nn.Module, n: int, seed: int) -> dict[str, torch.Tensor]:
+def _onnx_inputs(model: GenerativeModel, n: int, seed: int) -> dict[str, torch.Tensor]:
     """The exported graph's inputs for a batch of n: latent, and label where conditional."""
     g = torch.Generator().manual_seed(seed)
     inputs = {"latent": torch.randn(n, model.latent_dim, generator=g)}
@@ -409,7 +411,7 @@ def _export_onnx(request: ConvertRequest) -> ConvertResult:
             torch.onnx.export(
                 wrapper,
                 tuple(inputs.values()),
-                buf,
+                buf,  # type: ignore[arg-type]  # a file object: the TorchScript exporter takes one
                 input_names=list(inputs),
                 output_names=["image"],
                 dynamic_axes={name: {0: "batch"} for name in [*inputs, "image"]},
@@ -443,7 +445,7 @@ def _with_classes(blob: bytes, classes: list[str]) -> bytes:
     return graph.SerializeToString()
 
 
-def _onnx_check(blob: bytes, wrapper: nn.Module, model: nn.Module) -> dict[str, float]:
+def _onnx_check(blob: bytes, wrapper: nn.Module, model: GenerativeModel) -> dict[str, float]:
     """Run the exported graph in onnxruntime (when installed) against PyTorch, batch 5."""
     try:
         import onnxruntime

@@ -222,7 +222,7 @@ def wrap(networks: Mapping[str, nn.Module], device: torch.device) -> dict[str, n
     checkpoints hold rank 0's.
     """
     params = inspect.signature(DistributedDataParallel.__init__).parameters
-    no_buffer_sync = (
+    no_buffer_sync: dict[str, Any] = (
         {"forward_sync_buffers": False}
         if "forward_sync_buffers" in params  # torch >= 2.14 deprecates broadcast_buffers
         else {"broadcast_buffers": False}

@@ -26,7 +26,7 @@ class EMA:
     @torch.no_grad()
     def update(self, source: nn.Module) -> None:
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        ema_params = list(self.module.parameters())
+        ema_params: list[torch.Tensor] = list(self.module.parameters())
         src_params = [p.detach() for p in source.parameters()]
         torch._foreach_lerp_(ema_params, src_params, 1.0 - d)
         for b_ema, b_src in zip(self.module.buffers(), source.buffers(), strict=True):

@@ -10,6 +10,7 @@ from imagegen.data import datasets as data
 from imagegen.data.decode import Fitting, composite
 from imagegen.evaluation import inception, metrics
 from imagegen.evaluation.reference import reference_features
+from imagegen.models.base import GenerativeModel
 from imagegen.sampling.generation import generate_uint8, proportional_labels
 
 
@@ -54,7 +55,7 @@ class FIDMonitor:
             "reference_images": int(real.shape[0])
         }
 
-    def fid(self, model: torch.nn.Module, net: torch.nn.Module) -> float:
+    def fid(self, model: GenerativeModel, net: torch.nn.Module) -> float:
         """FID of `net` (the model's sampling network, e.g. its EMA copy)."""
         images = generate_uint8(model, self.z, self.device, net, labels=self.labels)
         if images.shape[1] == 4:

@@ -360,7 +360,7 @@ class _Checkpointer:
         self.saved_at = -1
         self.last_good: tuple[int, Path] | None = None
         self.files: list[str] = []
-        if session.ckpt is not None:
+        if session.ckpt is not None and session.plan.resume_from is not None:
             self.last_good = (session.ckpt.step, session.plan.resume_from)
 
     def save(self, step: int) -> Path:
@@ -552,10 +552,11 @@ def _describe_classes(s: _Session) -> str:
         return ""
     if s.labels is not None:
         ramp = ""
-        if getattr(s.config, "ramped", False):
+        config: Any = s.config  # a model whose conditioning ramps in has these fields
+        if getattr(config, "ramped", False):
             ramp = (
-                f"; the conditioning ramps in from D step {s.config.cond_start} to "
-                f"{s.config.cond_end} (transitional training)"
+                f"; the conditioning ramps in from D step {config.cond_start} to "
+                f"{config.cond_end} (transitional training)"
             )
         return f"conditional on {labels.summary()}{ramp}"
     return f"{labels.summary()}; not used: --conditional trains a class-conditional model"
@@ -689,7 +690,7 @@ class _Reporter:
         if not bad and not _weights_finite(s.model, s.ema.module):
             bad = ["the weights are not finite"]
         new = [] if bad else self.warn(step, self.health.check(step, self.losses))
-        record = {
+        record: dict[str, Any] = {
             "step": step,
             "epoch": round(step / s.batches.batches_per_epoch, 4),
             **{k: round(v, 6) for k, v in self.losses.items()},
@@ -893,7 +894,8 @@ def _fid_monitor(s: _Session) -> FIDMonitor:
     t = s.train
     return FIDMonitor(
         t.dataset, s.images, t.fid_n, s.config.latent_dim, t.seed, s.plan.data_root, s.device,
-        s.fitting, s.images.labels.counts() if s.labels is not None else None,
+        s.fitting,
+        s.images.labels.counts() if s.labels is not None and s.images.labels is not None else None,
     )  # fmt: skip
 
 

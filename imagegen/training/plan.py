@@ -158,6 +158,7 @@ def _resumed_options(stored: dict[str, Any], asked: dict[str, Any]) -> dict[str,
 
 
 def _plan_resume(request: TrainRequest, download: bool) -> TrainPlan:
+    assert request.resume is not None
     path = runs.find_checkpoint(request.resume)
     ckpt = checkpoint.read_checkpoint(path, expect_model=request.model, load_tensors=False)
     stored_model = to_dict(ckpt.config)

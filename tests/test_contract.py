@@ -94,3 +94,23 @@ def _has(module: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(module) is not None
+
+
+def test_a_model_from_outside_imagegen_keeps_the_contract(
+    run_cli, isolated: Path, weights, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop and the commands know no model by name: a model whose file lies outside
+    imagegen/ (tests/plugins/toy_model.py), registered with one spec and nothing else,
+    trains, resumes, samples, evaluates and converts through the CLI."""
+    from imagegen.models.registry import ModelSpec
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "plugins"))
+    spec = ModelSpec(
+        name="toy",
+        summary="moment matching (a test's model)",
+        module="toy_model",
+        config_name="ToyConfig",
+        model_name="Toy",
+    )
+    monkeypatch.setitem(MODELS, "toy", spec)
+    test_every_model_keeps_the_contract("toy", 32, run_cli, isolated, weights)

@@ -93,8 +93,12 @@ def refuse_checkpoint_target(path: Path, what: str = "output") -> None:
     path = Path(path)
     if path.suffix.lower() == ".safetensors" or _is_safetensors(path):
         raise UserError(f"{what} {path} is a checkpoint file; it would be overwritten")
-    parent = path.resolve().parent
-    if parent.name == "checkpoints" and (parent.parent / "config.json").is_file():
+    refuse_run_checkpoints(path, what)
+
+
+def refuse_run_checkpoints(path: str | Path, what: str = "output") -> None:
+    """Refuse to write into a run's checkpoints/ folder (where only checkpoints belong)."""
+    if locations.in_run_checkpoints(path):
         raise UserError(f"{what} {path} lies in a run's checkpoints folder; write elsewhere")
 
 

@@ -26,6 +26,19 @@ def decoded_cache_dir() -> Path:
     return Path(env).expanduser() if env else user_cache_dir() / "decoded"
 
 
+# A run folder's layout (storage/runs.py describes it whole): declared here, below every
+# stage, because writing files anywhere must refuse a run's checkpoints folder.
+RUN_CONFIG = "config.json"
+RUN_CHECKPOINTS = "checkpoints"
+RUN_SAMPLES = "samples"
+
+
+def in_run_checkpoints(path: str | Path) -> bool:
+    """Whether `path` lies in a run's checkpoints/ folder (where only checkpoints belong)."""
+    parent = Path(path).resolve().parent
+    return parent.name == RUN_CHECKPOINTS and (parent.parent / RUN_CONFIG).is_file()
+
+
 def runs_dir() -> Path:
     """The folder that holds run folders: `$IMAGEGEN_RUNS`, else `./checkpoints`."""
     return Path(os.environ.get("IMAGEGEN_RUNS", "checkpoints"))

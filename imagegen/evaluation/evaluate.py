@@ -17,8 +17,8 @@ import torch
 from imagegen import __version__
 from imagegen.common import jsonl
 from imagegen.common.devices import resolve_device
-from imagegen.common.errors import UsageError, UserError
-from imagegen.common.files import check_output_file
+from imagegen.common.errors import UsageError
+from imagegen.common.files import check_output_file, refuse_run_checkpoints
 from imagegen.common.progress import Emit, Kind, ProgressEvent, ignore
 from imagegen.data import datasets as data
 from imagegen.data import labels as labelling
@@ -103,8 +103,7 @@ def _check_options(request: EvalRequest) -> None:
     if request.save_stats is not None:
         if Path(request.save_stats).suffix.lower() != ".npz":
             raise UsageError(f"--save-stats {request.save_stats}: the file name must end in .npz")
-        if runs.is_in_checkpoints_folder(request.save_stats):
-            raise UserError(f"--save-stats {request.save_stats} lies in a run's checkpoints folder")
+        refuse_run_checkpoints(request.save_stats, "--save-stats")
         check_output_file(request.save_stats, request.force)
     if request.save_pairs is not None:
         if "copy" not in request.metrics:
@@ -113,8 +112,7 @@ def _check_options(request: EvalRequest) -> None:
             )
         if Path(request.save_pairs).suffix.lower() != ".png":
             raise UsageError(f"--save-pairs {request.save_pairs}: the file name must end in .png")
-        if runs.is_in_checkpoints_folder(request.save_pairs):
-            raise UserError(f"--save-pairs {request.save_pairs} lies in a run's checkpoints folder")
+        refuse_run_checkpoints(request.save_pairs, "--save-pairs")
         check_output_file(request.save_pairs, request.force)
 
 
@@ -122,7 +120,7 @@ def _plan(request: EvalRequest) -> _Plan:
     """Resolve the input, the reference and the sizes; refuse bad combinations now."""
     _check_options(request)
     source = Path(request.source)
-    is_images = (source.is_dir() and not (source / "checkpoints").is_dir()) or (
+    is_images = (source.is_dir() and not runs.is_run(source)) or (
         source.is_file() and source.suffix.lower() == ".zip"
     )
     ckpt = None if is_images else checkpoint.read_checkpoint(runs.find_checkpoint(source))

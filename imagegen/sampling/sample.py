@@ -25,7 +25,7 @@ from imagegen.models.registry import MODELS
 from imagegen.sampling.generation import BATCH, class_grid, generate_uint8, latents, seed_latents
 from imagegen.sampling.images import animation_bytes, make_grid, png_bytes, to_uint8, write_png
 from imagegen.sampling.request import SampleRequest
-from imagegen.storage import checkpoint
+from imagegen.storage import checkpoint, runs
 from imagegen.storage.runs import find_checkpoint, newest_run, recorded_data_root
 
 MAX_GRID = 4096
@@ -107,8 +107,9 @@ def validate(request: SampleRequest) -> None:
 
 def default_output(ckpt_path: Path, request: SampleRequest) -> Path:
     """`samples/sample-seedS-nN[-interpK][-raw].png` in the run folder, else the current one."""
-    run = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else None
-    folder = run / "samples" if run is not None and (run / "samples").is_dir() else Path(".")
+    run = runs.run_of(ckpt_path)
+    folder = runs.samples_dir(run) if run is not None and runs.samples_dir(run).is_dir() else None
+    folder = folder or Path(".")
     name = f"{'reconstruct' if request.reconstruct else 'sample'}-seed{request.seed}-n{request.n}"
     if request.seeds:
         name = f"sample-seeds{request.seeds[0]}-{request.seeds[-1]}-n{len(request.seeds)}"

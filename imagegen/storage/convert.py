@@ -23,12 +23,12 @@ import torch
 from torch import nn
 
 from imagegen.common.errors import UsageError, UserError, brief
-from imagegen.common.files import atomic_write_bytes, check_output_file
+from imagegen.common.files import atomic_write_bytes, check_output_file, refuse_run_checkpoints
 from imagegen.common.options import build_dataclass, to_dict
 from imagegen.models.base import GenerativeModel
 from imagegen.models.registry import MODELS, get_spec
 from imagegen.storage import checkpoint
-from imagegen.storage.runs import find_checkpoint, is_in_checkpoints_folder
+from imagegen.storage.runs import find_checkpoint
 
 TORCH_SUFFIXES = (".pt", ".pth")
 # The training options of a checkpoint made from foreign weights: none but where they came from
@@ -197,11 +197,7 @@ def convert(request: ConvertRequest) -> ConvertResult:
     src_kind, dst_kind = _suffix(request.src), _suffix(request.dst)
     if not Path(request.src).exists():
         raise UserError(f"not found: {request.src}")
-    if Path(request.dst).resolve() == Path(request.src).resolve():
-        raise UsageError(f"DST is SRC ({request.dst}): write the conversion to another file")
-    if is_in_checkpoints_folder(request.dst):
-        raise UserError(f"{request.dst} lies in a run's checkpoints folder; write elsewhere")
-    check_output_file(request.dst, request.force)
+    _check_destination(request, Path(request.src))
     if src_kind in TORCH_SUFFIXES and dst_kind == ".safetensors":
         return _import_torch(request)
     if src_kind == ".safetensors" and dst_kind in TORCH_SUFFIXES:
@@ -214,16 +210,20 @@ def convert(request: ConvertRequest) -> ConvertResult:
     )
 
 
+def _check_destination(request: ConvertRequest, src: Path) -> None:
+    """DST may be written: not SRC, not in a run's checkpoints folder, new or --force."""
+    if Path(request.dst).resolve() == src.resolve():
+        raise UsageError(f"DST is SRC ({request.dst}): write the conversion to another file")
+    refuse_run_checkpoints(request.dst, "DST")
+    check_output_file(request.dst, request.force)
+
+
 def _weights_only(request: ConvertRequest) -> ConvertResult:
     """A checkpoint (or a run's latest) -> the sampling network alone, EMA weights by default."""
     src = find_checkpoint(request.src)
     if _suffix(request.dst) != ".safetensors":
         raise UsageError(f"--weights-only writes a .safetensors file, not {request.dst}")
-    if Path(request.dst).resolve() == Path(src).resolve():
-        raise UsageError(f"DST is SRC ({request.dst}): write the conversion to another file")
-    if is_in_checkpoints_folder(request.dst):
-        raise UserError(f"{request.dst} lies in a run's checkpoints folder; write elsewhere")
-    check_output_file(request.dst, request.force)
+    _check_destination(request, Path(src))
     ckpt = checkpoint.read_checkpoint(src, expect_model=request.model)
     model = checkpoint.build_model(ckpt, use_ema=request.use_ema)
     checkpoint.save_sampler(Path(request.dst), ckpt, model)

@@ -21,7 +21,9 @@ from imagegen.common.files import atomic_write_bytes
 
 LATEST = "latest.safetensors"
 BEST = "best.safetensors"  # the checkpoint with the lowest FID, with --fid-every
-CONFIG = "config.json"
+CONFIG = locations.RUN_CONFIG
+CHECKPOINTS = locations.RUN_CHECKPOINTS
+SAMPLES = locations.RUN_SAMPLES
 LOG = "log.jsonl"
 METRICS = "metrics.jsonl"
 _STEP = re.compile(r"step-(\d+)\.safetensors$")
@@ -42,10 +44,10 @@ def find_checkpoint(path: Path) -> Path:
     if colon and not path.exists() and Path(run).is_dir():
         return _named_checkpoint(Path(run), name)
     if path.is_dir():
-        latest = path / "checkpoints" / LATEST
+        latest = checkpoints_dir(path) / LATEST
         if latest.is_file():
             return latest
-        raise UserError(f"{path} has no checkpoint ({Path('checkpoints') / LATEST} is missing)")
+        raise UserError(f"{path} has no checkpoint ({Path(CHECKPOINTS) / LATEST} is missing)")
     if not path.exists():
         raise UserError(f"checkpoint or run not found: {path}")
     return path
@@ -53,7 +55,7 @@ def find_checkpoint(path: Path) -> Path:
 
 def _named_checkpoint(run: Path, name: str) -> Path:
     """RUN:best, RUN:latest or RUN:STEP as a file; an unknown or missing one says what exists."""
-    folder = run / "checkpoints"
+    folder = checkpoints_dir(run)
     if name in ("best", "latest"):
         path = folder / (BEST if name == "best" else LATEST)
         if path.is_file():
@@ -70,16 +72,26 @@ def _named_checkpoint(run: Path, name: str) -> Path:
     raise UserError(f"{run} has no checkpoint of step {int(name)} (steps kept: {kept})")
 
 
+def checkpoints_dir(run: Path) -> Path:
+    """A run's checkpoints/ folder."""
+    return Path(run) / CHECKPOINTS
+
+
+def samples_dir(run: Path) -> Path:
+    """A run's samples/ folder (its grids)."""
+    return Path(run) / SAMPLES
+
+
+def is_run(path: Path) -> bool:
+    """Whether `path` is a run folder (it has a checkpoints/ folder)."""
+    return Path(path).is_dir() and checkpoints_dir(path).is_dir()
+
+
 def run_of(checkpoint: Path) -> Path | None:
     """The run folder a checkpoint file lies in, or None for a file elsewhere."""
     checkpoint = Path(checkpoint)
-    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
+    return checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINTS else None
 
-
-def is_in_checkpoints_folder(path: Path) -> bool:
-    """Whether `path` lies in a run's checkpoints/ folder (where only checkpoints belong)."""
-    parent = Path(path).resolve().parent
-    return parent.name == "checkpoints" and (parent.parent / CONFIG).is_file()
 
 
 def recorded_data_root(checkpoint: Path) -> str | None:
@@ -139,7 +151,7 @@ def next_run_dir(model: str, dataset: str) -> Path:
 def step_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     """The run's step checkpoints as (step, path), by step (numerically)."""
     found = []
-    for path in (Path(run_dir) / "checkpoints").glob("step-*.safetensors"):
+    for path in checkpoints_dir(run_dir).glob("step-*.safetensors"):
         m = _STEP.search(path.name)
         if m:
             found.append((int(m.group(1)), path))

@@ -356,7 +356,7 @@ class _Checkpointer:
 
     def __init__(self, session: _Session, emit: Emit) -> None:
         self.s, self.emit = session, emit
-        self.folder = session.plan.run_dir / "checkpoints"
+        self.folder = runs.checkpoints_dir(session.plan.run_dir)
         self.saved_at = -1
         self.last_good: tuple[int, Path] | None = None
         self.files: list[str] = []
@@ -584,9 +584,9 @@ def _write_run_folder(s: _Session) -> list[str]:
         "imagegen_version": __version__,
     }
     files = [str(runs.write_config(run_dir, resolved))]  # first: it marks an imagegen run
-    (run_dir / "samples").mkdir(exist_ok=True)
-    (run_dir / "checkpoints").mkdir(exist_ok=True)
-    for folder in (run_dir, run_dir / "samples", run_dir / "checkpoints"):
+    runs.samples_dir(run_dir).mkdir(exist_ok=True)
+    runs.checkpoints_dir(run_dir).mkdir(exist_ok=True)
+    for folder in (run_dir, runs.samples_dir(run_dir), runs.checkpoints_dir(run_dir)):
         remove_stray_temp_files(folder)  # a process killed during a write leaves them
     if s.ckpt is not None:
         runs.truncate_records(run_dir, s.start_step)
@@ -621,7 +621,7 @@ def run_training(
 
 def _already_complete(s: _Session) -> TrainResult:
     """A resumed run that is at its last step: nothing is trained, nothing is written."""
-    latest = s.plan.run_dir / "checkpoints" / runs.LATEST
+    latest = runs.checkpoints_dir(s.plan.run_dir) / runs.LATEST
     return TrainResult(
         run_dir=s.plan.run_dir,
         checkpoint=latest if latest.is_file() else s.plan.resume_from,
@@ -759,7 +759,7 @@ def _fixed_samples(s: _Session) -> tuple[torch.Tensor, torch.Tensor | None, int 
 
 def _sample(s: _Session, fixed: tuple, step: int, tb: TensorBoardLog | None) -> Path:
     """Rank 0: the EMA model's grid of the fixed latents, samples/step-NNNNNNN.png."""
-    path = s.plan.run_dir / "samples" / f"{runs.step_name(step)}.png"
+    path = runs.samples_dir(s.plan.run_dir) / f"{runs.step_name(step)}.png"
     z, labels, per_row = fixed
     images = s.model.generate(z, _ready_to_sample(s, refit=False), labels=labels)
     grid = make_grid(to_uint8(images.cpu()), per_row)
@@ -902,7 +902,7 @@ def _fid_monitor(s: _Session) -> FIDMonitor:
 def _result(
     s: _Session, step: int, reporter: _Reporter, files: list[str], interrupted: bool
 ) -> TrainResult:
-    latest = s.plan.run_dir / "checkpoints" / runs.LATEST
+    latest = runs.checkpoints_dir(s.plan.run_dir) / runs.LATEST
     return TrainResult(
         run_dir=s.plan.run_dir,
         checkpoint=latest if latest.is_file() else None,

@@ -79,8 +79,7 @@ _AUTHORS_CODE = {"balance": True, "d_on_reconstructions": False, "beta": 4.0}
 _DECAYED = {"lr": 4e-4, "lr_decay": "linear"}
 
 # The VAE of the mixture preset: room in the latent, the likelihood by the data, and samples
-# from where the encoder puts the data. CIFAR-10-JPEG at 384,000 images: FID 96.32 against
-# the bernoulli preset's 194.48 (docs/models.md).
+# from where the encoder puts the data: chosen by measurement (docs/models.md, the VAE).
 _SHARP_MIXTURE = {
     "likelihood": "auto",
     "latent_dim": 128,
@@ -153,9 +152,8 @@ MODELS: dict[str, ModelSpec] = {
         },
         default_preset="adaptive-lazy-r1",
         cpu_bf16=True,
-        # ramped over 1/12 to 1/3 of the run, FID: MNIST 15.40 against 19.27 unramped, 1,000
-        # CIFAR-10-JPEG images 77.74 against 85.43; the whole of CIFAR-10-JPEG 34.94 against
-        # 34.34, within one run's spread (docs/models.md)
+        # ramped over 1/12 to 1/3 of the run: chosen by measurement (docs/models.md,
+        # Class-conditional)
         conditional_ramp=(1 / 12, 1 / 3),
     ),
     "vae": ModelSpec(

@@ -93,7 +93,6 @@ def run_of(checkpoint: Path) -> Path | None:
     return checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINTS else None
 
 
-
 def recorded_data_root(checkpoint: Path) -> str | None:
     """The data root a run was trained with, from its config.json (None if unknown)."""
     return _recorded(checkpoint, "data_root")

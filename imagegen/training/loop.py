@@ -535,8 +535,7 @@ def _few_images_advice(s: _Session) -> str:
         return ""
     return (
         f"{n} images are few to learn from: if a mirror image is as valid as the original, "
-        "--flip doubles them (the DCGAN on 1,000 CIFAR-10-JPEG images: FID 75.1 without, 70.9 "
-        "with; docs/models.md)"
+        "--flip doubles them (it lowered the FID on small data: docs/models.md, Small data)"
     )
 
 

@@ -770,3 +770,31 @@ def test_bench_quality_equal_time_budget_set_again_by_a_side_by_side_speed(
     assert results.get(f"{key}.2400-images/train")["images"] == 2400
     assert run_dir.with_name(f"{name}.2400-images").is_dir()
     assert bq.equal_time_images(ds, name, results) == 1792
+
+
+def test_long_run_reads_a_runs_own_curve(tmp_path: Path, weights) -> None:
+    """long_run.py's curve: the run's FID points (not eval's results) with images seen and the
+    run's clock; its table marks the best; a point recorded earlier is not measured again."""
+    run = tmp_path / "run"
+    train = [sys.executable, "-m", "imagegen", "train", "dcgan", "-d", "synthetic", "-q"]
+    train += ["--steps", "4", "--batch-size", "4", "--fid-every", "2", "--fid-n", "16"]
+    train += ["--set", "g_width=8", "--set", "d_width=8", "--log-every", "1", "--run-dir", run]
+    env = os.environ | {"IMAGEGEN_CACHE": str(tmp_path / "cache"), "IMAGEGEN_OFFLINE": "1"}
+    done = subprocess.run([str(a) for a in train], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with (run / "metrics.jsonl").open("a") as f:  # an `imagegen eval` result: not the curve
+        f.write(json.dumps({"step": 4, "fid": 1.0, "protocol": {}}) + "\n")
+    record = tmp_path / "record.jsonl"
+    record.write_text(json.dumps({"label": "x", "step": 4, "images": 16, "fid": 9.5,
+                                  "precision": 0.5, "recall": 0.25}) + "\n")  # fmt: skip
+    cmd = [sys.executable, str(ROOT / "benchmarks/long_run.py"), str(run), "--label", "x"]
+    cmd += ["--at", "16", "--record", str(record), "--plot", str(tmp_path / "c.png")]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line.split(" | ") for line in out.stdout.splitlines() if line[2:3].isdigit()]
+    assert [r[0] for r in rows] == ["| 8", "| 16"], out.stdout  # the eval result left out
+    best = min(range(2), key=lambda i: float(rows[i][1].strip("*")))
+    assert rows[best][1].startswith("**") and not rows[1 - best][1].startswith("**")
+    assert rows[1][2:5] == ["9.50", "0.500", "0.250"] and rows[0][2] == "–"
+    assert len(record.read_text().splitlines()) == 1  # recorded before: not measured again
+    assert (tmp_path / "c.png").stat().st_size > 0

@@ -400,6 +400,8 @@ def test_a_conditional_dcgan_ramps_in_over_its_runs_length_unless_told(
     base = ["train", "dcgan", "-d", folder, "--conditional", "--batch-size", "8", *tiny("dcgan")]
     dry = run_cli(*base, "--steps", "24", "--dry-run", "--json")
     assert dry.code == 0 and json.loads(dry.out)["conditional_ramp"] == [1 / 12, 1 / 3], dry
+    planned = json.loads(dry.out)["model_config"]  # --steps fixes them: the dry run shows them
+    assert (planned["cond_start"], planned["cond_end"]) == (2, 8), planned
     result = run_cli(*base, "--steps", "24", "--run-dir", "ramped")
     assert "the conditioning ramps in from D step 2 to 8" in result.out + result.err, result
     config = json.loads((isolated / "ramped/config.json").read_text())["model_config"]

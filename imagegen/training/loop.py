@@ -41,7 +41,7 @@ from imagegen.training.ema import EMA, STANDING_SEED
 from imagegen.training.fid_monitor import FIDMonitor
 from imagegen.training.fid_schedule import FIDSchedule
 from imagegen.training.health import Alarm, HealthMonitor
-from imagegen.training.plan import TrainPlan
+from imagegen.training.plan import TrainPlan, ramp_steps
 from imagegen.training.tensorboard_log import TensorBoardLog
 
 
@@ -200,7 +200,7 @@ def _setup(plan: TrainPlan, context: distributed.Context, emit: Emit) -> _Sessio
         spec.config_cls,
         plan.model_config
         | {"channels": channels or images.shape[0]}
-        | _ramp_steps(plan.conditional_ramp, total),
+        | ramp_steps(plan.conditional_ramp, total),
         plan.model,
     )
     labels = _class_labels(images, config, plan, ckpt) if train.conditional else None
@@ -251,15 +251,6 @@ def _setup(plan: TrainPlan, context: distributed.Context, emit: Emit) -> _Sessio
     if context.enabled:  # after loading: DDP starts from rank 0's weights, which all ranks have
         model.set_wrappers(distributed.wrap(model.networks(), device))
     return session
-
-
-def _ramp_steps(ramp: tuple[float, float] | None, total: int) -> dict[str, int]:
-    """The model options cond_start, cond_end of a conditioning that ramps in over the
-    fractions `ramp` of `total` steps ({} where it does not ramp by the run's length)."""
-    if ramp is None:
-        return {}
-    start = round(ramp[0] * total)
-    return {"cond_start": start, "cond_end": max(round(ramp[1] * total), start + 1)}
 
 
 def _class_labels(

@@ -49,8 +49,9 @@ class TrainPlan:
     replace_run_dir: bool = False
     resume_step: int | None = None  # the step of the checkpoint resumed from
     resolution_how: str = ""  # how the resolution was chosen, where the data chose it
-    # fractions of the planned steps over which the conditioning ramps in: set as cond_start,
-    # cond_end once the steps are known (ModelSpec.conditional_ramp); None: as model_config says
+    # fractions of the planned steps over which the conditioning ramps in (ModelSpec.
+    # conditional_ramp): model_config's cond_start, cond_end where --steps fixes the length, else
+    # set once the data's size turns --epochs into steps; None: as model_config says
     conditional_ramp: tuple[float, float] | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -98,6 +99,8 @@ def plan_training(request: TrainRequest, download: bool = True) -> TrainPlan:
             raise UsageError("--transparent trains on 4 channels (RGBA): leave --channels out")
         channels = 4
     # Validate and resolve the model options now; a folder's channels are known once decoded.
+    if ramp is not None and train.steps is not None:  # the length is known: so are the steps
+        options |= ramp_steps(ramp, train.steps)
     config = build_dataclass(spec.config_cls, options | {"channels": channels or 3}, request.model)
     if hasattr(config, "check_training"):  # what this model cannot train with
         config.check_training(train)
@@ -118,6 +121,15 @@ def plan_training(request: TrainRequest, download: bool = True) -> TrainPlan:
         resolution_how=resolution_how,
         conditional_ramp=ramp,
     )
+
+
+def ramp_steps(ramp: tuple[float, float] | None, total: int) -> dict[str, int]:
+    """The model options cond_start, cond_end of a conditioning that ramps in over the
+    fractions `ramp` of `total` steps ({} where it does not ramp by the run's length)."""
+    if ramp is None:
+        return {}
+    start = round(ramp[0] * total)
+    return {"cond_start": start, "cond_end": max(round(ramp[1] * total), start + 1)}
 
 
 def _conditioning(train: TrainConfig, layout: Layout, described: str) -> dict:

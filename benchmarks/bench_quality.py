@@ -1304,6 +1304,60 @@ def time_table(results: Results, dss: list[Dataset], names: list[str]) -> list[s
     ]
 
 
+def summary(results: Results, dss: list[Dataset], docs: Path) -> list[str]:
+    """The report's first screen: per dataset, each model's default against the classic
+    recipe, at equal images and (where measured) at equal time, the floor, a grid; and which
+    reached the lowest FID. Every other row is in the appendix below it."""
+    picks = ["dcgan-classic", *(default_recipe(m) for m in MODELS)]
+    out: list[str] = []
+    for ds in [d for d in dss if not d.minutes]:
+        timed = next((d for d in dss if d.base == ds.key), None)
+        rows, best = [], None
+        for name in picks:
+            for d, when in ((ds, "equal images"), (timed, f"{EQUAL_TIME} minutes")):
+                fin = results.get(f"{d.key}/{name}/final") if d else None
+                tr = results.get(f"{d.key}/{name}/train") if d else None
+                if not (fin and tr and d):
+                    continue
+                recon = f"{fin['recon_fid']:.2f}" if "recon_fid" in fin else "–"
+                grid = docs / "quality" / f"{d.key}-{name}.png"
+                shown = f"![{name}](quality/{grid.name})" if grid.is_file() else "–"
+                rows.append(
+                    f"| {recipe(name).label} | {when}: {tr['images']:,} | {fin['fid']:.2f} "
+                    f"| {fin['recall']:.3f} | {recon} | {shown} |"
+                )
+                if when == "equal images" and (best is None or fin["fid"] < best[1]):
+                    best = (recipe(name).label, fin["fid"])
+        if not rows:
+            continue
+        fl = results.get(f"{ds.key}/floor")
+        if fl:
+            rows.append(f"| test images (the floor) | – | {fl['fid']:.2f} | {fl['recall']:.3f} "
+                        "| – | – |")  # fmt: skip
+        out += [
+            f"### {ds.label}",
+            "",
+            "| recipe | images seen | FID | recall | reconstruction FID | 64 samples |",
+            "| --- | --- | --- | --- | --- | --- |",
+            *rows,
+            "",
+            *([f"Lowest FID at equal images: {best[0]} ({best[1]:.2f})."] if best else []),
+            "",
+        ]
+    if not out:
+        return []
+    return [
+        "## The defaults at a glance",
+        "",
+        "Each model's default recipe beside the classic DCGAN recipe (pytorch/examples'), "
+        "measured as the appendix below says; the appendix holds every other recipe tried.",
+        "",
+        *out,
+        "## Appendix: every run",
+        "",
+    ]
+
+
 def report(results: Results, dss: list[Dataset], names: list[str], args: Any) -> Path:
     """Write docs/quality.md from what is measured so far."""
     plot(results, dss, names, args.docs / "quality" / "fid-curves.png", args)
@@ -1327,6 +1381,7 @@ def report(results: Results, dss: list[Dataset], names: list[str], args: Any) ->
         [
             "# Image quality per training image",
             "",
+            *summary(results, dss, args.docs),
             "Written by `make bench-quality` (`benchmarks/bench_quality.py`) from its record, "
             "[quality/results.jsonl](quality/results.jsonl): every figure below was measured on "
             "the machine named here with the protocol stated, runs resumed across sessions where "

@@ -175,6 +175,13 @@ def test_bench_quality(tmp_path: Path) -> None:
     assert next(r for r in trained if r["recipe"] == dcgan)["steps"] == steps
     report = (tmp_path / "docs" / "quality.md").read_text()
     assert "default / classic FID" in report and "| synthetic blobs |" in report
+    # The first screen: each model's default beside the classic recipe, then the appendix.
+    glance = report.split("## Appendix: every run")[0]
+    assert glance.index("## The defaults at a glance") < glance.index("### synthetic blobs")
+    firsts = [line.split(" | ")[0] for line in glance.splitlines() if line.startswith("| ")]
+    assert firsts[2:] == ["| dcgan classic", f"| dcgan {MODELS['dcgan'].default_preset} (the "
+                          "default)", f"| vae {MODELS['vae'].default_preset} (the default)",
+                          "| test images (the floor)"], glance  # fmt: skip
     vae = next(
         r
         for r in result["rows"]

@@ -98,24 +98,25 @@ def plot(points: list[dict[str, Any]], finals: list[dict[str, Any]], label: str,
     fig.savefig(out, dpi=110)
 
 
-def table(points: list[dict[str, Any]], finals: list[dict[str, Any]]) -> str:
-    """Markdown: images seen, the run's FID, the final protocol's where measured, minutes."""
+def table(points: list[dict[str, Any]], finals: list[dict[str, Any]], minutes: bool = True) -> str:
+    """Markdown: images seen, the run's FID, the final protocol's where measured, minutes
+    (left out where the run's clock does not measure training: paused, shared)."""
     at = {f["step"]: f for f in finals}
     best = min((p["fid"] for p in points), default=None)
     rows = [
         "| images seen | FID (during training) | FID, final protocol | precision | recall "
-        "| training minutes |",
-        "| --- | --- | --- | --- | --- | --- |",
+        + ("| training minutes |" if minutes else "|"),
+        "| --- | --- | --- | --- | --- |" + (" --- |" if minutes else ""),
     ]
     for p in points:
         f = at.get(p["step"], {})
         mark = "**" if p["fid"] == best else ""
-        minutes = f"{p['minutes']:.0f}" if p["minutes"] is not None else "–"
+        clock = f"{p['minutes']:.0f}" if p["minutes"] is not None else "–"
         final = f"{f['fid']:.2f}" if f else "–"
         pr = (f"{f['precision']:.3f}", f"{f['recall']:.3f}") if f else ("–", "–")
         rows.append(
-            f"| {p['images']:,} | {mark}{p['fid']:.2f}{mark} | {final} | {pr[0]} | {pr[1]} "
-            f"| {minutes} |"
+            f"| {p['images']:,} | {mark}{p['fid']:.2f}{mark} | {final} | {pr[0]} | {pr[1]} |"
+            + (f" {clock} |" if minutes else "")
         )
     return "\n".join(rows)
 
@@ -128,6 +129,9 @@ def main() -> None:
     parser.add_argument("--record", type=Path, required=True, help="the JSON-lines record")
     parser.add_argument("--plot", type=Path)
     parser.add_argument("--data-root")
+    parser.add_argument(
+        "--no-minutes", action="store_true", help="leave the run's clock out (paused, shared)"
+    )
     args = parser.parse_args()
     config = json.loads((args.run / runs.CONFIG).read_text())
     batch, dataset = config["train_config"]["batch_size"], config["train_config"]["dataset"]
@@ -146,7 +150,7 @@ def main() -> None:
     finals = [r for r in read_jsonl(args.record) if r["label"] == args.label]
     if args.plot is not None:
         plot(points, finals, args.label, args.plot)
-    print(table(points, finals))
+    print(table(points, finals, minutes=not args.no_minutes))
 
 
 if __name__ == "__main__":

@@ -1322,8 +1322,10 @@ def summary(results: Results, dss: list[Dataset], docs: Path) -> list[str]:
                 recon = f"{fin['recon_fid']:.2f}" if "recon_fid" in fin else "–"
                 grid = docs / "quality" / f"{d.key}-{name}.png"
                 shown = f"![{name}](quality/{grid.name})" if grid.is_file() else "–"
+                same = tr.get("same_run_as")  # the run of a candidate the preset adopted
+                label = recipe(name).label + (f" (the run of {same})" if same else "")
                 rows.append(
-                    f"| {recipe(name).label} | {when}: {tr['images']:,} | {fin['fid']:.2f} "
+                    f"| {label} | {when}: {tr['images']:,} | {fin['fid']:.2f} "
                     f"| {fin['recall']:.3f} | {recon} | {shown} |"
                 )
                 if when == "equal images" and (best is None or fin["fid"] < best[1]):

@@ -119,6 +119,13 @@ def diff_augment(
     return torch.where(keep, x, out)
 
 
+def adaptive_log(p: torch.Tensor, logits_real: torch.Tensor) -> dict[str, torch.Tensor]:
+    """ADA's state for the log: p for the next step and r_t = E[sign D(x)] over this step's
+    real images (this process's), the quantity p is steered by."""
+    rate = torch.sign(logits_real.detach().float()).mean()
+    return {"augment_p": p.clone(), "augment_rt": rate}
+
+
 def adapt(p: torch.Tensor, logits_real: torch.Tensor, target: float) -> torch.Tensor:
     """The next step's probability: up while E[sign(D(x))] over real images is above `target`,
     down while below, by one batch's share of ADAPT_IMAGES, within [0, 1]. Under torchrun the

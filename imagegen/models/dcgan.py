@@ -23,7 +23,13 @@ from torch import nn
 
 from imagegen.common.errors import UsageError
 from imagegen.common.options import check_range
-from imagegen.models.augment import adapt, check_augment, diff_augment, parse_policy
+from imagegen.models.augment import (
+    adapt,
+    adaptive_log,
+    check_augment,
+    diff_augment,
+    parse_policy,
+)
 from imagegen.models.base import GenerativeModel, OptimizerSettings, TrainingSettings
 from imagegen.models.blocks import (
     ConditionalBatchNorm2d,
@@ -343,11 +349,8 @@ class DCGAN(GenerativeModel):
         return self._together(d, anchor, seen, y)[x.shape[0] :]  # (B,)
 
     def _adaptive_log(self, logits_real: torch.Tensor) -> dict[str, torch.Tensor]:
-        """ADA's state: p for the next step and r_t = E[sign D(x)] over this step's real
-        images (this process's), the quantity p is steered by."""
         assert self.augment_p is not None
-        rate = torch.sign(logits_real.detach().float()).mean()
-        return {"augment_p": self.augment_p.clone(), "augment_rt": rate}
+        return adaptive_log(self.augment_p, logits_real)
 
     @torch.no_grad()
     def generate(

@@ -87,6 +87,8 @@ _SHARP_MIXTURE = {
     "prior": "mixture",
 }
 
+# balanced-decay's schedule at batch 16 (the VAE-GAN's small-batch and wide presets).
+_DECAYED_SMALL_BATCH = _DECAYED | {"batch_size": 16}
 # The DCGAN's batch 16 at Adam 4e-4 (small-batch, and the presets built on it).
 _SMALL_BATCH = {"lr": 4e-4, "batch_size": 16}
 # The DCGAN's adaptive augmentation (the adaptive presets).
@@ -220,14 +222,14 @@ MODELS: dict[str, ModelSpec] = {
                 "batch 64 over the same images (the DCGAN's largest single gain on "
                 "CIFAR-10-JPEG; docs/models.md has the figures)",
                 model=_AUTHORS_CODE,
-                train=_DECAYED | {"batch_size": 16},
+                train=_DECAYED_SMALL_BATCH,
             ),
             "wide": Preset(
                 summary="small-batch with twice the channels in the encoder, decoder and "
                 "discriminator (width 64, d_width 64: the DCGAN's), about four times the "
                 "compute a step",
                 model=_AUTHORS_CODE | {"width": 64, "d_width": 64},
-                train=_DECAYED | {"batch_size": 16},
+                train=_DECAYED_SMALL_BATCH,
             ),
             "reference": Preset(
                 summary="balanced-decay with D's BatchNorm over real images, reconstructions "

@@ -37,7 +37,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from imagegen.common.options import check_range
-from imagegen.models.augment import adapt, check_augment, diff_augment, parse_policy
+from imagegen.models.augment import (
+    adapt,
+    adaptive_log,
+    check_augment,
+    diff_augment,
+    parse_policy,
+)
 from imagegen.models.base import GenerativeModel, OptimizerSettings, TrainingSettings
 from imagegen.models.blocks import (
     AutoEncoder,
@@ -190,10 +196,8 @@ class VAEGAN(GenerativeModel):
             return [x, x_rec, x_prior]
         state = noise.get_state()
         x = diff_augment(x, self.policy, noise, self.augment_p)
-        after = noise.get_state()
-        noise.set_state(state)
+        noise.set_state(state)  # x~ replays x's draws, and leaves the stream where x did
         x_rec = diff_augment(x_rec, self.policy, noise, self.augment_p)
-        noise.set_state(after)
         return [x, x_rec, diff_augment(x_prior, self.policy, noise, self.augment_p)]
 
     def _dis(
@@ -251,8 +255,7 @@ class VAEGAN(GenerativeModel):
         """ADA: the next step's probability, logged with r_t = E[sign D(x)] of this step."""
         assert self.augment_p is not None
         self.augment_p.copy_(adapt(self.augment_p, logits_real, self.config.augment_target))
-        rate = torch.sign(logits_real.float()).mean()
-        return {"augment_p": self.augment_p.clone(), "augment_rt": rate}
+        return adaptive_log(self.augment_p, logits_real)
 
     def _balance(self, bce_real: torch.Tensor, bce_prior: torch.Tensor) -> tuple[bool, bool]:
         """Whether to step D and the decoder (always both without `balance`)."""

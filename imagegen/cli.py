@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from typer.core import TyperCommand
 
 from imagegen import __version__
 from imagegen.common import jsonl
@@ -32,8 +33,34 @@ from imagegen.sampling.autoencode_request import (
 from imagegen.sampling.request import SampleRequest
 from imagegen.training.config import TrainConfig
 
-MODEL_NAMES = ", ".join(MODELS)  # help texts list the registry, never a hand-written list
-CPU_BF16_MODELS = ", ".join(name for name, spec in MODELS.items() if spec.cpu_bf16) or "none"
+
+class _RegistryCommand(TyperCommand):
+    """A command whose help reads the model registry when it is shown, not when imagegen is
+    imported: a model registered later (a plugin, a test) is listed with its presets and
+    defaults. Each parameter's help comes from `_registry_help`, by name."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:  # typer's own click types
+        for param in self.params:
+            text = _registry_help(self.name or "", param.name or "")
+            if text is not None:
+                param.help = text  # type: ignore[attr-defined]
+        super().format_help(ctx, formatter)
+
+
+def _registry_help(command: str, param: str) -> str | None:
+    """The help of a parameter that names the registry's models, presets or their defaults."""
+    names = ", ".join(MODELS)
+    if param == "model":
+        return (
+            f"Model to train: {names}."
+            if command == "train"
+            else f"Model of a state dict: {names}."
+        )
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    if command == "train" and param in fields and "help" in fields[param].metadata:
+        return _option_help(fields[param], TrainConfig)
+    return None
+
 
 app = typer.Typer(
     name="imagegen",
@@ -266,7 +293,7 @@ RUN_OPTIONS = (
 
 
 def train(
-    model: str = typer.Argument(..., help=f"Model to train: {MODEL_NAMES}."),
+    model: str = typer.Argument(..., help="Model to train."),
     resolution: int | None = typer.Option(
         None,
         help="Image size: 32, 64 or 128 [default: the data's own, rounded to one of these; "
@@ -371,15 +398,21 @@ def option_parameters(cls: type) -> list[inspect.Parameter]:
         kind = _flag_type(typing.get_type_hints(cls)[f.name])
         decls = [f"{flag}/--no-{flag[2:]}" if kind is bool else flag]
         decls += [meta["short"]] if meta["short"] else []
-        text = meta["help"] + (" " + _preset_help() if f.name == "preset" else "")
-        shown = _shown_default(f, registry=cls is TrainConfig)
-        info = typer.Option(None, *decls, help=text + (f" [default: {shown}]" if shown else ""))
+        info = typer.Option(None, *decls, help=_option_help(f, cls))
         params.append(
             inspect.Parameter(
                 f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=kind | None
             )
         )
     return params
+
+
+def _option_help(f: dataclasses.Field, cls: type) -> str:
+    """The help of `cls`'s option `f`: its declared text, the presets (--preset) and the
+    default shown."""
+    text = f.metadata["help"] + (" " + _preset_help() if f.name == "preset" else "")
+    shown = _shown_default(f, registry=cls is TrainConfig)
+    return text + (f" [default: {shown}]" if shown else "")
 
 
 def _flag_type(annotation: Any) -> type:
@@ -404,7 +437,7 @@ def _with_options(command: Any, cls: type, positional: int = 1) -> Any:
     return command
 
 
-app.command("train", epilog=TRAIN_EXAMPLE)(_with_options(train, TrainConfig))
+app.command("train", epilog=TRAIN_EXAMPLE, cls=_RegistryCommand)(_with_options(train, TrainConfig))
 
 
 def _train_request(
@@ -628,11 +661,11 @@ CONVERT_EXAMPLE = """Examples:
 """
 
 
-@app.command(epilog=CONVERT_EXAMPLE)
+@app.command(epilog=CONVERT_EXAMPLE, cls=_RegistryCommand)
 def convert(
     src: Path = typer.Argument(..., help="Source: .pth/.pt, .safetensors, or a run folder."),
     dst: Path = typer.Argument(..., help="Destination: .safetensors, .pt/.pth or .onnx."),
-    model: str | None = typer.Option(None, help=f"Model of a state dict: {MODEL_NAMES}."),
+    model: str | None = typer.Option(None, help="Model of a state dict."),
     option: list[str] = typer.Option(
         [], "--set", "-s", help="Model option KEY=VALUE for an imported state dict."
     ),

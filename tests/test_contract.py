@@ -113,4 +113,7 @@ def test_a_model_from_outside_imagegen_keeps_the_contract(
         model_name="Toy",
     )
     monkeypatch.setitem(MODELS, "toy", spec)
+    for command in ("train", "convert"):  # the help lists it, though imagegen was imported first
+        shown = run_cli(command, "--help")
+        assert shown.code == 0 and "dcgan, vae, vaegan, toy." in " ".join(shown.out.split())
     test_every_model_keeps_the_contract("toy", 32, run_cli, isolated, weights)

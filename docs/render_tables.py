@@ -27,6 +27,8 @@ def options_table(name: str) -> str:
     from imagegen.cli import app
 
     command = typer.main.get_command(app).commands[name]
+    if hasattr(command, "refresh_help"):  # help that lists the model registry
+        command.refresh_help()
     rows = ["| option | meaning | default |", "| --- | --- | --- |"]
     for param in command.params:
         if param.param_type_name == "argument":

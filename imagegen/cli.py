@@ -40,11 +40,15 @@ class _RegistryCommand(TyperCommand):
     defaults. Each parameter's help comes from `_registry_help`, by name."""
 
     def format_help(self, ctx: Any, formatter: Any) -> None:  # typer's own click types
+        self.refresh_help()
+        super().format_help(ctx, formatter)
+
+    def refresh_help(self) -> None:
+        """Each parameter's help as the registry reads now (docs/render_tables.py too)."""
         for param in self.params:
             text = _registry_help(self.name or "", param.name or "")
             if text is not None:
                 param.help = text  # type: ignore[attr-defined]
-        super().format_help(ctx, formatter)
 
 
 def _registry_help(command: str, param: str) -> str | None:

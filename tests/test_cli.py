@@ -154,7 +154,7 @@ def test_bad_training_input(run_cli, isolated: Path) -> None:
         run_cli("train", "dcgan", "-d", "synthetic", "--set", "nope=1"), 2, "unknown dcgan option"
     )
     one_line_error(
-        run_cli("train", "dcgan", "-d", "synthetic", "--batch-size", "0"), 2, "batch_size"
+        run_cli("train", "dcgan", "-d", "synthetic", "--batch-size", "0"), 2, "--batch-size"
     )
     one_line_error(run_cli("train", "dcgan"), 2, "--dataset is required")
     one_line_error(

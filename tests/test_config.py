@@ -46,11 +46,11 @@ def test_configs_are_frozen_and_round_trip_through_json() -> None:
 
 
 def test_train_config_validation() -> None:
-    cases = {
-        "batch_size": (0, r"batch_size must be in \[1, inf\), got 0"),
-        "steps": (0, r"steps must be in \[1, inf\), got 0"),
-        "lr": (-1.0, r"lr must be in \(0, inf\), got -1.0"),
-        "ema_decay": (1.0, r"ema_decay must be in \[0, 1\), got 1.0"),
+    cases = {  # the message names the flag (a TOML key is the flag without its dashes)
+        "batch_size": (0, r"--batch-size must be in \[1, inf\), got 0"),
+        "steps": (0, r"--steps must be in \[1, inf\), got 0"),
+        "lr": (-1.0, r"--lr must be in \(0, inf\), got -1.0"),
+        "ema_decay": (1.0, r"--ema-decay must be in \[0, 1\), got 1.0"),
     }
     for name, (bad, message) in cases.items():
         with pytest.raises(UsageError, match=message):

@@ -5,6 +5,7 @@ registered once (eval_metrics.py): docs/evaluation.md's tables come from them to
 
 import dataclasses
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -13,6 +14,11 @@ import typer
 from conftest import train_tiny
 
 from imagegen import cli
+from imagegen.common.errors import UsageError
+from imagegen.common.options import check_options, flag_of, option
+from imagegen.evaluation.request import EvalRequest
+from imagegen.sampling.autoencode_request import InterpolateRequest, ReconstructRequest
+from imagegen.sampling.request import SampleRequest
 from imagegen.training.config import RESUMABLE_CHANGES, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,3 +136,43 @@ def test_a_metric_is_registered_once(run_cli, isolated: Path, weights: Path, mon
     refused = run_cli("eval", folder, "--metrics", "norm", "--n", "4")
     assert refused.code == 2 and "norm needs 5 images, got 4" in refused.err, refused
     assert "norm" in run_cli("eval", folder, "--metrics", "nrom").err  # listed as valid
+
+
+def test_an_option_is_checked_against_its_declared_interval() -> None:
+    """Every command's options declare their valid values once (`valid`); check_options refuses
+    a value outside, naming the flag; ends open or closed as written; None is not given."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Request:
+        n: int | None = option(4, "n", valid="[1, 8]")
+        rate: float = option(0.5, "rate", flag="--the-rate", valid="(0, 1)")
+
+        def __post_init__(self) -> None:
+            check_options(self)
+
+    Request(n=1), Request(n=8), Request(n=None), Request(rate=0.999)
+    for bad, message in [
+        ({"n": 0}, r"^--n must be in \[1, 8\], got 0$"),
+        ({"n": 9}, r"^--n must be in \[1, 8\], got 9$"),
+        ({"rate": 0.0}, r"^--the-rate must be in \(0, 1\), got 0.0$"),
+        ({"rate": 1.0}, r"^--the-rate must be in \(0, 1\), got 1.0$"),
+        ({"rate": math.nan}, r"^--the-rate must be in \(0, 1\), got nan$"),
+    ]:
+        with pytest.raises(UsageError, match=message):
+            Request(**bad)
+    with pytest.raises(ValueError, match="not an interval"):  # a typo fails where it is written
+        option(1, "x", valid="[1, 8")
+
+
+@pytest.mark.parametrize(
+    "request_cls",
+    [TrainConfig, SampleRequest, EvalRequest, ReconstructRequest, InterpolateRequest],
+)
+def test_every_command_checks_its_declared_ranges(request_cls: type) -> None:
+    """Each command's request refuses, when built, a value outside an option's declared range."""
+    ranged = [f for f in dataclasses.fields(request_cls) if f.metadata.get("valid")]
+    required = {"source": Path("run")} if request_cls is EvalRequest else {}
+    assert ranged, request_cls
+    for f in ranged:
+        with pytest.raises(UsageError, match=f"^{flag_of(f)} must be in "):
+            request_cls(**{f.name: math.inf} | required)

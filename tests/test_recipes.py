@@ -395,13 +395,13 @@ def test_extending_a_decayed_run_says_the_schedule_changed(run_cli, isolated: Pa
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--lr", "nan"), "lr must be in (0, inf), got nan"),
-        (("--lr", "inf"), "lr must be in (0, inf), got inf"),
+        (("--lr", "nan"), "--lr must be in (0, inf), got nan"),
+        (("--lr", "inf"), "--lr must be in (0, inf), got inf"),
         (("--epochs", "nan"), "epochs must be in (0, inf), got nan"),
         (("--beta1", "1.5"), "beta1 must be in [0, 1), got 1.5"),
         (("--beta2", "-0.1"), "beta2 must be in [0, 1), got -0.1"),
-        (("--lr-d", "0"), "lr_d must be in (0, inf), got 0.0"),
-        (("--ema-decay", "1"), "ema_decay must be in [0, 1), got 1.0"),
+        (("--lr-d", "0"), "--lr-d must be in (0, inf), got 0.0"),
+        (("--ema-decay", "1"), "--ema-decay must be in [0, 1), got 1.0"),
         (("--lr-decay", "cosine"), "lr_decay: expected one of none, linear"),
     ],
 )

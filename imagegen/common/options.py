@@ -25,13 +25,31 @@ def option(
     flag: str | None = None,
     short: str | None = None,
     shown: str | None = None,
+    valid: str | None = None,
 ) -> Any:
-    """A training option, declared once: its default, its help, whether a resumed run may
-    change it, and (where it is not `--field-name`) its flag. The `train` command's flags, their
-    help and defaults, the resume check and docs/cli.md's option table are derived from these.
-    `shown` replaces the default in help texts where the value alone would not say it."""
-    meta = {"help": help, "resumable": resumable, "flag": flag, "short": short, "shown": shown}
+    """A command's option, declared once: its default, its help, whether a resumed run may
+    change it, (where it is not `--field-name`) its flag and the interval its values lie in
+    (`valid`, as check_range writes it: "[1, inf)"; checked by check_options). The commands'
+    flags, their help and defaults, the resume check and docs/cli.md's option tables are derived
+    from these. `shown` replaces the default in help texts where the value alone would not say
+    it."""
+    if valid is not None:
+        _interval(valid)  # a malformed interval fails at import, not when a user meets it
+    meta = {
+        "help": help, "resumable": resumable, "flag": flag, "short": short, "shown": shown,
+        "valid": valid,
+    }  # fmt: skip
     return field(default=default, metadata=meta)
+
+
+def check_options(request: object) -> None:
+    """Refuse an option of `request` (a dataclass of `option`s) that lies outside its declared
+    interval; the error names the flag: `--n must be in [1, 100000], got 0`. None (not given,
+    or off) is always valid."""
+    for f in fields(request):  # type: ignore[arg-type]
+        valid = f.metadata.get("valid")
+        if valid is not None and getattr(request, f.name) is not None:
+            check_range(request, f.name, valid, label=flag_of(f))
 
 
 def flag_of(f: dataclasses.Field) -> str:
@@ -56,30 +74,28 @@ def parse_colour(text: str) -> tuple[int, int, int]:
     raise UsageError(f"background must be white, black or #rrggbb, got {text!r}")
 
 
-def check_range(
-    config: object,
-    name: str,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> None:
-    """Refuse a field that is not finite or lies outside [low, high] (open ends: `*_open`).
-
-    The error names the option and its valid range: `lr must be in (0, inf), got nan`.
-    """
+def check_range(config: object, name: str, valid: str, label: str | None = None) -> None:
+    """Refuse a field that is not finite or lies outside the interval `valid`, written as in
+    mathematics: "[0, 1)", "(0, inf)", "[1, 256]". The error names the option (`label`, else the
+    field) and the interval: `lr must be in (0, inf), got nan`."""
     value = getattr(config, name)
+    low, high, low_open, high_open = _interval(valid)
     ok = math.isfinite(value)
-    if ok and low is not None:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value < high if high_open else value <= high
+    if ok:
+        ok = (value > low if low_open else value >= low) and (
+            value < high if high_open else value <= high
+        )
     if not ok:
-        lo = "-inf" if low is None else f"{low:g}"
-        hi = "inf" if high is None else f"{high:g}"
-        left = "(" if low_open or low is None else "["
-        right = ")" if high_open or high is None else "]"
-        raise UsageError(f"{name} must be in {left}{lo}, {hi}{right}, got {value!r}")
+        raise UsageError(f"{label or name} must be in {valid}, got {value!r}")
+
+
+def _interval(text: str) -> tuple[float, float, bool, bool]:
+    """ "[a, b)" as (a, b, a open, b open); "inf" and "-inf" stand for no bound."""
+    inside = text[1:-1].split(",")
+    if len(text) < 5 or text[0] not in "[(" or text[-1] not in ")]" or len(inside) != 2:
+        raise ValueError(f"not an interval: {text!r}")
+    low, high = (float(part) for part in inside)
+    return low, high, text[0] == "(" or low == -math.inf, text[-1] == ")" or high == math.inf
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:

@@ -8,7 +8,7 @@ module (no torch): the command line builds its flags from it at startup.
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagegen.common.options import option
+from imagegen.common.options import check_options, option
 from imagegen.evaluation import registry as eval_metrics
 from imagegen.evaluation.registry import DEFAULT_METRICS
 
@@ -27,12 +27,16 @@ class EvalRequest:
         shown="the run's",
     )
     split: str = option("train", "Split of the reference dataset.")
-    n: int = option(10_000, "Images to generate (or read) and evaluate.", short="-n")
-    n_ref: int | None = option(None, "Reference images.", shown="as many as are evaluated")
+    n: int = option(
+        10_000, "Images to generate (or read) and evaluate.", short="-n", valid="[2, 1000000]"
+    )
+    n_ref: int | None = option(
+        None, "Reference images.", shown="as many as are evaluated", valid="[2, 1000000]"
+    )
     metrics: tuple[str, ...] = option(
         DEFAULT_METRICS, eval_metrics.metrics_help(), shown=",".join(DEFAULT_METRICS)
     )
-    batch_size: int = option(64, "Images per extractor batch.")
+    batch_size: int = option(64, "Images per extractor batch.", valid="[1, inf)")
     device: str = option("auto", "auto, cpu or cuda.")
     seed: int = option(0, "Seed for the latents and the subsets.")
     resolution: int | None = option(
@@ -48,8 +52,10 @@ class EvalRequest:
     test_data: str | None = option(
         None, "bpd: held-out images.", shown="the run's dataset, test split"
     )
-    kid_subsets: int = option(100, "KID: number of subsets.")
-    kid_subset_size: int | None = option(None, "KID: subset size.", shown="min(1000, images / 2)")
+    kid_subsets: int = option(100, "KID: number of subsets.", valid="[1, inf)")
+    kid_subset_size: int | None = option(
+        None, "KID: subset size.", shown="min(1000, images / 2)", valid="[2, inf)"
+    )
     inception_weights: str | None = option(
         None,
         "TorchScript TF-Inception pool3 file.",
@@ -69,3 +75,6 @@ class EvalRequest:
     force: bool = option(False, "Overwrite an existing --save-stats file.")
     log_to_run: bool = True  # append the result to the run's metrics.jsonl
     fid_at: tuple[int, ...] = ()  # also the FID of the first k images evaluated, for each k
+
+    def __post_init__(self) -> None:
+        check_options(self)

@@ -51,7 +51,7 @@ def check_shape(model: str, resolution: int, channels: int) -> None:
 def check_positive(config: object, *names: str) -> None:
     """Refuse config fields below 1."""
     for name in names:
-        check_range(config, name, low=1)
+        check_range(config, name, "[1, inf)")
 
 
 def num_stages(resolution: int) -> int:

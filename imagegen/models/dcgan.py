@@ -85,7 +85,7 @@ class DCGANConfig:
 
     def __post_init__(self) -> None:
         check_shape("dcgan", self.resolution, self.channels)
-        check_range(self, "num_classes", low=0)
+        check_range(self, "num_classes", "[0, inf)")
         check_positive(self, "latent_dim", "g_width", "d_width")
         check_augment(self.augment, self.augment_target)
         check_d_batch(self.d_batch, self.d_norm)
@@ -93,10 +93,10 @@ class DCGANConfig:
     def check_training(self, train: TrainingSettings) -> None:
         """Training options this model cannot train with."""
         check_sync_bn(self.d_batch, train.sync_bn)
-        check_range(self, "r1_gamma", low=0.0)
+        check_range(self, "r1_gamma", "[0, inf)")
         check_positive(self, "r1_every")  # without r1_gamma there is no penalty to space out
-        check_range(self, "cond_start", low=0)
-        check_range(self, "cond_end", low=self.cond_start)
+        check_range(self, "cond_start", "[0, inf)")
+        check_range(self, "cond_end", f"[{self.cond_start}, inf)")
         if self.cond_end and not self.num_classes:
             raise UsageError("cond_start and cond_end ramp in a conditioning: train --conditional")
 

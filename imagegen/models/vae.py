@@ -62,13 +62,13 @@ class VAEConfig:
 
     def __post_init__(self) -> None:
         check_shape("vae", self.resolution, self.channels)
-        check_range(self, "num_classes", low=0)
-        check_range(self, "blocks", low=0)
+        check_range(self, "num_classes", "[0, inf)")
+        check_range(self, "blocks", "[0, inf)")
         check_positive(self, "latent_dim", "width", "prior_components")
-        check_range(self, "prior_fit_images", low=2 * self.prior_components)
-        check_range(self, "beta", low=0.0)
-        check_range(self, "gaussian_std", low=0.0, low_open=True)
-        check_range(self, "beta_warmup_steps", low=0)
+        check_range(self, "prior_fit_images", f"[{2 * self.prior_components}, inf)")
+        check_range(self, "beta", "[0, inf)")
+        check_range(self, "gaussian_std", "(0, inf)")
+        check_range(self, "beta_warmup_steps", "[0, inf)")
 
 
 def resolved_likelihood(config: VAEConfig) -> str:

@@ -89,12 +89,12 @@ class VAEGANConfig:
 
     def __post_init__(self) -> None:
         check_shape("vaegan", self.resolution, self.channels)
-        check_range(self, "num_classes", low=0)
+        check_range(self, "num_classes", "[0, inf)")
         check_positive(self, "latent_dim", "width", "d_width")
-        check_range(self, "gamma", low=0.0)
-        check_range(self, "beta", low=0.0)
-        check_range(self, "equilibrium", low=0.0, low_open=True)
-        check_range(self, "margin", low=0.0)
+        check_range(self, "gamma", "[0, inf)")
+        check_range(self, "beta", "[0, inf)")
+        check_range(self, "equilibrium", "(0, inf)")
+        check_range(self, "margin", "[0, inf)")
         check_d_batch(self.d_batch, self.d_norm)
         check_augment(self.augment, self.augment_target)
 

@@ -6,7 +6,7 @@ flags from it at startup. The fields without help are the commands' positional a
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagegen.common.options import option
+from imagegen.common.options import check_options, option
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,9 @@ class _UseModel:
     )
     device: str = option("auto", "auto, cpu or cuda.")
     force: bool = option(False, "Overwrite an existing output.")
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,7 @@ class DecodeRequest(_UseModel):
     out: Path | None = option(
         None, "The grid: .png, .jpg/.jpeg or .webp.", short="-o", shown="LATENTS.png"
     )
-    nrow: int | None = option(None, "Images per grid row.", shown="about sqrt(n)")
+    nrow: int | None = option(None, "Images per grid row.", shown="about sqrt(n)", valid="[1, 256]")
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,9 @@ class InterpolateRequest(_UseModel):
     source: Path | None = None
     first: Path | None = None
     second: Path | None = None
-    steps: int = option(8, "Images from the first to the second, both ends included (2-256).")
+    steps: int = option(
+        8, "Images from the first to the second, both ends included (2-256).", valid="[2, 256]"
+    )
     out: Path | None = option(
         None,
         "A .png (or .jpg, .webp) row: the first image, the steps, the second image; or an "
@@ -80,4 +85,4 @@ class ReconstructRequest(_UseModel):
     out: Path | None = option(
         None, "The grid: .png, .jpg/.jpeg or .webp.", short="-o", shown="reconstructions.png"
     )
-    nrow: int = option(8, "Images per row (each row above its reconstructions).")
+    nrow: int = option(8, "Images per row (each row above its reconstructions).", valid="[1, 256]")

@@ -8,7 +8,9 @@ module (no torch): the command line builds its flags from it at startup.
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagegen.common.options import option
+from imagegen.common.options import check_options, option
+
+MAX_N = 100_000  # images one sample command writes
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,7 @@ class SampleRequest:
         "Number of images (1 to 100,000; a grid holds at most 4,096); a conditional model "
         "without --class: whole rows, one per class (--n 64 of 10 classes: 10 rows of 6).",
         short="-n",
+        valid=f"[1, {MAX_N}]",
     )
     seeds: tuple[int, ...] | None = option(
         None,
@@ -34,6 +37,7 @@ class SampleRequest:
         "The truncation trick (Brock et al. 2019): latent entries beyond +-TRUNC drawn again, "
         "so typical images with less variety (e.g. 0.7); the JSON's latents says so.",
         shown="off",
+        valid="(0, inf)",
     )
     class_: str | None = option(
         None,
@@ -51,7 +55,7 @@ class SampleRequest:
         short="-o",
         shown="RUN/samples/sample-seedS-nN.png",
     )
-    nrow: int | None = option(None, "Images per grid row.", shown="about sqrt(n)")
+    nrow: int | None = option(None, "Images per grid row.", shown="about sqrt(n)", valid="[1, inf)")
     individual: Path | None = option(
         None,
         "One PNG per image into this folder: 000000.png, ... (a conditional model's: "
@@ -62,6 +66,7 @@ class SampleRequest:
         "Rows of STEPS spherical interpolations between random latents; with --out walk.gif (or "
         ".webp, lossless, alpha kept) an endless animation, one frame per step and back, the "
         "rows side by side.",
+        valid="[2, inf)",
     )
     reconstruct: bool = option(
         False,
@@ -81,3 +86,6 @@ class SampleRequest:
     )
     device: str = option("auto", "auto, cpu or cuda.")
     force: bool = option(False, "Overwrite an existing output.")
+
+    def __post_init__(self) -> None:
+        check_options(self)

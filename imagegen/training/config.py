@@ -3,7 +3,7 @@
 from dataclasses import dataclass, fields
 from typing import Literal
 
-from imagegen.common.options import check_range, option, parse_colour
+from imagegen.common.options import check_options, option, parse_colour
 
 
 @dataclass(frozen=True)
@@ -16,29 +16,51 @@ class TrainConfig:
         short="-d",
         shown="required, unless --resume",
     )
-    batch_size: int = option(64, "Images per step (per process under torchrun).")
+    batch_size: int = option(64, "Images per step (per process under torchrun).", valid="[1, inf)")
     steps: int | None = option(
-        None, "Optimisation steps to train in total.", resumable=True, shown="--epochs"
+        None,
+        "Optimisation steps to train in total.",
+        resumable=True,
+        shown="--epochs",
+        valid="[1, inf)",
     )
-    epochs: float = option(25.0, "Epochs, when --steps is not given.", resumable=True)
-    lr: float = option(2e-4, "Adam learning rate of every network.", resumable=True)
+    epochs: float = option(
+        25.0, "Epochs, when --steps is not given.", resumable=True, valid="(0, inf)"
+    )
+    lr: float = option(
+        2e-4, "Adam learning rate of every network.", resumable=True, valid="(0, inf)"
+    )
     lr_d: float | None = option(
-        None, "The discriminator's learning rate (GANs).", resumable=True, shown="--lr"
+        None,
+        "The discriminator's learning rate (GANs).",
+        resumable=True,
+        shown="--lr",
+        valid="(0, inf)",
     )
     lr_decay: Literal["none", "linear"] = option("none", "none, or linear (to 0 at the last step).")
-    beta1: float = option(0.5, "Adam beta1.")
-    beta2: float = option(0.999, "Adam beta2.")
+    beta1: float = option(0.5, "Adam beta1.", valid="[0, 1)")
+    beta2: float = option(0.999, "Adam beta2.", valid="[0, 1)")
     ema_decay: float = option(
-        0.999, "Decay of the sampling network's moving average; 0: sample the raw weights."
+        0.999,
+        "Decay of the sampling network's moving average; 0: sample the raw weights.",
+        valid="[0, 1)",
     )
     seed: int = option(0, "Random seed: the same seed on the same machine, the same weights.")
-    sample_every: int = option(500, "Steps between sample grids.", resumable=True)
-    checkpoint_every: int = option(1000, "Steps between checkpoints.", resumable=True)
-    keep_checkpoints: int = option(
-        3, "Step checkpoints to keep (besides latest and best).", resumable=True, flag="--keep"
+    sample_every: int = option(500, "Steps between sample grids.", resumable=True, valid="[1, inf)")
+    checkpoint_every: int = option(
+        1000, "Steps between checkpoints.", resumable=True, valid="[1, inf)"
     )
-    log_every: int = option(50, "Steps between log lines.", resumable=True)
-    num_samples: int = option(64, "Images in the fixed-noise sample grids (1 to 256).")
+    keep_checkpoints: int = option(
+        3,
+        "Step checkpoints to keep (besides latest and best).",
+        resumable=True,
+        flag="--keep",
+        valid="[1, inf)",
+    )
+    log_every: int = option(50, "Steps between log lines.", resumable=True, valid="[1, inf)")
+    num_samples: int = option(
+        64, "Images in the fixed-noise sample grids (1 to 256).", valid="[1, 256]"
+    )
     fid_every: int | None = option(
         None,
         "Steps between FIDs of the EMA model against the training data; keeps "
@@ -46,8 +68,9 @@ class TrainConfig:
         "or more measures it by itself, as often as costs about 5% of its training time.",
         resumable=True,
         shown="auto",
+        valid="[0, inf)",
     )
-    fid_n: int = option(2048, "Images for each --fid-every FID.", resumable=True)
+    fid_n: int = option(2048, "Images for each --fid-every FID.", resumable=True, valid="[2, inf)")
     precision: Literal["auto", "bf16", "fp32"] = option(
         "auto",
         "auto, bf16 or fp32; auto: bf16 on CUDA, and on CPUs with bf16 units for the models "
@@ -98,22 +121,7 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "sample_every", "checkpoint_every", "log_every"):
-            check_range(self, name, low=1)
-        if self.steps is not None:
-            check_range(self, "steps", low=1)
-        check_range(self, "epochs", low=0.0, low_open=True)
-        check_range(self, "lr", low=0.0, low_open=True)
-        if self.lr_d is not None:
-            check_range(self, "lr_d", low=0.0, low_open=True)
-        check_range(self, "beta1", low=0.0, high=1.0, high_open=True)
-        check_range(self, "beta2", low=0.0, high=1.0, high_open=True)
-        check_range(self, "ema_decay", low=0.0, high=1.0, high_open=True)
-        check_range(self, "keep_checkpoints", low=1)
-        check_range(self, "num_samples", low=1, high=256)
-        if self.fid_every is not None:
-            check_range(self, "fid_every", low=0)
-        check_range(self, "fid_n", low=2)
+        check_options(self)
         parse_colour(self.background)
 
 

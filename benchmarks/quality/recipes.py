@@ -10,6 +10,7 @@ from typing import Any
 from imagegen.common.options import build_dataclass, flag_of, to_dict
 from imagegen.models.registry import MODELS
 from imagegen.training.config import TrainConfig
+from imagegen.training.plan import preset_options
 from quality.settings import BenchError
 
 BATCH = TrainConfig.batch_size  # where a recipe's preset does not set its own
@@ -151,10 +152,12 @@ def retuned(done: dict[str, Any], name: str) -> str:
         return ""
     spec = recipe(name)
     model = MODELS[spec.model]
-    preset = model.presets[spec.args[spec.args.index("--preset") + 1]]
-    asked = dict(preset.model) | dict(spec.changes)  # as `--set` gives them: text
+    preset = {"preset": spec.args[spec.args.index("--preset") + 1]}
+    # as `imagegen train` resolves them (its plan); model options as `--set` gives them: text
+    asked_train, asked = preset_options(
+        model, preset | dict(spec.train_changes), dict(spec.changes)
+    )
     want_model = _plain(build_dataclass(model.config_cls, asked, spec.model))
-    asked_train = model.train_defaults | preset.train | dict(spec.train_changes)
     want_train = _plain(build_dataclass(TrainConfig, asked_train, "training"))
     defaults = _plain(build_dataclass(model.config_cls, {}, spec.model))
     # a conditioning ramped by the run's length: the run sets cond_start and cond_end

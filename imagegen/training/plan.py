@@ -14,7 +14,7 @@ from imagegen.data import datasets as data
 from imagegen.data import image_sizes
 from imagegen.data.labels import Layout
 from imagegen.models.blocks import RESOLUTIONS
-from imagegen.models.registry import get_spec
+from imagegen.models.registry import ModelSpec, get_spec
 from imagegen.storage import checkpoint, runs
 from imagegen.training import tensorboard_log
 from imagegen.training.config import RESUMABLE_CHANGES, TrainConfig
@@ -73,8 +73,7 @@ def plan_training(request: TrainRequest, download: bool = True) -> TrainPlan:
     resolve_device(request.device)
     if request.resume is not None:
         return _plan_resume(request, download)
-    preset_name, preset = spec.preset(request.options.get("preset"))
-    options = spec.train_defaults | preset.train | request.options | {"preset": preset_name}
+    options, model_options = preset_options(spec, request.options, request.model_options)
     dataset = str(options.get("dataset", ""))
     if data.native_channels(dataset) is None and Path(dataset).expanduser().exists():
         # A folder or zip: store its absolute path so the run can be resumed from anywhere.
@@ -83,7 +82,7 @@ def plan_training(request: TrainRequest, download: bool = True) -> TrainPlan:
     tensorboard_log.wanted(train.tensorboard)  # asked for without the package: refused now
     if "num_classes" in request.model_options:
         raise UsageError("num_classes is the data's: train with --conditional instead")
-    options = preset.model | request.model_options
+    options = model_options
     resolution_how = ""
     if "resolution" not in options:  # the data's own size, where it has one
         size, resolution_how = image_sizes.training_resolution(train.dataset, RESOLUTIONS)
@@ -121,6 +120,17 @@ def plan_training(request: TrainRequest, download: bool = True) -> TrainPlan:
         resolution_how=resolution_how,
         conditional_ramp=ramp,
     )
+
+
+def preset_options(
+    spec: ModelSpec, options: dict[str, Any], model_options: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A new run's training and model options before the data is read: the model's training
+    defaults, then its preset's (`options["preset"]`, else its default one), then those
+    asked; the preset's name among the training options."""
+    preset_name, preset = spec.preset(options.get("preset"))
+    train = spec.train_defaults | preset.train | options | {"preset": preset_name}
+    return train, preset.model | model_options
 
 
 def ramp_steps(ramp: tuple[float, float] | None, total: int) -> dict[str, int]:

@@ -152,6 +152,7 @@ def imagegen_loop(folder: Path, cfg: DCGANConfig, batch: int, steps: int, warmup
             run_dir=Path(runs) / "run",
             device="cpu",
             data_root=None,
+            total_steps=steps,
         )
         result = run_training(plan, on_event)
     assert images.images.shape[0] > 0

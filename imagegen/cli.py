@@ -320,7 +320,12 @@ def train(
         None,
         help="Folder of named datasets [default: $IMAGEGEN_DATA, else ~/.cache/imagegen/data].",
     ),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Print the resolved run (options, model config, total steps) and exit; it refuses "
+        "what training would refuse.",
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an existing run folder."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object at the end."),
     quiet: bool = typer.Option(

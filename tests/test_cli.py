@@ -139,7 +139,16 @@ def test_bad_training_input(run_cli, isolated: Path) -> None:
     (isolated / "junk").mkdir()
     (isolated / "junk" / "a.png").write_bytes(b"junk")
     one_line_error(
-        run_cli("train", "dcgan", "-d", isolated / "junk", "--run-dir", isolated / "r"),
+        run_cli(
+            "train",
+            "dcgan",
+            "-d",
+            isolated / "junk",
+            "--batch-size",
+            "1",
+            "--run-dir",
+            isolated / "r",
+        ),
         1,
         "no usable image",
         "a.png",

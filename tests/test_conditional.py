@@ -400,7 +400,12 @@ def test_a_conditional_dcgan_ramps_in_over_its_runs_length_unless_told(
     base = ["train", "dcgan", "-d", folder, "--conditional", "--batch-size", "8", *tiny("dcgan")]
     dry = run_cli(*base, "--steps", "24", "--dry-run", "--json")
     assert dry.code == 0 and json.loads(dry.out)["conditional_ramp"] == [1 / 12, 1 / 3], dry
-    planned = json.loads(dry.out)["model_config"]  # --steps fixes them: the dry run shows them
+    planned = json.loads(dry.out)["model_config"]  # the dry run shows the steps that train
+    assert (planned["cond_start"], planned["cond_end"]) == (2, 8), planned
+    # --epochs too: 24 images in batches of 8 are 3 steps an epoch; 8 epochs are 24 steps.
+    dry = run_cli(*base, "--epochs", "8", "--dry-run", "--json")
+    assert json.loads(dry.out)["total_steps"] == 24, dry
+    planned = json.loads(dry.out)["model_config"]
     assert (planned["cond_start"], planned["cond_end"]) == (2, 8), planned
     result = run_cli(*base, "--steps", "24", "--run-dir", "ramped")
     assert "the conditioning ramps in from D step 2 to 8" in result.out + result.err, result
@@ -418,5 +423,5 @@ def test_a_conditional_dcgan_ramps_in_over_its_runs_length_unless_told(
         *base[:2], "--set", "cond_end=0", *base[2:], "--steps", "24", "--dry-run", "--json"
     )
     assert "conditional_ramp" not in json.loads(dry.out), dry
-    dry = run_cli("train", "vae", "-d", folder, "--conditional", "--dry-run", "--json")
-    assert dry.code == 0 and "conditional_ramp" not in json.loads(dry.out), dry
+    dry = run_cli("train", "vae", "-d", folder, "--conditional", "--batch-size", "8", "--dry-run")
+    assert dry.code == 0 and "conditional_ramp" not in dry.out, dry

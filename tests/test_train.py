@@ -211,6 +211,19 @@ def test_dry_run_writes_nothing(run_cli, isolated: Path) -> None:
     assert not (isolated / "checkpoints").exists()
 
 
+def test_the_plan_resolves_the_length_that_trains(run_cli, isolated: Path) -> None:
+    """--epochs becomes steps once, in the plan: --dry-run shows the steps that then train, and
+    refuses a dataset smaller than the batch as training would."""
+    args = ["train", "dcgan", "-d", "synthetic", "--batch-size", "256", "--epochs", "1.5", *TINY]
+    dry = run_cli(*args, "--resolution", "32", "--dry-run", "--json")
+    assert json.loads(dry.out)["total_steps"] == 6, dry  # 1,024 images: 4 batches an epoch
+    done = run_cli(*args, "--resolution", "32", "--run-dir", "r", "--json", "--log-every", "1")
+    assert done.code == 0 and json.loads(done.out.splitlines()[-1])["step"] == 6, done
+    too_few = run_cli("train", "dcgan", "-d", "synthetic", "--batch-size", "2048", "--dry-run")
+    assert too_few.code == 2 and "has 1024 images, fewer than the batch size 2048" in too_few.err
+    assert not (isolated / "checkpoints").exists()
+
+
 def test_toml_config_and_flags_override_it(run_cli, isolated: Path) -> None:
     cfg = isolated / "run.toml"
     cfg.write_text(

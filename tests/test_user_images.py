@@ -74,7 +74,9 @@ def _folder(path: Path, size: tuple[int, int], n: int = 10) -> Path:
 
 def test_resolution_defaults_to_the_datas_own(run_cli, isolated: Path) -> None:
     def planned(dataset: Path | str, *extra: str) -> int:
-        result = run_cli("train", "dcgan", "-d", dataset, "--dry-run", "--json", *extra)
+        result = run_cli(
+            "train", "dcgan", "-d", dataset, "--batch-size", "8", "--dry-run", "--json", *extra
+        )
         assert result.code == 0, result
         return json.loads(result.out)["model_config"]["resolution"]
 

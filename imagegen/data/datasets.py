@@ -31,6 +31,7 @@ from imagegen.data.decode import (
     convert_channels,
     decode_files,
     fit_arrays,
+    idx_count,
     open_image_file,
     read_cifar_batch,
     read_idx_images,
@@ -40,6 +41,7 @@ from imagegen.data.decode import (
 )
 from imagegen.data.labels import Labels, Layout
 
+CIFAR_BATCH = 10_000  # images in each CIFAR-10 batch file
 NAMED_DATASETS = ("mnist", "fashion-mnist", "cifar10", "celeba", "synthetic")
 _SYNTHETIC_CLASSES = Layout(None, "the synthetic set has no classes")
 SPLITS = ("train", "test")
@@ -86,6 +88,8 @@ class _Source:
     files: list[str] = field(default_factory=list)
     # the classes, from file names or label files: read when asked, before any decoding
     find_layout: Callable[[], Layout] = lambda: Layout(None, "it has no classes")
+    # the images it holds, before decoding: its image files (unreadable ones are skipped later)
+    count: Callable[[], int] = lambda: 0
 
 
 def load_images(
@@ -181,21 +185,32 @@ def fitting_for(options: Mapping[str, Any]) -> Fitting:
     )
 
 
+@dataclass(frozen=True)
+class Census:
+    """What a dataset's files say before any decoding: its description, its classes, and how
+    many images it holds (its image files: unreadable ones are skipped when it is decoded)."""
+
+    name: str
+    layout: Layout
+    images: int
+
+
 def check_dataset(
     dataset: str, *, split: str = "train", root: str | Path | None = None, download: bool = True
 ) -> str:
     """Check that `dataset` exists (downloading a named one if allowed) without decoding it."""
-    return dataset_layout(dataset, split=split, root=root, download=download)[0]
+    return dataset_census(dataset, split=split, root=root, download=download).name
 
 
-def dataset_layout(
+def dataset_census(
     dataset: str, *, split: str = "train", root: str | Path | None = None, download: bool = True
-) -> tuple[str, Layout]:
-    """`dataset` described, and its classes as its files say (before any decoding)."""
+) -> Census:
+    """`dataset` described, its classes and its size, as its files say (before decoding)."""
     if dataset == "synthetic":
-        return "synthetic (built in, deterministic)", _SYNTHETIC_CLASSES
+        n = len(synthetic_images(1, 1, split))
+        return Census("synthetic (built in, deterministic)", _SYNTHETIC_CLASSES, n)
     source = find_source(dataset, split=split, root=root, download=download)
-    return source.name, source.find_layout()
+    return Census(source.name, source.find_layout(), source.count())
 
 
 def native_channels(dataset: str) -> int | None:
@@ -311,7 +326,12 @@ def _mnist_like(
 
         key = {"idx": _content_key(path)}
         return _Source(
-            f"{label} {split} ({path})", key, decode, fitted=False, find_layout=find_layout
+            f"{label} {split} ({path})",
+            key,
+            decode,
+            fitted=False,
+            find_layout=find_layout,
+            count=lambda: idx_count(path),
         )
 
     return find
@@ -341,7 +361,8 @@ def _cifar10(root: Path, split: str, download: bool) -> _Source:
 
     key = {"cifar": [_content_key(p) for p in paths]}
     name = f"CIFAR-10 {split} ({folder})"
-    return _Source(name, key, decode, fitted=False, find_layout=find_layout)
+    count = lambda: CIFAR_BATCH * len(paths)  # noqa: E731
+    return _Source(name, key, decode, fitted=False, find_layout=find_layout, count=count)
 
 
 def _celeba(root: Path, split: str, download: bool) -> _Source:
@@ -376,7 +397,11 @@ def _celeba(root: Path, split: str, download: bool) -> _Source:
 
     no_classes = Layout(None, "CelebA's attributes are not classes")
     return _Source(
-        f"CelebA {split} ({folder})", fingerprint, decode, find_layout=lambda: no_classes
+        f"CelebA {split} ({folder})",
+        fingerprint,
+        decode,
+        find_layout=lambda: no_classes,
+        count=lambda: len(files),
     )
 
 
@@ -410,7 +435,7 @@ def _folder_source(folder: Path) -> _Source:
         return labelling.from_paths(names)
 
     name = f"folder {folder} ({len(files)} files)"
-    return _Source(name, fingerprint, decode, find_layout=find_layout)
+    return _Source(name, fingerprint, decode, find_layout=find_layout, count=lambda: len(files))
 
 
 def _zip_source(path: Path) -> _Source:
@@ -451,7 +476,9 @@ def _zip_source(path: Path) -> _Source:
         return labelling.from_paths(names)
 
     name = f"zip {path} ({len(names)} files)"
-    return _Source(name, {"zip": _content_key(path)}, decode, find_layout=find_layout)
+    source = _Source(name, {"zip": _content_key(path)}, decode, find_layout=find_layout)
+    source.count = lambda: len(names)
+    return source
 
 
 def _read_cache(path: Path) -> tuple[torch.Tensor, Labels | None, dict] | None:

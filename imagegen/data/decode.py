@@ -141,6 +141,19 @@ def read_idx_labels(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8).astype(np.int64)
 
 
+def idx_count(path: Path) -> int:
+    """The number of images an IDX image file's header declares (optionally gzipped)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            magic, n = struct.unpack(">II", f.read(8))
+    except (OSError, struct.error, EOFError, zlib.error) as e:
+        raise UserError(f"cannot read {path}: {e}") from None
+    if magic != 0x00000803:
+        raise UserError(f"{path} is not an IDX image file (magic {magic:#010x})")
+    return n
+
+
 def read_idx_images(path: Path) -> np.ndarray:
     """Read an IDX image file (MNIST's format, optionally gzipped) as (N, H, W) uint8."""
     opener = gzip.open if path.suffix == ".gz" else open

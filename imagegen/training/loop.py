@@ -41,7 +41,7 @@ from imagegen.training.ema import EMA, STANDING_SEED
 from imagegen.training.fid_monitor import FIDMonitor
 from imagegen.training.fid_schedule import FIDSchedule
 from imagegen.training.health import Alarm, HealthMonitor
-from imagegen.training.plan import TrainPlan, ramp_steps
+from imagegen.training.plan import TrainPlan
 from imagegen.training.tensorboard_log import TensorBoardLog
 
 
@@ -195,13 +195,9 @@ def _setup(plan: TrainPlan, context: distributed.Context, emit: Emit) -> _Sessio
     batches = EpochBatches(
         images.images.to(device), train.batch_size, train.seed, context.rank, context.world_size
     )
-    total = train.steps or math.ceil(train.epochs * batches.batches_per_epoch)
+    total = plan.total_steps  # the plan's: --steps, or --epochs of the data's image files
     config = build_dataclass(
-        spec.config_cls,
-        plan.model_config
-        | {"channels": channels or images.shape[0]}
-        | ramp_steps(plan.conditional_ramp, total),
-        plan.model,
+        spec.config_cls, plan.model_config | {"channels": channels or images.shape[0]}, plan.model
     )
     labels = _class_labels(images, config, plan, ckpt) if train.conditional else None
     torch.manual_seed(train.seed)  # the same initial weights on every rank

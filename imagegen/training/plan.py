@@ -2,6 +2,7 @@
 the data, before anything is written. A plan is printable (`--dry-run`) and is what every rank
 of a torchrun job trains from."""
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from imagegen.data.labels import Layout
 from imagegen.models.blocks import RESOLUTIONS
 from imagegen.models.registry import ModelSpec, get_spec
 from imagegen.storage import checkpoint, runs
-from imagegen.training import tensorboard_log
+from imagegen.training import distributed, tensorboard_log
 from imagegen.training.config import RESUMABLE_CHANGES, TrainConfig
 
 
@@ -45,13 +46,13 @@ class TrainPlan:
     run_dir: Path
     device: str
     data_root: str | None
+    total_steps: int  # the run's length: --steps, or --epochs of the data's images
     resume_from: Path | None = None
     replace_run_dir: bool = False
     resume_step: int | None = None  # the step of the checkpoint resumed from
     resolution_how: str = ""  # how the resolution was chosen, where the data chose it
     # fractions of the planned steps over which the conditioning ramps in (ModelSpec.
-    # conditional_ramp): model_config's cond_start, cond_end where --steps fixes the length, else
-    # set once the data's size turns --epochs into steps; None: as model_config says
+    # conditional_ramp), resolved into model_config's cond_start, cond_end; None: none asked
     conditional_ramp: tuple[float, float] | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -63,6 +64,7 @@ class TrainPlan:
             "run_dir": str(self.run_dir),
             "device": self.device,
             "data_root": self.data_root,
+            "total_steps": self.total_steps,
             "resume_from": str(self.resume_from) if self.resume_from else None,
         } | ({"conditional_ramp": list(self.conditional_ramp)} if self.conditional_ramp else {})
 
@@ -88,18 +90,16 @@ def plan_training(request: TrainRequest, download: bool = True) -> TrainPlan:
         size, resolution_how = image_sizes.training_resolution(train.dataset, RESOLUTIONS)
         options |= {"resolution": size} if size is not None else {}
     channels = options.pop("channels", None) or data.native_channels(train.dataset)
-    described, layout = data.dataset_layout(
-        train.dataset, root=request.data_root, download=download
-    )
-    options |= _conditioning(train, layout, described)
+    census = data.dataset_census(train.dataset, root=request.data_root, download=download)
+    options |= _conditioning(train, census.layout, census.name)
     ramp = spec.conditioning_ramp(train.conditional, options)
+    total = run_length(train, census.images)
     if train.transparent:  # RGBA, whatever the data's own channels
         if request.model_options.get("channels") not in (None, 4):
             raise UsageError("--transparent trains on 4 channels (RGBA): leave --channels out")
         channels = 4
     # Validate and resolve the model options now; a folder's channels are known once decoded.
-    if ramp is not None and train.steps is not None:  # the length is known: so are the steps
-        options |= ramp_steps(ramp, train.steps)
+    options |= ramp_steps(ramp, total)
     config = build_dataclass(spec.config_cls, options | {"channels": channels or 3}, request.model)
     if hasattr(config, "check_training"):  # what this model cannot train with
         config.check_training(train)
@@ -112,10 +112,11 @@ def plan_training(request: TrainRequest, download: bool = True) -> TrainPlan:
         model=spec.name,
         model_config=model_config,
         train=train,
-        dataset=described,
+        dataset=census.name,
         run_dir=run_dir,
         device=request.device,
         data_root=str(locations.data_root(request.data_root).resolve()),
+        total_steps=total,
         replace_run_dir=replace_run,
         resolution_how=resolution_how,
         conditional_ramp=ramp,
@@ -131,6 +132,19 @@ def preset_options(
     preset_name, preset = spec.preset(options.get("preset"))
     train = spec.train_defaults | preset.train | options | {"preset": preset_name}
     return train, preset.model | model_options
+
+
+def run_length(train: TrainConfig, images: int) -> int:
+    """The run's length in optimisation steps: --steps, else --epochs of `images` in whole
+    global batches (every process of a torchrun job takes a batch each step)."""
+    world = distributed.from_env().world_size
+    per_epoch = images // (train.batch_size * world)
+    if per_epoch < 1:
+        what = f"the batch size {train.batch_size}"
+        if world > 1:
+            what = f"the global batch {train.batch_size} x {world} processes"
+        raise UsageError(f"the dataset has {images} images, fewer than {what}")
+    return train.steps or math.ceil(train.epochs * per_epoch)
 
 
 def ramp_steps(ramp: tuple[float, float] | None, total: int) -> dict[str, int]:
@@ -211,14 +225,16 @@ def _plan_resume(request: TrainRequest, download: bool) -> TrainPlan:
         )
     run_dir = _resume_run_dir(request, path, ckpt.model_name, train.dataset)
     data_root = request.data_root or runs.recorded_data_root(path)
+    census = data.dataset_census(train.dataset, root=data_root, download=download)
     return TrainPlan(
         model=ckpt.model_name,
         model_config=stored_model,
         train=train,
-        dataset=data.check_dataset(train.dataset, root=data_root, download=download),
+        dataset=census.name,
         run_dir=run_dir,
         device=request.device,
         data_root=data_root,
+        total_steps=run_length(train, census.images),
         resume_from=path,
         resume_step=ckpt.step,
     )

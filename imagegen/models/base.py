@@ -57,7 +57,11 @@ class TrainingSettings(Protocol):
 
 
 class ModelConfig(Protocol):
-    """What every model's frozen config dataclass has (each adds its own fields)."""
+    """What every model's frozen config dataclass has (each adds its own fields).
+
+    Optional, looked up by name by training: `check_training(train)` refuses training options
+    the model cannot train with (in the plan, so --dry-run refuses too); `training_said()` is
+    what the run's first line says of the config ("" for nothing)."""
 
     @property
     def resolution(self) -> int: ...

@@ -105,6 +105,15 @@ class DCGANConfig:
         """Whether the conditioning ramps in (transitional training)."""
         return bool(self.num_classes and self.cond_end)
 
+    def training_said(self) -> str:
+        """What the run's first line says of this config beyond the data ("" for nothing)."""
+        if not self.ramped:
+            return ""
+        return (
+            f"the conditioning ramps in from D step {self.cond_start} to {self.cond_end} "
+            "(transitional training)"
+        )
+
 
 class Generator(nn.Module):
     """z (B, latent_dim) [and classes (B,)] -> image (B, C, R, R) in [-1, 1]."""

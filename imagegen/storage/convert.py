@@ -34,6 +34,7 @@ TORCH_SUFFIXES = (".pt", ".pth")
 # The training options of a checkpoint made from foreign weights: none but where they came from
 # (a resumed run fills in TrainConfig's defaults).
 IMPORTED = {"dataset": "imported"}
+EXAMPLES_MODEL = "dcgan"  # the model whose architecture pytorch/examples' DCGAN is
 # pytorch/examples' names for the DCGAN's architecture options.
 EXAMPLES_OPTIONS = {"nz": "latent_dim", "ngf": "g_width", "ndf": "d_width", "nc": "channels"}
 
@@ -243,9 +244,8 @@ def _inferred(state: dict[str, torch.Tensor], fields: set[str]) -> dict[str, Any
 
 
 def _import_torch(request: ConvertRequest) -> ConvertResult:
+    """A state dict (pytorch/examples' DCGAN, or an imagegen model's) as a checkpoint."""
     state = load_state_dict(request.src)
-    model_name = request.model or "dcgan"
-    spec = get_spec(model_name)
     options = {EXAMPLES_OPTIONS.get(k, k): v for k, v in request.options.items()}
     if _is_examples_discriminator(state):
         raise UserError(
@@ -253,48 +253,10 @@ def _import_torch(request: ConvertRequest) -> ConvertResult:
             "(netG_epoch_N.pth) as SRC, and this file as --discriminator"
         )
     if _is_examples_dcgan(state):
-        if model_name != "dcgan":
-            raise UsageError(f"{request.src} holds a pytorch/examples DCGAN, not a {model_name}")
-        d_state = load_state_dict(request.discriminator) if request.discriminator else None
-        config = build_dataclass(
-            spec.config_cls, _examples_config(state, d_state, options), "dcgan"
-        )
-        model = spec.model_cls(config)
-        _load_checked(model.generator, state, f"{request.src}")
-        if d_state is not None:
-            _load_checked(
-                model.discriminator,
-                _map_examples_discriminator(d_state),
-                f"{request.discriminator}",
-            )
+        model_name, model = _examples_model(request, state, options)
         direction = "pytorch/examples DCGAN -> imagegen checkpoint"
     else:
-        beside = Path(request.src).parent / "config.json"
-        stored: dict[str, Any] = {}
-        if beside.is_file():
-            meta = json.loads(beside.read_text())
-            if meta.get("model") not in (None, model_name) and request.model is None:
-                model_name, spec = meta["model"], get_spec(meta["model"])
-            stored = dict(meta.get("config", {}))
-        fields = {f.name for f in dataclasses.fields(spec.config_cls)}
-        needed = {"resolution", "channels", "latent_dim"} & fields
-        missing = sorted(needed - set(stored) - set(options))
-        if missing and request.model is None and not stored:
-            raise UsageError(
-                f"{request.src} is a state dict but not a pytorch/examples DCGAN, and no "
-                "config.json lies beside it: name its model and architecture, e.g. --model "
-                f"dcgan --set resolution=32 --set channels=3 --latent-dim 100 (models: "
-                f"{', '.join(MODELS)})"
-            )
-        if missing:
-            raise UsageError(
-                f"missing architecture options for {model_name}: {', '.join(missing)} "
-                f"(give --set KEY=VALUE, or put config.json beside {request.src})"
-            )
-        config = build_dataclass(
-            spec.config_cls, _inferred(state, fields) | stored | options, model_name
-        )
-        model = spec.model_cls(config)
+        model_name, model = _state_dict_model(request, state, options)
         prefix = f"{model.ema_module}."
         if all(k.startswith(prefix) for k in state):  # the sampling network alone
             sampler = {k[len(prefix) :]: v for k, v in state.items()}
@@ -313,6 +275,52 @@ def _import_torch(request: ConvertRequest) -> ConvertResult:
         dataset="imported",
     )
     return ConvertResult(direction, model_name, to_dict(model.config), [str(request.dst)])
+
+
+def _examples_model(
+    request: ConvertRequest, state: dict[str, torch.Tensor], options: dict[str, Any]
+) -> tuple[str, Any]:
+    """pytorch/examples' DCGAN (netG, and netD if given) as the model of that architecture."""
+    model_name = request.model or EXAMPLES_MODEL
+    if model_name != EXAMPLES_MODEL:
+        raise UsageError(f"{request.src} holds a pytorch/examples DCGAN, not a {model_name}")
+    spec = get_spec(model_name)
+    d_state = load_state_dict(request.discriminator) if request.discriminator else None
+    config = build_dataclass(spec.config_cls, _examples_config(state, d_state, options), model_name)
+    model: Any = spec.model_cls(config)
+    _load_checked(model.generator, state, f"{request.src}")
+    if d_state is not None:
+        mapped = _map_examples_discriminator(d_state)
+        _load_checked(model.discriminator, mapped, f"{request.discriminator}")
+    return model_name, model
+
+
+def _state_dict_model(
+    request: ConvertRequest, state: dict[str, torch.Tensor], options: dict[str, Any]
+) -> tuple[str, Any]:
+    """The model a state dict is the weights of: --model, else the config.json beside it (an
+    export's), its architecture from there and --set."""
+    beside = Path(request.src).parent / "config.json"
+    meta = json.loads(beside.read_text()) if beside.is_file() else {}
+    model_name = request.model or meta.get("model")
+    if model_name is None:
+        raise UsageError(
+            f"{request.src} is a state dict but not a pytorch/examples DCGAN, and no "
+            "config.json lies beside it: name its model and architecture, e.g. --model "
+            f"{next(iter(MODELS))} --set resolution=32 --set channels=3 --latent-dim 100 "
+            f"(models: {', '.join(MODELS)})"
+        )
+    spec = get_spec(model_name)
+    stored = dict(meta.get("config", {})) if meta.get("model") in (None, model_name) else {}
+    fields = {f.name for f in dataclasses.fields(spec.config_cls)}
+    missing = sorted({"resolution", "channels", "latent_dim"} & fields - set(stored) - set(options))
+    if missing:
+        raise UsageError(
+            f"missing architecture options for {model_name}: {', '.join(missing)} "
+            f"(give --set KEY=VALUE, or put config.json beside {request.src})"
+        )
+    asked = _inferred(state, fields) | stored | options
+    return model_name, spec.model_cls(build_dataclass(spec.config_cls, asked, model_name))
 
 
 def _save_imported_sampler(request: ConvertRequest, model_name: str, model: Any) -> ConvertResult:

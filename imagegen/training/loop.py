@@ -537,14 +537,8 @@ def _describe_classes(s: _Session) -> str:
     if labels is None:
         return ""
     if s.labels is not None:
-        ramp = ""
-        config: Any = s.config  # a model whose conditioning ramps in has these fields
-        if getattr(config, "ramped", False):
-            ramp = (
-                f"; the conditioning ramps in from D step {config.cond_start} to "
-                f"{config.cond_end} (transitional training)"
-            )
-        return f"conditional on {labels.summary()}{ramp}"
+        said = getattr(s.config, "training_said", lambda: "")()  # the model's own words
+        return f"conditional on {labels.summary()}" + (f"; {said}" if said else "")
     return f"{labels.summary()}; not used: --conditional trains a class-conditional model"
 
 

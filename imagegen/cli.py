@@ -54,6 +54,8 @@ class _RegistryCommand(TyperCommand):
 def _registry_help(command: str, param: str) -> str | None:
     """The help of a parameter that names the registry's models, presets or their defaults."""
     names = ", ".join(MODELS)
+    if param == "source" and command in AUTOENCODERS:
+        return f"Checkpoint file or run folder of a model with an encoder: {_encoders()}."
     if param == "model":
         return (
             f"Model to train: {names}."
@@ -64,6 +66,14 @@ def _registry_help(command: str, param: str) -> str | None:
     if command == "train" and param in fields and "help" in fields[param].metadata:
         return _option_help(fields[param], TrainConfig)
     return None
+
+
+AUTOENCODERS = ("encode", "decode", "interpolate", "reconstruct")  # commands of encoder models
+
+
+def _encoders() -> str:
+    """The registry's models with an encoder (their classes are imported: help time only)."""
+    return ", ".join(n for n, spec in MODELS.items() if spec.model_cls.can_reconstruct) or "none"
 
 
 app = typer.Typer(
@@ -740,7 +750,7 @@ def convert(
     return 0
 
 
-_CHECKPOINT = typer.Argument(..., help="Checkpoint file or run folder of a vae or vaegan.")
+_CHECKPOINT = typer.Argument(..., help="Checkpoint file or run folder of a model with an encoder.")
 _IMAGES = typer.Argument(..., help="Image files, and folders of them.")
 _JSON = typer.Option(False, "--json", help="Print one JSON object at the end.")
 _QUIET = typer.Option(False, "--quiet", "-q", help="Print nothing but the result and errors.")
@@ -837,7 +847,9 @@ for _command, _request, _positional in (
     (interpolate, InterpolateRequest, 3),
     (reconstruct, ReconstructRequest, 2),
 ):
-    app.command(epilog=AUTOENCODE_EXAMPLE)(_with_options(_command, _request, _positional))
+    app.command(epilog=AUTOENCODE_EXAMPLE, cls=_RegistryCommand)(
+        _with_options(_command, _request, _positional)
+    )
 
 
 def _error(message: str) -> None:

@@ -70,9 +70,9 @@ class SampleRequest:
     )
     reconstruct: bool = option(
         False,
-        "vae, vaegan: --n dataset images (a seeded random choice), each row above a row of their "
-        "reconstructions; prints pixel MSE and PSNR, and for the VAE the negative ELBO in nats "
-        "and bits/dim, on those images.",
+        "A model with an encoder: --n dataset images (a seeded random choice), each row above a "
+        "row of their reconstructions; prints pixel MSE and PSNR, and for a model with a "
+        "likelihood (the VAE) the negative ELBO in nats and bits/dim, on those images.",
     )
     split: str = option("test", "--reconstruct: the split to draw from.")
     dataset: str | None = option(

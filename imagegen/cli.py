@@ -363,24 +363,26 @@ def train(
         request, data_root=data_root, device=device, run_dir=run_dir, force=force
     )
     context = distributed.from_env(dist_timeout)
+    out, err = _consoles(quiet)
     if dry_run:
-        plan = plan_training(request, download=False)
+        with _TrainView(err) as view:  # a folder's first decode is said
+            plan = plan_training(request, download=False, emit=view)
         if context.is_main:
             resolved = json.dumps(plan.as_dict(), indent=2 if as_json else None)
             if as_json:
                 print(resolved)
             else:
-                _consoles(quiet)[0].print_json(resolved)
+                out.print_json(resolved)
         return 0
     device_ = distributed.local_device(resolve_device(device), context)
     with distributed.process_group(context, device_):
-        # Rank 0 plans (it may download data or refuse the run folder); the others follow it.
-        plan = distributed.on_main(context, lambda: plan_training(request))
-        if not context.is_main:  # the other ranks train silently
+        if not context.is_main:  # the other ranks follow rank 0's plan and train silently
+            plan = distributed.on_main(context, lambda: plan_training(request))
             result = run_training(plan, None, context)
             return 130 if result.interrupted else 0
-        out, err = _consoles(quiet)
         with _TrainView(err) as view:
+            # Rank 0 plans (it may download or decode data, or refuse the run folder).
+            plan = distributed.on_main(context, lambda: plan_training(request, emit=view))
             result = run_training(plan, view, context)
     return _show_train_result(result, plan.model, out, err, as_json, quiet)
 

@@ -10,6 +10,8 @@ import torch
 from conftest import TINY
 from PIL import Image
 
+from imagegen.common import locations
+
 
 def _sprites(folder: Path, n: int = 20) -> None:
     """n RGBA sprites of 24x16 (black under their transparent pixels), and 4 opaque ones."""
@@ -215,3 +217,28 @@ def test_a_small_folder_hears_of_flip_and_a_named_dataset_does_not(run_cli, isol
     assert result.code == 0 and "are few" not in result.err, result
     result = _train(run_cli, "synthetic", isolated / "named")
     assert result.code == 0 and "are few" not in result.err, result
+
+
+def test_dry_run_shows_a_folders_channels_and_readable_images(run_cli, isolated: Path) -> None:
+    """A folder's channels and its readable images are known only once decoded: the plan
+    decodes it (once: training then reads the cache), so --dry-run shows the channels that
+    train and the steps --epochs makes of the images that decode."""
+    folder = isolated / "digits"
+    folder.mkdir()
+    for i in range(17):
+        Image.new("L", (28, 28), 10 * i).save(folder / f"{i}.png")
+    (folder / "broken.png").write_bytes(b"not a png")
+    args = ["train", "dcgan", "-d", folder, "--batch-size", "4", "--epochs", "2", *TINY]
+    dry = run_cli(*args, "--dry-run", "--json")
+    planned = json.loads(dry.out)
+    assert planned["model_config"]["channels"] == 1  # every image grey
+    assert planned["total_steps"] == 8  # 17 readable images: 4 batches of 4 an epoch
+    cached = sorted(locations.decoded_cache_dir().glob("*.safetensors"))
+    assert len(cached) == 1  # the first decode, in the plan
+    written = cached[0].stat().st_mtime_ns
+    done = run_cli(*args, "--run-dir", isolated / "run", "--json")
+    assert done.code == 0 and json.loads(done.out.splitlines()[-1])["step"] == 8, done
+    assert sorted(locations.decoded_cache_dir().glob("*.safetensors")) == cached  # no other
+    assert cached[0].stat().st_mtime_ns == written  # read, not decoded again
+    config = json.loads((isolated / "run" / "config.json").read_text())
+    assert config["model_config"]["channels"] == 1 and config["data_shape"][0] == 1

@@ -181,13 +181,12 @@ def _setup(plan: TrainPlan, context: distributed.Context, emit: Emit) -> _Sessio
     if train.sync_bn and context.enabled:  # the model's own refusals: in the plan
         distributed.check_sync_batchnorm(device)  # before the data is loaded
     ckpt = checkpoint.read_checkpoint(plan.resume_from) if plan.resume_from else None
-    channels = plan.model_config.get("channels")
     fitting = data.fitting_for(to_dict(train))  # how image files become squares
     with distributed.local_main_first(context):  # one decode per machine fills the cache
         images = data.load_images(
             train.dataset,
             resolution=plan.model_config["resolution"],
-            channels=channels,
+            channels=plan.data_channels,  # as the plan loaded them: the decode is cached
             root=plan.data_root,
             emit=emit,
             fitting=fitting,
@@ -196,9 +195,7 @@ def _setup(plan: TrainPlan, context: distributed.Context, emit: Emit) -> _Sessio
         images.images.to(device), train.batch_size, train.seed, context.rank, context.world_size
     )
     total = plan.total_steps  # the plan's: --steps, or --epochs of the data's image files
-    config = build_dataclass(
-        spec.config_cls, plan.model_config | {"channels": channels or images.shape[0]}, plan.model
-    )
+    config = build_dataclass(spec.config_cls, plan.model_config, plan.model)
     labels = _class_labels(images, config, plan, ckpt) if train.conditional else None
     torch.manual_seed(train.seed)  # the same initial weights on every rank
     # channels_last: oneDNN (CPU) and cuDNN (GPU) convolutions are faster in NHWC.

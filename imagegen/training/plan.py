@@ -2,6 +2,7 @@
 the data, before anything is written. A plan is printable (`--dry-run`) and is what every rank
 of a torchrun job trains from."""
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ from imagegen.common import locations
 from imagegen.common.devices import resolve_device
 from imagegen.common.errors import UsageError, UserError
 from imagegen.common.options import build_dataclass, differences, to_dict
+from imagegen.common.progress import Emit
 from imagegen.data import datasets as data
 from imagegen.data import image_sizes
 from imagegen.data.labels import Layout
@@ -40,13 +42,16 @@ class TrainPlan:
     """A fully resolved run, ready to start (or to print, for --dry-run)."""
 
     model: str
-    model_config: dict[str, Any]  # `channels` is None when it comes from the dataset
+    model_config: dict[str, Any]
     train: TrainConfig
     dataset: str  # description of the data source
     run_dir: Path
     device: str
     data_root: str | None
     total_steps: int  # the run's length: --steps, or --epochs of the data's images
+    # the channels the data is loaded with (None: a folder's or zip's own, as decoded; the
+    # model's are model_config's)
+    data_channels: int | None = None
     resume_from: Path | None = None
     replace_run_dir: bool = False
     resume_step: int | None = None  # the step of the checkpoint resumed from
@@ -69,12 +74,59 @@ class TrainPlan:
         } | ({"conditional_ramp": list(self.conditional_ramp)} if self.conditional_ramp else {})
 
 
-def plan_training(request: TrainRequest, download: bool = True) -> TrainPlan:
-    """Resolve options, the run folder and resume state; check (or fetch) the data."""
+def plan_training(
+    request: TrainRequest, download: bool = True, emit: Emit | None = None
+) -> TrainPlan:
+    """Resolve options, the run folder and resume state; check (or fetch) the data. A folder's
+    or zip's images are decoded here (once: then cached), for their channels and their count;
+    `emit` hears that decode."""
     spec = get_spec(request.model)
     resolve_device(request.device)
     if request.resume is not None:
-        return _plan_resume(request, download)
+        return _plan_resume(request, download, emit)
+    train, options, resolution_how = _new_run_options(spec, request)
+    run_dir = (
+        Path(request.run_dir) if request.run_dir else runs.next_run_dir(spec.name, train.dataset)
+    )
+    replace_run = _check_new_run_dir(run_dir, request.force)
+    census = data.dataset_census(train.dataset, root=request.data_root, download=download)
+    options |= _conditioning(train, census.layout, census.name)
+    asked = _asked_channels(train, request.model_options, options.pop("channels", None))
+    channels, images = asked, census.images
+    if channels is None:  # a folder's or zip's own: as its images decode
+        resolution = options.get("resolution", _default(spec.config_cls, "resolution"))
+        fitting = data.fitting_for(to_dict(train))
+        loaded = data.load_images(
+            train.dataset, resolution=resolution, root=request.data_root, emit=emit, fitting=fitting
+        )
+        channels, images = loaded.shape[0], len(loaded.images)
+    total = run_length(train, images)
+    ramp = spec.conditioning_ramp(train.conditional, options)
+    options |= ramp_steps(ramp, total) | {"channels": channels}
+    config = build_dataclass(spec.config_cls, options, request.model)
+    if hasattr(config, "check_training"):  # what this model cannot train with
+        config.check_training(train)
+    return TrainPlan(
+        model=spec.name,
+        model_config=to_dict(config),
+        train=train,
+        dataset=census.name,
+        run_dir=run_dir,
+        device=request.device,
+        data_root=str(locations.data_root(request.data_root).resolve()),
+        total_steps=total,
+        data_channels=asked,
+        replace_run_dir=replace_run,
+        resolution_how=resolution_how,
+        conditional_ramp=ramp,
+    )
+
+
+def _new_run_options(
+    spec: ModelSpec, request: TrainRequest
+) -> tuple[TrainConfig, dict[str, Any], str]:
+    """A new run's training config, its model options so far (the resolution the data's own
+    where none is asked) and how that resolution was chosen."""
     options, model_options = preset_options(spec, request.options, request.model_options)
     dataset = str(options.get("dataset", ""))
     if data.native_channels(dataset) is None and Path(dataset).expanduser().exists():
@@ -84,43 +136,26 @@ def plan_training(request: TrainRequest, download: bool = True) -> TrainPlan:
     tensorboard_log.wanted(train.tensorboard)  # asked for without the package: refused now
     if "num_classes" in request.model_options:
         raise UsageError("num_classes is the data's: train with --conditional instead")
-    options = model_options
     resolution_how = ""
-    if "resolution" not in options:  # the data's own size, where it has one
+    if "resolution" not in model_options:  # the data's own size, where it has one
         size, resolution_how = image_sizes.training_resolution(train.dataset, RESOLUTIONS)
-        options |= {"resolution": size} if size is not None else {}
-    channels = options.pop("channels", None) or data.native_channels(train.dataset)
-    census = data.dataset_census(train.dataset, root=request.data_root, download=download)
-    options |= _conditioning(train, census.layout, census.name)
-    ramp = spec.conditioning_ramp(train.conditional, options)
-    total = run_length(train, census.images)
+        model_options |= {"resolution": size} if size is not None else {}
+    return train, model_options, resolution_how
+
+
+def _asked_channels(train: TrainConfig, model_options: dict[str, Any], given: Any) -> int | None:
+    """The channels the data is loaded with: --channels, 4 with --transparent, a named
+    dataset's own; None: a folder's or zip's own (known once decoded)."""
     if train.transparent:  # RGBA, whatever the data's own channels
-        if request.model_options.get("channels") not in (None, 4):
+        if model_options.get("channels") not in (None, 4):
             raise UsageError("--transparent trains on 4 channels (RGBA): leave --channels out")
-        channels = 4
-    # Validate and resolve the model options now; a folder's channels are known once decoded.
-    options |= ramp_steps(ramp, total)
-    config = build_dataclass(spec.config_cls, options | {"channels": channels or 3}, request.model)
-    if hasattr(config, "check_training"):  # what this model cannot train with
-        config.check_training(train)
-    model_config = to_dict(config) | {"channels": channels}
-    run_dir = (
-        Path(request.run_dir) if request.run_dir else runs.next_run_dir(spec.name, train.dataset)
-    )
-    replace_run = _check_new_run_dir(run_dir, request.force)
-    return TrainPlan(
-        model=spec.name,
-        model_config=model_config,
-        train=train,
-        dataset=census.name,
-        run_dir=run_dir,
-        device=request.device,
-        data_root=str(locations.data_root(request.data_root).resolve()),
-        total_steps=total,
-        replace_run_dir=replace_run,
-        resolution_how=resolution_how,
-        conditional_ramp=ramp,
-    )
+        return 4
+    return given or data.native_channels(train.dataset)
+
+
+def _default(config_cls: type, name: str) -> Any:
+    """A config field's default."""
+    return next(f.default for f in dataclasses.fields(config_cls) if f.name == name)
 
 
 def preset_options(
@@ -193,7 +228,7 @@ def _resumed_options(stored: dict[str, Any], asked: dict[str, Any]) -> dict[str,
     return merged
 
 
-def _plan_resume(request: TrainRequest, download: bool) -> TrainPlan:
+def _plan_resume(request: TrainRequest, download: bool, emit: Emit | None) -> TrainPlan:
     assert request.resume is not None
     path = runs.find_checkpoint(request.resume)
     ckpt = checkpoint.read_checkpoint(path, expect_model=request.model, load_tensors=False)
@@ -226,6 +261,19 @@ def _plan_resume(request: TrainRequest, download: bool) -> TrainPlan:
     run_dir = _resume_run_dir(request, path, ckpt.model_name, train.dataset)
     data_root = request.data_root or runs.recorded_data_root(path)
     census = data.dataset_census(train.dataset, root=data_root, download=download)
+    images = census.images
+    if train.steps is None and data.native_channels(train.dataset) is None:
+        # --epochs of a folder's or zip's readable images: as they decode (then cached)
+        fitting = data.fitting_for(to_dict(train))
+        loaded = data.load_images(
+            train.dataset,
+            resolution=stored_model["resolution"],
+            channels=stored_model["channels"],
+            root=data_root,
+            emit=emit,
+            fitting=fitting,
+        )
+        images = len(loaded.images)
     return TrainPlan(
         model=ckpt.model_name,
         model_config=stored_model,
@@ -234,7 +282,8 @@ def _plan_resume(request: TrainRequest, download: bool) -> TrainPlan:
         run_dir=run_dir,
         device=request.device,
         data_root=data_root,
-        total_steps=run_length(train, census.images),
+        total_steps=run_length(train, images),
+        data_channels=stored_model["channels"],
         resume_from=path,
         resume_step=ckpt.step,
     )

@@ -1,6 +1,6 @@
 """Write the tables of docs/*.md that are made from the code, between their markers.
 
-- docs/cli.md, the options of `imagegen train`: from the command, whose training options are
+- docs/cli.md, the options of `imagegen train` (and of every other command but eval): from the command, whose training options are
   derived from their declarations (TrainConfig fields, imagegen/training/config.py), and those of
   `imagegen sample` (SampleRequest fields, imagegen/sampling/request.py);
 - docs/evaluation.md, the options of `imagegen eval`: from the command, whose options are
@@ -62,7 +62,7 @@ TABLES: dict[str, dict[str, Callable[[], str]]] = {
         "sample options": lambda: options_table("sample"),
         **{
             f"{name} options": (lambda name=name: options_table(name))
-            for name in ("encode", "decode", "interpolate", "reconstruct")
+            for name in ("encode", "decode", "interpolate", "reconstruct", "convert")
         },
     },
     "evaluation.md": {

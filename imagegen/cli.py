@@ -31,6 +31,7 @@ from imagegen.sampling.autoencode_request import (
     ReconstructRequest,
 )
 from imagegen.sampling.request import SampleRequest
+from imagegen.storage.convert_request import ConvertRequest
 from imagegen.training.config import TrainConfig
 
 
@@ -57,11 +58,9 @@ def _registry_help(command: str, param: str) -> str | None:
     if param == "source" and command in AUTOENCODERS:
         return f"Checkpoint file or run folder of a model with an encoder: {_encoders()}."
     if param == "model":
-        return (
-            f"Model to train: {names}."
-            if command == "train"
-            else f"Model of a state dict: {names}."
-        )
+        if command == "train":
+            return f"Model to train: {names}."
+        return f"Model of a state dict: {names}. [default: the config.json's beside it]"
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     if command == "train" and param in fields and "help" in fields[param].metadata:
         return _option_help(fields[param], TrainConfig)
@@ -682,64 +681,26 @@ CONVERT_EXAMPLE = """Examples:
 """
 
 
-@app.command(epilog=CONVERT_EXAMPLE, cls=_RegistryCommand)
+_JSON = typer.Option(False, "--json", help="Print one JSON object at the end.")
+_QUIET = typer.Option(False, "--quiet", "-q", help="Print nothing but the result and errors.")
+
+
 def convert(
     src: Path = typer.Argument(..., help="Source: .pth/.pt, .safetensors, or a run folder."),
     dst: Path = typer.Argument(..., help="Destination: .safetensors, .pt/.pth or .onnx."),
-    model: str | None = typer.Option(None, help="Model of a state dict."),
     option: list[str] = typer.Option(
         [], "--set", "-s", help="Model option KEY=VALUE for an imported state dict."
     ),
-    resolution: int | None = typer.Option(None, help="Image size of an imported model."),
-    latent_dim: int | None = typer.Option(None, help="Latent size of an imported model."),
-    nz: int | None = typer.Option(None, help="pytorch/examples: latent size (nz)."),
-    ngf: int | None = typer.Option(None, help="pytorch/examples: generator width (ngf)."),
-    ndf: int | None = typer.Option(None, help="pytorch/examples: discriminator width (ndf)."),
-    nc: int | None = typer.Option(None, help="pytorch/examples: image channels (nc)."),
-    image_size: int | None = typer.Option(None, help="pytorch/examples: image size (64)."),
-    discriminator: Path | None = typer.Option(
-        None, help="pytorch/examples: the netD_epoch_N.pth that goes with netG."
-    ),
-    no_ema: bool = typer.Option(False, "--no-ema", help="Export the raw weights, not the EMA."),
-    weights_only: bool = typer.Option(
-        False,
-        "--weights-only",
-        help="SRC (a checkpoint or run) -> DST.safetensors with the sampling network alone: "
-        "a few MB that sample, eval and convert accept.",
-    ),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing destination."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object at the end."),
-    quiet: bool = typer.Option(
-        False, "--quiet", "-q", help="Print nothing but the result and errors."
-    ),
+    as_json: bool = _JSON,
+    quiet: bool = _QUIET,
+    **options: Any,
 ) -> int:
     """Convert checkpoints: import .pth (pytorch/examples DCGAN, state dicts); export .pt, ONNX."""
     from imagegen.common.options import parse_assignments
-    from imagegen.storage.convert import ConvertRequest
     from imagegen.storage.convert import convert as run_convert
 
-    if image_size is not None and resolution is not None and image_size != resolution:
-        raise UsageError("--image-size and --resolution disagree")
-    options: dict[str, Any] = parse_assignments(option) | _given(
-        resolution=resolution if resolution is not None else image_size,
-        latent_dim=latent_dim,
-        nz=nz,
-        ngf=ngf,
-        ndf=ndf,
-        nc=nc,
-    )
-    result = run_convert(
-        ConvertRequest(
-            src=src,
-            dst=dst,
-            model=model,
-            options=options,
-            discriminator=discriminator,
-            use_ema=not no_ema,
-            force=force,
-            weights_only=weights_only,
-        )
-    )
+    asked = parse_assignments(option)
+    result = run_convert(ConvertRequest(src=src, dst=dst, set_options=asked, **_given(**options)))
     out, _ = _consoles(quiet)
     if as_json:
         print(jsonl.dumps(result.as_dict()))
@@ -752,10 +713,13 @@ def convert(
     return 0
 
 
+app.command(epilog=CONVERT_EXAMPLE, cls=_RegistryCommand)(
+    _with_options(convert, ConvertRequest, positional=2)
+)
+
+
 _CHECKPOINT = typer.Argument(..., help="Checkpoint file or run folder of a model with an encoder.")
 _IMAGES = typer.Argument(..., help="Image files, and folders of them.")
-_JSON = typer.Option(False, "--json", help="Print one JSON object at the end.")
-_QUIET = typer.Option(False, "--quiet", "-q", help="Print nothing but the result and errors.")
 
 AUTOENCODE_EXAMPLE = """Examples:
 

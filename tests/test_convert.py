@@ -254,3 +254,10 @@ def test_bad_input(run_cli, isolated: Path, examples_files) -> None:
     assert result.code == 1 and "is not a PyTorch file" in result.err
     result = run_cli("convert", g_path, isolated / "o.safetensors", "--model", "vae")
     assert result.code == 2 and "pytorch/examples DCGAN, not a vae" in result.err
+    # The architecture flags: each in its declared range; two that set one option agree.
+    result = run_cli("convert", g_path, isolated / "o.safetensors", "--nc", "7")
+    assert result.code == 2 and "--nc must be in [1, 4], got 7" in result.err, result
+    both = ["--image-size", "64", "--resolution", "32"]
+    result = run_cli("convert", g_path, isolated / "o.safetensors", *both)
+    assert result.code == 2 and "disagree on resolution" in result.err, result
+    assert not (isolated / "o.safetensors").exists()

@@ -28,6 +28,7 @@ from imagegen.common.options import build_dataclass, to_dict
 from imagegen.models.base import GenerativeModel
 from imagegen.models.registry import MODELS, get_spec
 from imagegen.storage import checkpoint
+from imagegen.storage.convert_request import ConvertRequest
 from imagegen.storage.runs import find_checkpoint
 
 TORCH_SUFFIXES = (".pt", ".pth")
@@ -35,22 +36,6 @@ TORCH_SUFFIXES = (".pt", ".pth")
 # (a resumed run fills in TrainConfig's defaults).
 IMPORTED = {"dataset": "imported"}
 EXAMPLES_MODEL = "dcgan"  # the model whose architecture pytorch/examples' DCGAN is
-# pytorch/examples' names for the DCGAN's architecture options.
-EXAMPLES_OPTIONS = {"nz": "latent_dim", "ngf": "g_width", "ndf": "d_width", "nc": "channels"}
-
-
-@dataclass(frozen=True)
-class ConvertRequest:
-    """What to convert; `options` are model config fields given on the command line."""
-
-    src: Path
-    dst: Path
-    model: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-    discriminator: Path | None = None  # pytorch/examples' netD_epoch_N.pth
-    use_ema: bool = True
-    force: bool = False
-    weights_only: bool = False  # .safetensors (or a run) -> the sampling network alone
 
 
 @dataclass(frozen=True)
@@ -246,7 +231,7 @@ def _inferred(state: dict[str, torch.Tensor], fields: set[str]) -> dict[str, Any
 def _import_torch(request: ConvertRequest) -> ConvertResult:
     """A state dict (pytorch/examples' DCGAN, or an imagegen model's) as a checkpoint."""
     state = load_state_dict(request.src)
-    options = {EXAMPLES_OPTIONS.get(k, k): v for k, v in request.options.items()}
+    options = request.options
     if _is_examples_discriminator(state):
         raise UserError(
             f"{request.src} is a pytorch/examples discriminator (netD): give the generator "

@@ -1,8 +1,8 @@
 """Write the tables of docs/*.md that are made from the code, between their markers.
 
-- docs/cli.md, the options of `imagegen train` (and of every other command but eval): from the command, whose training options are
-  derived from their declarations (TrainConfig fields, imagegen/training/config.py), and those of
-  `imagegen sample` (SampleRequest fields, imagegen/sampling/request.py);
+- docs/cli.md, the options of `imagegen train`, `sample`, `encode`, `decode`, `interpolate`,
+  `reconstruct` and `convert`: from each command, whose options are derived from their
+  declarations (TrainConfig, SampleRequest, the autoencoder requests, ConvertRequest);
 - docs/evaluation.md, the options of `imagegen eval`: from the command, whose options are
   derived from their declarations (EvalRequest fields, imagegen/evaluation/request.py), and its
   metrics: from their registry (imagegen/evaluation/registry.py).

@@ -3,6 +3,7 @@
 - docs/cli.md, the options of `imagegen train`, `sample`, `encode`, `decode`, `interpolate`,
   `reconstruct` and `convert`: from each command, whose options are derived from their
   declarations (TrainConfig, SampleRequest, the autoencoder requests, ConvertRequest);
+- docs/models.md, every model's presets: from the registry (imagegen/models/registry.py);
 - docs/evaluation.md, the options of `imagegen eval`: from the command, whose options are
   derived from their declarations (EvalRequest fields, imagegen/evaluation/request.py), and its
   metrics: from their registry (imagegen/evaluation/registry.py).
@@ -55,6 +56,22 @@ def metrics_table() -> str:
     return "\n".join(rows)
 
 
+def presets_table() -> str:
+    """Every model's presets: what each is and the options it sets (the registry's)."""
+    from imagegen.models.registry import MODELS
+
+    rows = ["| model | preset | what | options |", "| --- | --- | --- | --- |"]
+    for spec in MODELS.values():
+        for name, p in spec.presets.items():
+            options = ", ".join(f"`{k}={v}`" for k, v in {**p.model, **p.train}.items())
+            default = " (default)" if name == spec.default_preset else ""
+            rows.append(
+                f"| `{spec.name}` | `{name}`{default} | {p.summary} | "
+                f"{options or 'the config defaults'} |"
+            )
+    return "\n".join(rows)
+
+
 # file -> each table's name in its markers, and the function that makes it
 TABLES: dict[str, dict[str, Callable[[], str]]] = {
     "cli.md": {
@@ -65,6 +82,7 @@ TABLES: dict[str, dict[str, Callable[[], str]]] = {
             for name in ("encode", "decode", "interpolate", "reconstruct", "convert")
         },
     },
+    "models.md": {"presets": presets_table},
     "evaluation.md": {
         "eval options": lambda: options_table("eval"),
         "metrics": metrics_table,

@@ -158,21 +158,3 @@ def test_shape_masks_what_changes() -> None:
     assert matches(["a N", "...", "c"], ["a 5", "b", "b", "c"])
     assert not matches(["a", "c"], ["a", "b", "c"])
     assert matches(['{"x": 1, ...}'], [json.dumps({"x": 2, "y": 3})])
-
-
-def preset_table() -> str:
-    """The table of presets docs/models.md shows, rendered from the registry."""
-    rows = ["| model | preset | what | options |", "| --- | --- | --- | --- |"]
-    for spec in MODELS.values():
-        for name, p in spec.presets.items():
-            options = ", ".join(f"`{k}={v}`" for k, v in {**p.model, **p.train}.items())
-            default = " (default)" if name == spec.default_preset else ""
-            rows.append(
-                f"| `{spec.name}` | `{name}`{default} | {p.summary} | "
-                f"{options or 'the config defaults'} |"
-            )
-    return "\n".join(rows)
-
-
-def test_the_preset_table_is_the_registry() -> None:
-    assert preset_table() in (ROOT / "docs" / "models.md").read_text()

@@ -20,7 +20,6 @@ from imagegen.data.batches import EpochBatches
 from imagegen.models.dcgan import DCGAN, DCGANConfig
 from imagegen.storage import checkpoint
 from imagegen.training import distributed
-from imagegen.training.loop import run_training
 from imagegen.training.plan import TrainRequest, plan_training
 
 pytestmark = pytest.mark.integration  # torchrun jobs of several processes
@@ -298,13 +297,21 @@ def test_networks_are_called_through_their_wrappers() -> None:
         model.set_wrappers({"encoder": wrapper})
 
 
-def test_sync_bn_needs_cuda(isolated: Path) -> None:
+def test_sync_bn_needs_cuda(run_cli, isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under torchrun (its environment), the plan refuses --sync-bn without CUDA: so does
+    --dry-run; in one process the flag has no effect."""
     request = TrainRequest(
         "dcgan", {"dataset": "synthetic", "steps": 1, "sync_bn": True}, {"resolution": 32}
     )
-    plan = plan_training(request)
-    with pytest.raises(UsageError, match="--sync-bn needs CUDA"):
-        run_training(plan, context=distributed.Context(rank=0, world_size=2))
+    plan_training(request)  # one process: nothing to synchronise
+    torchrun = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
+    with monkeypatch.context() as env:
+        for key, value in (torchrun | {"MASTER_PORT": "29500"}).items():
+            env.setenv(key, value)
+        with pytest.raises(UsageError, match="--sync-bn needs CUDA"):
+            plan_training(request)
+        dry = run_cli("train", "dcgan", "-d", "synthetic", "--sync-bn", "--dry-run")
+        assert dry.code == 2 and "--sync-bn needs CUDA" in dry.err, dry
     request = TrainRequest(
         "dcgan",
         {"dataset": "synthetic", "steps": 1, "sync_bn": True},

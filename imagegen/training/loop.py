@@ -178,8 +178,6 @@ def _setup(plan: TrainPlan, context: distributed.Context, emit: Emit) -> _Sessio
     with the images done of the total."""
     spec, train = get_spec(plan.model), plan.train
     device = distributed.local_device(resolve_device(plan.device), context)
-    if train.sync_bn and context.enabled:  # the model's own refusals: in the plan
-        distributed.check_sync_batchnorm(device)  # before the data is loaded
     ckpt = checkpoint.read_checkpoint(plan.resume_from) if plan.resume_from else None
     fitting = data.fitting_for(to_dict(train))  # how image files become squares
     with distributed.local_main_first(context):  # one decode per machine fills the cache

@@ -81,7 +81,9 @@ def plan_training(
     or zip's images are decoded here (once: then cached), for their channels and their count;
     `emit` hears that decode."""
     spec = get_spec(request.model)
-    resolve_device(request.device)
+    device = resolve_device(request.device)
+    if request.options.get("sync_bn") and distributed.from_env().enabled:
+        distributed.check_sync_batchnorm(device)  # torchrun's processes: CUDA only
     if request.resume is not None:
         return _plan_resume(request, download, emit)
     train, options, resolution_how = _new_run_options(spec, request)

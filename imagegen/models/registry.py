@@ -182,11 +182,12 @@ MODELS: dict[str, ModelSpec] = {
             ),
             "mixture-256": Preset(
                 summary="mixture with a latent of 256: sharper reconstructions and samples on "
-                "colour images (docs/models.md; not yet measured on grey levels)",
+                "colour images, about the same on grey levels (docs/models.md)",
                 model=_SHARP_MIXTURE | {"latent_dim": 256},
             ),
         },
-        default_preset="mixture",
+        # mixture-256: colour images' samples and reconstructions (docs/models.md, issue 47)
+        default_preset="mixture-256",
     ),
     "vaegan": ModelSpec(
         name="vaegan",

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from imagegen.models.registry import MODELS
 from imagegen.storage import checkpoint, runs
 from quality.budget import SESSION, equal_time_budget, equal_time_images, rebudget
 from quality.datasets import Dataset
@@ -40,8 +41,8 @@ def run_one(ds: Dataset, name: str, results: Results, settings: Settings) -> Non
     """Train one recipe on one dataset, then measure its curve and its final figure."""
     spec = recipe(name)
     images = settings.images_for(ds.key)
-    if spec.model != "dcgan" and settings.ae_images:  # the VAE and VAE-GAN at their own budget
-        images = settings.ae_images
+    if MODELS[spec.model].model_cls.can_reconstruct and settings.ae_images:
+        images = settings.ae_images  # the models with an encoder at their own budget
     run_dir = settings.work / ds.key / name
     key = f"{ds.key}/{name}"
     done = results.get(f"{key}/train")
@@ -50,8 +51,6 @@ def run_one(ds: Dataset, name: str, results: Results, settings: Settings) -> Non
     if ds.minutes:
         images = rebudget(results, ds, name, run_dir) or equal_time_images(ds, name, results)
         start_from_base(results, ds, name, images, run_dir)
-    steps = images // spec.batch
-    every = max(1, steps // settings.points)
     same_run(results, key, run_dir)
     extend(results, key, images, run_dir)
     done = results.get(f"{key}/train")
@@ -59,55 +58,69 @@ def run_one(ds: Dataset, name: str, results: Results, settings: Settings) -> Non
         log(f"{key}: carried over from {done['carried_from']}, nothing to measure")
         return
     if done is None:
-        log(f"{key}: training {steps} steps ({images:,} images), run folder {run_dir}")
-        out = train(run_dir, ds, spec, steps, every, settings)
-        config = json.loads((run_dir / "config.json").read_text())
-        results.put(
-            f"{key}/train",
-            {
-                "dataset": ds.key,
-                "recipe": name,
-                "steps": out["step"],
-                "images": out["step"] * spec.batch,
-                "train_config": config["train_config"],
-                "model_config": config["model_config"],
-                "trained_in": config["precision"],
-                "elapsed_s": elapsed(run_dir),
-                "machine": machine(),
-                "alarms": alarms(run_dir),
-                **({"budget": equal_time_budget(ds, name, results)} if ds.minutes else {}),
-            },
-        )
+        _train_and_record(ds, name, images, run_dir, results, settings)
     latest = run_dir / "checkpoints" / runs.LATEST
     last = checkpoint.read_checkpoint(latest, load_tensors=False).step
     for step, path in runs.step_checkpoints(run_dir):
         if results.get(f"{key}/curve/{step}") is None and step != last:
             log(f"{key}: FID at step {step} ({settings.curve_n} generated)")
-            row = measure(
-                path, ds, settings.curve_n, settings, ("fid", "kid"), settings.curve_precision
-            )
+            wanted = ("fid", "kid")
+            row = measure(path, ds, settings.curve_n, settings, wanted, settings.curve_precision)
             results.put(f"{key}/curve/{step}", {"step": step, "images": step * spec.batch, **row})
     final = results.get(f"{key}/final")
     if final is None or final.get("step", last) != last:
-        log(f"{key}: final FID ({settings.final_n} generated vs {settings.ref_n} training images)")
-        # The curve's last point is the FID of the final figure's first curve_n images (the
-        # same latents a curve_n-image evaluation would draw): no second generation.
-        wanted = ("fid", "kid", "pr", "copy") if ds.whole else ("fid", "kid", "pr")
-        row = measure(latest, ds, settings.final_n, settings, wanted, fid_at=(settings.curve_n,))
-        model_cls = checkpoint.build_model(checkpoint.read_checkpoint(latest)).__class__
-        if model_cls.can_reconstruct:
-            row |= reconstructions(latest, ds, settings)
-        if model_cls.has_likelihood:
-            row |= bits_per_dim(latest, ds, settings)
-        results.put(f"{key}/final", {"step": last, **row})
-        if ds.whole:  # the same samples' FID against the whole training set
-            whole = measure(
-                latest, ds, settings.final_n, settings, ("fid", "kid"), reference=ds.whole
-            )
-            results.put(f"{key}/final-whole", {"step": last, **whole})
-        fid = row.get(f"fid_at_{settings.curve_n}", row["fid"])
-        results.put(f"{key}/curve/{last}", {"step": last, "images": last * spec.batch, "fid": fid})
-    grid(run_dir / "checkpoints" / runs.LATEST, settings.docs / "quality" / f"{ds.key}-{name}.png")
+        _measure_final(ds, key, latest, last * spec.batch, results, settings)
+    grid(latest, settings.docs / "quality" / f"{ds.key}-{name}.png")
+
+
+def _train_and_record(
+    ds: Dataset, name: str, images: int, run_dir: Path, results: Results, settings: Settings
+) -> None:
+    """Train the recipe's run for `images` (or go on with it) and record what trained."""
+    spec, key = recipe(name), f"{ds.key}/{name}"
+    steps = images // spec.batch
+    log(f"{key}: training {steps} steps ({images:,} images), run folder {run_dir}")
+    out = train(run_dir, ds, spec, steps, max(1, steps // settings.points), settings)
+    config = json.loads((run_dir / "config.json").read_text())
+    row = {
+        "dataset": ds.key,
+        "recipe": name,
+        "steps": out["step"],
+        "images": out["step"] * spec.batch,
+        "train_config": config["train_config"],
+        "model_config": config["model_config"],
+        "trained_in": config["precision"],
+        "elapsed_s": elapsed(run_dir),
+        "machine": machine(),
+        "alarms": alarms(run_dir),
+    }
+    results.put(
+        f"{key}/train",
+        row | ({"budget": equal_time_budget(ds, name, results)} if ds.minutes else {}),
+    )
+
+
+def _measure_final(
+    ds: Dataset, key: str, latest: Path, images: int, results: Results, settings: Settings
+) -> None:
+    """The final figure of a run's last checkpoint (and the curve's last point from it)."""
+    last = checkpoint.read_checkpoint(latest, load_tensors=False).step
+    log(f"{key}: final FID ({settings.final_n} generated vs {settings.ref_n} training images)")
+    # The curve's last point is the FID of the final figure's first curve_n images (the
+    # same latents a curve_n-image evaluation would draw): no second generation.
+    wanted = ("fid", "kid", "pr", "copy") if ds.whole else ("fid", "kid", "pr")
+    row = measure(latest, ds, settings.final_n, settings, wanted, fid_at=(settings.curve_n,))
+    model_cls = checkpoint.build_model(checkpoint.read_checkpoint(latest)).__class__
+    if model_cls.can_reconstruct:
+        row |= reconstructions(latest, ds, settings)
+    if model_cls.has_likelihood:
+        row |= bits_per_dim(latest, ds, settings)
+    results.put(f"{key}/final", {"step": last, **row})
+    if ds.whole:  # the same samples' FID against the whole training set
+        whole = measure(latest, ds, settings.final_n, settings, ("fid", "kid"), reference=ds.whole)
+        results.put(f"{key}/final-whole", {"step": last, **whole})
+    fid = row.get(f"fid_at_{settings.curve_n}", row["fid"])
+    results.put(f"{key}/curve/{last}", {"step": last, "images": images, "fid": fid})
 
 
 def speed(

@@ -54,17 +54,15 @@ class _RegistryCommand(TyperCommand):
 
 def _registry_help(command: str, param: str) -> str | None:
     """The help of a parameter that names the registry's models, presets or their defaults."""
-    names = ", ".join(MODELS)
     if param == "source" and command in AUTOENCODERS:
         return f"Checkpoint file or run folder of a model with an encoder: {_encoders()}."
-    if param == "model":
-        if command == "train":
-            return f"Model to train: {names}."
-        return f"Model of a state dict: {names}. [default: the config.json's beside it]"
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    if command == "train" and param in fields and "help" in fields[param].metadata:
-        return _option_help(fields[param], TrainConfig)
-    return None
+    if param == "model" and command == "train":  # the positional argument
+        return f"Model to train: {', '.join(MODELS)}."
+    cls = {"train": TrainConfig, "convert": ConvertRequest}.get(command)
+    declared = {f.name: f for f in dataclasses.fields(cls)} if cls else {}
+    if cls is None or param not in declared or "help" not in declared[param].metadata:
+        return None
+    return _option_help(declared[param], cls)
 
 
 AUTOENCODERS = ("encode", "decode", "interpolate", "reconstruct")  # commands of encoder models
@@ -431,6 +429,8 @@ def _option_help(f: dataclasses.Field, cls: type) -> str:
     """The help of `cls`'s option `f`: its declared text, the presets (--preset) and the
     default shown."""
     text = f.metadata["help"] + (" " + _preset_help() if f.name == "preset" else "")
+    if f.name == "model":  # a model by name: the registry's
+        text = text.removesuffix(".") + f": {', '.join(MODELS)}."
     shown = _shown_default(f, registry=cls is TrainConfig)
     return text + (f" [default: {shown}]" if shown else "")
 

@@ -138,3 +138,10 @@ def trained_in(tr: dict[str, Any], work: Path) -> str:
         return tr["trained_in"]
     latest = work / tr["dataset"] / tr["recipe"] / "checkpoints" / runs.LATEST
     return runs.recorded_precision(latest) or "?"
+
+
+def grid_file(results: Results, dataset: str, name: str) -> str:
+    """The file name of a recipe's grid: its own run's, or for a name recorded as the run of
+    another recipe (`same_run_as`, a candidate its preset adopted) that run's."""
+    done = results.get(f"{dataset}/{name}/train") or {}
+    return f"{dataset}-{done.get('same_run_as', name)}.png"

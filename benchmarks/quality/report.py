@@ -6,7 +6,7 @@ from quality.budget import speed_row
 from quality.datasets import Dataset
 from quality.plots import plot
 from quality.recipes import BATCH, RECIPES, is_recipe, recipe
-from quality.record import ASIDE, Results
+from quality.record import ASIDE, Results, grid_file
 from quality.sections import conditional, small_data, time_table
 from quality.settings import Settings
 from quality.tables import autoencoder_table, carried_note, machines, ratios, summary, table
@@ -48,7 +48,7 @@ def report(results: Results, dss: list[Dataset], names: list[str], settings: Set
         *timed,
         "![FID against training images](quality/fid-curves.png)",
         "",
-        *grids(dss, names, settings.docs),
+        *grids(results, dss, names, settings.docs),
         *alarms_raised(results),
     ]
     out = settings.docs / "quality.md"
@@ -77,13 +77,14 @@ def protocol(settings: Settings) -> str:
     )
 
 
-def grids(dss: list[Dataset], names: list[str], docs: Path) -> list[str]:
+def grids(results: Results, dss: list[Dataset], names: list[str], docs: Path) -> list[str]:
     """Each run's grid of 64 samples, where it was drawn."""
+    files = {(ds.key, n): grid_file(results, ds.key, n) for ds in dss for n in names}
     rows = [
-        f"| {ds.label} | {recipe(n).label} | ![{ds.key} {n}](quality/{ds.key}-{n}.png) |"
+        f"| {ds.label} | {recipe(n).label} | ![{ds.key} {n}](quality/{files[ds.key, n]}) |"
         for ds in dss
         for n in names
-        if (docs / "quality" / f"{ds.key}-{n}.png").is_file()
+        if (docs / "quality" / files[ds.key, n]).is_file()
     ]
     return ["| dataset | recipe | 64 samples (seed 0) |", "| --- | --- | --- |", *rows, ""]
 

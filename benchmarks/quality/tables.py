@@ -6,7 +6,7 @@ from pathlib import Path
 from imagegen.models.registry import MODELS
 from quality.datasets import EQUAL_TIME, Dataset
 from quality.recipes import default_recipe, recipe
-from quality.record import ASIDE, Results, best_and_last, machine, trained_in
+from quality.record import ASIDE, Results, best_and_last, grid_file, machine, trained_in
 
 
 def machines(results: Results, dss: list[Dataset], names: list[str]) -> str:
@@ -180,7 +180,7 @@ def summary(results: Results, dss: list[Dataset], docs: Path) -> list[str]:
                 if not (fin and tr and d):
                     continue
                 recon = f"{fin['recon_fid']:.2f}" if "recon_fid" in fin else "–"
-                grid = docs / "quality" / f"{d.key}-{name}.png"
+                grid = docs / "quality" / grid_file(results, d.key, name)
                 shown = f"![{name}](quality/{grid.name})" if grid.is_file() else "–"
                 same = tr.get("same_run_as")  # the run of a candidate the preset adopted
                 label = recipe(name).label + (f" (the run of {same})" if same else "")

@@ -43,6 +43,7 @@ from imagegen.data.labels import Labels, Layout
 
 CIFAR_BATCH = 10_000  # images in each CIFAR-10 batch file
 NAMED_DATASETS = ("mnist", "fashion-mnist", "cifar10", "celeba", "synthetic")
+SYNTHETIC_SIZES = {"train": 1024, "test": 256}  # the synthetic set's images per split
 _SYNTHETIC_CLASSES = Layout(None, "the synthetic set has no classes")
 SPLITS = ("train", "test")
 CACHE_VERSION = 2  # 2: class labels kept with the images
@@ -207,7 +208,7 @@ def dataset_census(
 ) -> Census:
     """`dataset` described, its classes and its size, as its files say (before decoding)."""
     if dataset == "synthetic":
-        n = len(synthetic_images(1, 1, split))
+        n = SYNTHETIC_SIZES[split]
         return Census("synthetic (built in, deterministic)", _SYNTHETIC_CLASSES, n)
     source = find_source(dataset, split=split, root=root, download=download)
     return Census(source.name, source.find_layout(), source.count())
@@ -222,7 +223,7 @@ def native_channels(dataset: str) -> int | None:
 
 def synthetic_images(resolution: int, channels: int, split: str = "train") -> torch.Tensor:
     """A deterministic set of soft coloured blobs on a dark background, (N, C, H, W) uint8."""
-    n = 1024 if split == "train" else 256
+    n = SYNTHETIC_SIZES[split]
     g = torch.Generator().manual_seed(1234 if split == "train" else 4321)
     coords = torch.linspace(0, 1, resolution)
     yy, xx = torch.meshgrid(coords, coords, indexing="ij")  # (H, W)
@@ -476,9 +477,8 @@ def _zip_source(path: Path) -> _Source:
         return labelling.from_paths(names)
 
     name = f"zip {path} ({len(names)} files)"
-    source = _Source(name, {"zip": _content_key(path)}, decode, find_layout=find_layout)
-    source.count = lambda: len(names)
-    return source
+    key = {"zip": _content_key(path)}
+    return _Source(name, key, decode, find_layout=find_layout, count=lambda: len(names))
 
 
 def _read_cache(path: Path) -> tuple[torch.Tensor, Labels | None, dict] | None:

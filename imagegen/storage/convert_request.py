@@ -33,7 +33,7 @@ class ConvertRequest:
     src: Path
     dst: Path
     set_options: dict[str, Any] = field(default_factory=dict)
-    model: str | None = option(None, "Model of a state dict.", shown="config.json's beside it")
+    model: str | None = option(None, "Model of a state dict.", shown="the config.json's beside it")
     resolution: int | None = option(None, "Image size of an imported model.", valid="[1, inf)")
     latent_dim: int | None = option(None, "Latent size of an imported model.", valid="[1, inf)")
     nz: int | None = option(None, "pytorch/examples: latent size (nz).", valid="[1, inf)")

@@ -678,3 +678,27 @@ def test_bench_quality_equal_time_budget_set_again_by_a_side_by_side_speed(
     assert results.get(f"{key}.2400-images/train")["images"] == 2400
     assert run_dir.with_name(f"{name}.2400-images").is_dir()
     assert budget.equal_time_images(ds, name, results) == 1792
+
+
+def test_bench_quality_a_schedule_candidate_trains_at_its_base_recipes_speed(
+    tmp_path: Path,
+) -> None:
+    """A candidate that changes only the lr, its schedule, Adam's betas or the seed does the
+    same work a step: its speed is its base's (not measured again), so its equal-time run
+    trains the base's images; one that changes the model or the batch has its own."""
+    assert recipes.speed_recipe("dcgan-classic+seed=1") == "dcgan-classic"
+    tail = "dcgan-adaptive-lazy-r1+lr_decay=linear+lr_decay_start=0.75"
+    assert recipes.speed_recipe(tail) == "dcgan-adaptive-lazy-r1"
+    assert recipes.speed_recipe("dcgan-classic+lr=1e-3@bf16") == "dcgan-classic@bf16"
+    for own in ("dcgan-classic+batch_size=16", "dcgan-classic+g_width=128", "dcgan-classic"):
+        assert recipes.speed_recipe(own) == own
+    results = record.Results(tmp_path / "results.jsonl")
+    ds = datasets.datasets(tmp_path, tmp_path)["mnist-30min"]
+    results.put("mnist/dcgan-adaptive-lazy-r1/speed", {"images_per_s": 2.0, "machine": "m"})
+    assert budget.equal_time_images(ds, tail, results) == 3600
+    with pytest.raises(BenchError, match="needs the recipe's speed"):
+        budget.equal_time_images(ds, "dcgan-adaptive-lazy-r1+g_width=128", results)
+    settings = Settings(work=tmp_path, data_root=tmp_path)
+    results.put(f"mnist/{tail}/train", {"images": 64, "train_config": {"batch_size": 16}})
+    runner.speed(datasets.datasets(tmp_path, tmp_path)["mnist"], tail, results, settings)
+    assert results.get(f"mnist/{tail}/speed") is None  # nothing trained to measure it

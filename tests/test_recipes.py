@@ -13,6 +13,7 @@ from imagegen.common.errors import UsageError
 from imagegen.models import augment
 from imagegen.models.dcgan import DCGAN, DCGANConfig, r1_penalty
 from imagegen.models.gan_losses import discriminator_loss, generator_loss
+from imagegen.training.lr_schedule import LRSchedule
 
 TINY_CFG = {"resolution": 32, "channels": 3, "latent_dim": 8, "g_width": 8, "d_width": 8}
 
@@ -392,6 +393,40 @@ def test_extending_a_decayed_run_says_the_schedule_changed(run_cli, isolated: Pa
     assert "lr decay" not in again.out + again.err  # complete: nothing changed
 
 
+def test_lr_schedule_holds_then_decays_to_zero() -> None:
+    whole = LRSchedule("linear", 0.0, 10)
+    assert [whole.scale(s) for s in (0, 5, 10)] == [1.0, 0.5, 0.0]
+    assert whole.scale(9) == 1.0 - 9 / 10  # the formula runs before --lr-decay-start kept
+    tail = LRSchedule("linear", 0.75, 100)
+    assert tail.scale(0) == tail.scale(75) == 1.0
+    assert tail.scale(90) == pytest.approx(0.4) and tail.scale(100) == 0.0
+    assert LRSchedule("none", 0.5, 10).scale(9) == 1.0
+    assert tail.describe() == "lr constant to step 75, then decayed linearly to 0"
+
+
+def test_a_decay_started_on_resume_is_the_run_planned_with_it(run_cli, isolated: Path) -> None:
+    """A constant run's checkpoint at step 4 of 8, resumed with a decay over its second half,
+    ends bit-exactly as a run trained with that schedule from the start: a long run can try
+    a late decay from its own checkpoint."""
+    train_tiny(run_cli, isolated / "constant", "--checkpoint-every", "4", steps=8)
+    decayed = ("--lr-decay", "linear", "--lr-decay-start", "0.5")
+    train_tiny(run_cli, isolated / "planned", *decayed, steps=8)
+    middle = isolated / "constant/checkpoints/step-0000004.safetensors"
+    branch = isolated / "branch"
+    result = run_cli("train", "dcgan", "--resume", middle, "--run-dir", branch, *decayed)
+    assert result.code == 0, result.err
+    said = " ".join((result.out + result.err).split())
+    assert (
+        "the lr schedule changed from constant lr to lr constant to step 4, then decayed "
+        "linearly to 0: the lr goes on at 100% of its initial value, not 100%" in said
+    )
+    a = load_file(str(isolated / "planned/checkpoints/latest.safetensors"))
+    b = load_file(str(branch / "checkpoints/latest.safetensors"))
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    constant = load_file(str(isolated / "constant/checkpoints/latest.safetensors"))
+    assert any(not torch.equal(a[k], constant[k]) for k in a)  # the decay changed the end
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -403,6 +438,7 @@ def test_extending_a_decayed_run_says_the_schedule_changed(run_cli, isolated: Pa
         (("--lr-d", "0"), "--lr-d must be in (0, inf), got 0.0"),
         (("--ema-decay", "1"), "--ema-decay must be in [0, 1), got 1.0"),
         (("--lr-decay", "cosine"), "lr_decay: expected one of none, linear"),
+        (("--lr-decay-start", "1"), "--lr-decay-start must be in [0, 1), got 1.0"),
     ],
 )
 def test_numeric_options_are_checked_before_anything_runs(

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from quality.datasets import Dataset
-from quality.recipes import recipe
+from quality.recipes import recipe, speed_recipe
 from quality.record import Results, set_aside
 from quality.settings import BenchError, log
 
@@ -27,7 +27,7 @@ def speed_row(results: Results, ds: Dataset, name: str) -> dict[str, Any] | None
     if done is not None and "budget" in done:
         budget = done["budget"]
         return {"images_per_s": budget["images_per_s"], "machine": budget["speed_on"]}
-    return results.get(f"{ds.base or ds.key}/{name}/speed")
+    return results.get(f"{ds.base or ds.key}/{speed_recipe(name)}/speed")
 
 
 def equal_time_budget(
@@ -110,7 +110,7 @@ def rebudget(results: Results, ds: Dataset, name: str, run_dir: Path) -> int | N
     done = results.get(f"{key}/train")
     if name == CLOCK or done is None or "budget" not in done:
         return None
-    sp = results.get(f"{ds.base}/{name}/speed") or {}
+    sp = results.get(f"{ds.base}/{speed_recipe(name)}/speed") or {}
     if not _beside_clock(results, ds, sp):
         return None
     images = _budget_images(ds, name, equal_time_budget(ds, name, results, sp))

@@ -57,6 +57,7 @@ RECIPE_OPTIONS = (
     "lr",
     "lr_d",
     "lr_decay",
+    "lr_decay_start",
     "beta1",
     "beta2",
     "ema_decay",
@@ -101,6 +102,22 @@ def recipe(name: str) -> Recipe:
     if precision:
         args, label = (*args, "--precision", precision), f"{label}, {precision}"
     return Recipe(r.model, args, label, batch, changes, train_changes)
+
+
+# Training options that change no step's compute: a candidate that changes only these trains
+# at its base recipe's speed, which is its speed (its equal-time budget is the base's).
+SAME_SPEED = ("lr", "lr_d", "lr_decay", "lr_decay_start", "beta1", "beta2", "seed")
+
+
+def speed_recipe(name: str) -> str:
+    """The recipe whose speed alone is `name`'s: its base (at its precision) where it changes
+    only options of SAME_SPEED, else itself."""
+    plain, at, precision = name.partition("@")
+    base, *changed = plain.split("+")
+    recipe(name)  # an unknown one stops here
+    if changed and all(c.split("=", 1)[0] in SAME_SPEED for c in changed):
+        return base + at + precision
+    return name
 
 
 def _train_flag(key: str, value: str) -> tuple[str, ...]:

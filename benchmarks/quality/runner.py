@@ -12,7 +12,7 @@ from imagegen.storage import checkpoint, runs
 from quality.budget import SESSION, equal_time_budget, equal_time_images, rebudget
 from quality.datasets import Dataset
 from quality.measure import bits_per_dim, grid, measure, reconstructions
-from quality.recipes import Recipe, config_tag, recipe, retuned
+from quality.recipes import Recipe, config_tag, recipe, retuned, speed_recipe
 from quality.record import Results, alarms, elapsed, machine, set_aside, trained_in
 from quality.settings import BenchError, Settings, log
 
@@ -138,8 +138,9 @@ def speed(
     key = f"{ds.key}/{name}"
     tr, sp = results.get(f"{key}/train"), results.get(f"{key}/speed")
     here = sp is not None and sp.get("machine") == machine()
-    if ds.minutes or tr is None or (here and not again):
-        return  # measured here already; one measured on another machine is measured again
+    if ds.minutes or tr is None or (here and not again) or speed_recipe(name) != name:
+        return  # measured here already (one measured on another machine is measured again),
+        # or its base's speed is its own
     spec = recipe(name)
     run_dir = settings.work / "speed" / ds.key / name  # scratch, the benchmark's own
     shutil.rmtree(run_dir, ignore_errors=True)

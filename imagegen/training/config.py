@@ -37,7 +37,18 @@ class TrainConfig:
         shown="--lr",
         valid="(0, inf)",
     )
-    lr_decay: Literal["none", "linear"] = option("none", "none, or linear (to 0 at the last step).")
+    lr_decay: Literal["none", "linear"] = option(
+        "none",
+        "none, or linear (to 0 at the last step, from --lr-decay-start on).",
+        resumable=True,
+    )
+    lr_decay_start: float = option(
+        0.0,
+        "Fraction of the planned steps after which --lr-decay linear begins; 0: from the "
+        "first step.",
+        resumable=True,
+        valid="[0, 1)",
+    )
     beta1: float = option(0.5, "Adam beta1.", valid="[0, 1)")
     beta2: float = option(0.999, "Adam beta2.", valid="[0, 1)")
     ema_decay: float = option(

@@ -41,6 +41,7 @@ from imagegen.training.ema import EMA, STANDING_SEED
 from imagegen.training.fid_monitor import FIDMonitor
 from imagegen.training.fid_schedule import FIDSchedule
 from imagegen.training.health import Alarm, HealthMonitor
+from imagegen.training.lr_schedule import LRSchedule, resumed_note, set_lr_scale
 from imagegen.training.plan import TrainPlan
 from imagegen.training.tensorboard_log import TensorBoardLog
 
@@ -151,6 +152,10 @@ class _Session:
     @property
     def train(self) -> TrainConfig:
         return self.plan.train
+
+    @property
+    def lr_schedule(self) -> LRSchedule:
+        return LRSchedule(self.train.lr_decay, self.train.lr_decay_start, self.total)
 
     @property
     def global_batch(self) -> int:
@@ -281,18 +286,6 @@ def _restore(session: _Session, ckpt: checkpoint.Checkpoint, noise_seed: int) ->
     session.best_fid = math.inf if counted.best_fid is None else counted.best_fid
     if session.model.fits_prior:  # the checkpoint's prior was fitted to these weights
         session.prior_fitted_at = session.ema.updates
-
-
-def linear_decay(step: int, total: int) -> float:
-    """The lr scale of a linear decay at `step` of `total`: 1 at the start, 0 at the end."""
-    return max(0.0, 1.0 - step / total)
-
-
-def set_lr_scale(optimizers: dict[str, torch.optim.Optimizer], scale: float) -> None:
-    """Set every parameter group's lr to `scale` times its initial lr."""
-    for opt in optimizers.values():
-        for group in opt.param_groups:
-            group["lr"] = group["initial_lr"] * scale
 
 
 class _LossMeter:
@@ -444,6 +437,14 @@ def _describe_compile(model: Any) -> str:
     return f"compiled {', '.join(compiled) or 'nothing'}" + (f" ({why})" if why else "")
 
 
+def _lr_schedule_moved(s: _Session) -> str:
+    """A resumed run's note where its lr schedule moved ('' where not, or a new run)."""
+    if s.ckpt is None:
+        return ""
+    before = LRSchedule.stored(s.ckpt.train_config, s.ckpt.counters.total_steps or s.total)
+    return resumed_note(before, s.lr_schedule, s.ckpt.step)
+
+
 def _describe_start(s: _Session) -> str:
     plan, images, context, ckpt = s.plan, s.images, s.context, s.ckpt
     parts = [
@@ -454,6 +455,8 @@ def _describe_start(s: _Session) -> str:
         parts.append(f"preset {s.train.preset}")
     if described := s.model.describe():
         parts.append(described)
+    if (schedule := s.lr_schedule.describe()) and not _lr_schedule_moved(s):
+        parts.append(schedule)  # (a moved one is said with the resume)
     if plan.resolution_how:
         parts.append(plan.resolution_how)
     parts.append(f"precision {s.precision_why}")
@@ -476,13 +479,8 @@ def _describe_start(s: _Session) -> str:
                 f"it was trained by {trained_with} process(es), now {context.world_size}: it "
                 "continues with the new global batch, not bit-exactly"
             )
-        planned = ckpt.counters.total_steps or s.total
-        if s.train.lr_decay == "linear" and planned != s.total:
-            parts.append(
-                f"the linear lr decay planned to end at step {planned} now ends at step "
-                f"{s.total}: the lr goes on at {linear_decay(ckpt.step, s.total):.0%} of its "
-                f"initial value, not {linear_decay(ckpt.step, planned):.0%}"
-            )
+        if note := _lr_schedule_moved(s):
+            parts.append(note)
     if images.transparent:
         colour = s.fitting.colour
         parts.append(
@@ -801,8 +799,8 @@ def _train(
         while step < total:
             t0 = time.perf_counter()
             real = s.batch(step)  # (B, C, R, R) in [0, 1]
-            if train.lr_decay == "linear":
-                set_lr_scale(s.optimizers, linear_decay(step, total))
+            if s.lr_schedule.decays:
+                set_lr_scale(s.optimizers, s.lr_schedule.scale(step))
             t1 = time.perf_counter()
             with autocast(s.device, s.precision):
                 losses = s.model.training_step(real, s.optimizers, s.noise, **s.batch_labels(step))

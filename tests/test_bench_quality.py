@@ -696,6 +696,10 @@ def test_bench_quality_a_schedule_candidate_trains_at_its_base_recipes_speed(
     ds = datasets.datasets(tmp_path, tmp_path)["mnist-30min"]
     results.put("mnist/dcgan-adaptive-lazy-r1/speed", {"images_per_s": 2.0, "machine": "m"})
     assert budget.equal_time_images(ds, tail, results) == 3600
+    # The base's equal-time run has its budget (another day's, drift and all): so has the tail.
+    based = {"minutes": 30, "images_per_s": 1.0, "drift": 0.5, "speed_on": "m"}
+    results.put("mnist-30min/dcgan-adaptive-lazy-r1/train", {"images": 1792, "budget": based})
+    assert budget.equal_time_images(ds, tail, results) == 1792
     with pytest.raises(BenchError, match="needs the recipe's speed"):
         budget.equal_time_images(ds, "dcgan-adaptive-lazy-r1+g_width=128", results)
     settings = Settings(work=tmp_path, data_root=tmp_path)

@@ -35,7 +35,11 @@ def equal_time_budget(
 ) -> dict[str, Any]:
     """What an equal-time run's images come from: its minutes at the speed measured alone
     (`sp`, else the speed_row's), scaled by the machine's drift since CLOCK's budget was set
-    (see CLOCK)."""
+    (see CLOCK). A candidate at its base's speed (speed_recipe) has its base's budget, where
+    the base's equal-time run has one."""
+    base = results.get(f"{ds.key}/{speed_recipe(name)}/train") if sp is None else None
+    if speed_recipe(name) != name and base is not None and "budget" in base:
+        return base["budget"] | {"as": speed_recipe(name)}
     sp = sp or speed_row(results, ds, name)
     if sp is None:
         raise BenchError(

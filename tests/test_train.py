@@ -224,6 +224,22 @@ def test_the_plan_resolves_the_length_that_trains(run_cli, isolated: Path) -> No
     assert not (isolated / "checkpoints").exists()
 
 
+def test_a_run_planned_far_past_its_curves_flattening_is_told(run_cli, isolated: Path) -> None:
+    """The default DCGAN planned for 5M images (100 CIFAR-10 epochs) hears where its measured
+    FID curve flattened; a run of 3.2M images, or of a recipe never measured so long, not."""
+    from imagegen.models.registry import MODELS
+
+    flat = MODELS["dcgan"].presets[MODELS["dcgan"].default_preset].flattens
+    assert flat is not None
+    plan = ["train", "dcgan", "-d", "synthetic", "--dry-run", "--json"]
+    far = json.loads(run_cli(*plan, "--steps", "312500").out)
+    assert far["length_advice"].startswith("5,000,000 training images planned, far past")
+    assert f"about {flat.images:,} buy most of it" in far["length_advice"]
+    assert "length_advice" not in json.loads(run_cli(*plan, "--steps", "200000").out)
+    classic = run_cli(*plan, "--steps", "312500", "--preset", "classic")
+    assert "length_advice" not in json.loads(classic.out)
+
+
 def test_toml_config_and_flags_override_it(run_cli, isolated: Path) -> None:
     cfg = isolated / "run.toml"
     cfg.write_text(

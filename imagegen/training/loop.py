@@ -497,6 +497,8 @@ def _describe_start(s: _Session) -> str:
         parts.append(fid)
     if few := _few_images_advice(s):
         parts.append(few)
+    if plan.length_advice:
+        parts.append(plan.length_advice)
     if classes := _describe_classes(s):
         parts.append(classes)
     return "; ".join(parts)

@@ -22,6 +22,10 @@ from imagegen.storage import checkpoint, runs
 from imagegen.training import distributed, tensorboard_log
 from imagegen.training.config import RESUMABLE_CHANGES, TrainConfig
 
+# A run planned this many times the images after which its preset's FID curve was measured to
+# flatten is told so on its first line (Preset.flattens).
+FAR_PAST = 2
+
 
 @dataclass(frozen=True)
 class TrainRequest:
@@ -60,18 +64,36 @@ class TrainPlan:
     # conditional_ramp), resolved into model_config's cond_start, cond_end; None: none asked
     conditional_ramp: tuple[float, float] | None = None
 
+    @property
+    def length_advice(self) -> str:
+        """For the first line of a run planned far past where its preset's FID curve was
+        measured to flatten ('' for the others)."""
+        preset = get_spec(self.model).presets.get(self.train.preset)
+        flat = preset.flattens if preset else None
+        planned = self.total_steps * self.train.batch_size * distributed.from_env().world_size
+        if flat is None or planned < FAR_PAST * flat.images:
+            return ""
+        return (
+            f"{planned:,} training images planned, far past where this recipe's FID curve "
+            f"flattens: {flat.said} (docs/long-runs.md); about {flat.images:,} buy most of it"
+        )
+
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "model_config": self.model_config,
-            "train_config": to_dict(self.train),
-            "dataset": self.dataset,
-            "run_dir": str(self.run_dir),
-            "device": self.device,
-            "data_root": self.data_root,
-            "total_steps": self.total_steps,
-            "resume_from": str(self.resume_from) if self.resume_from else None,
-        } | ({"conditional_ramp": list(self.conditional_ramp)} if self.conditional_ramp else {})
+        return (
+            {
+                "model": self.model,
+                "model_config": self.model_config,
+                "train_config": to_dict(self.train),
+                "dataset": self.dataset,
+                "run_dir": str(self.run_dir),
+                "device": self.device,
+                "data_root": self.data_root,
+                "total_steps": self.total_steps,
+                "resume_from": str(self.resume_from) if self.resume_from else None,
+            }
+            | ({"conditional_ramp": list(self.conditional_ramp)} if self.conditional_ramp else {})
+            | ({"length_advice": self.length_advice} if self.length_advice else {})
+        )
 
 
 def plan_training(

@@ -76,23 +76,28 @@ def measure(run: Path, step: int, dataset: str, data_root: str | None) -> dict[s
     return dict(evaluate(request).metrics)
 
 
-def plot(points: list[dict[str, Any]], finals: list[dict[str, Any]], label: str, out: Path) -> None:
+def plot(runs_: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]], out: Path) -> None:
+    """Each run's FID curve during training (lines) and final-protocol figures (squares), by
+    (label, points, finals), on one axis."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    n = points[0]["fid_n"] if points else 0
-    ax.plot([p["images"] / 1e6 for p in points], [p["fid"] for p in points], "o-",
-            label=f"{label}: {n} samples vs {n} training images (during training)")  # fmt: skip
-    if finals:
-        ax.plot([f["images"] / 1e6 for f in finals], [f["fid"] for f in finals], "s",
-                label=f"{label}: {FINAL_N} samples vs {REF_N} (final protocol)")  # fmt: skip
+    for i, (label, points, finals) in enumerate(runs_):
+        colour, n = f"C{i}", points[0]["fid_n"] if points else 0
+        ax.plot([p["images"] / 1e6 for p in points], [p["fid"] for p in points], "o-",
+                color=colour, markersize=4,
+                label=f"{label}: {n} samples vs {n} training images (during training)")  # fmt: skip
+        if finals:
+            ax.plot([f["images"] / 1e6 for f in finals], [f["fid"] for f in finals], "s",
+                    color=colour,
+                    label=f"{label}: {FINAL_N} samples vs {REF_N} (final protocol)")  # fmt: skip
     ax.set_xlabel("training images seen (millions)")
     ax.set_ylabel("FID")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
@@ -121,10 +126,29 @@ def table(points: list[dict[str, Any]], finals: list[dict[str, Any]], minutes: b
     return "\n".join(rows)
 
 
+def measure_run(run: Path, label: str, at: list[int], record: Path, data_root: str | None) -> None:
+    """Measure `run`'s checkpoints at the images `at` (those it has and the record lacks) at
+    the final protocol, appending each to the record."""
+    config = json.loads((run / runs.CONFIG).read_text())
+    batch, dataset = config["train_config"]["batch_size"], config["train_config"]["dataset"]
+    points = curve(run)
+    done = {(r["label"], r["step"]) for r in read_jsonl(record)}
+    for images in at:
+        step = images // batch
+        if (label, step) in done or not any(p["step"] == step for p in points):
+            continue
+        result = measure(run, step, dataset, data_root)
+        row = {"label": label, "step": step, "images": step * batch, **result}
+        record.parent.mkdir(parents=True, exist_ok=True)
+        with record.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run", type=Path)
-    parser.add_argument("--label", default="run")
+    parser.add_argument("runs", type=Path, nargs="+", help="run folders (drawn on one plot)")
+    parser.add_argument("--label", action="append", help="each run's label, in order")
     parser.add_argument("--at", default="", help="images seen to measure at the final protocol")
     parser.add_argument("--record", type=Path, required=True, help="the JSON-lines record")
     parser.add_argument("--plot", type=Path)
@@ -133,24 +157,18 @@ def main() -> None:
         "--no-minutes", action="store_true", help="leave the run's clock out (paused, shared)"
     )
     args = parser.parse_args()
-    config = json.loads((args.run / runs.CONFIG).read_text())
-    batch, dataset = config["train_config"]["batch_size"], config["train_config"]["dataset"]
-    points = curve(args.run)
-    done = {(r["label"], r["step"]) for r in read_jsonl(args.record)}
-    for images in [int(float(a)) for a in args.at.split(",") if a]:
-        step = images // batch
-        if (args.label, step) in done or not any(p["step"] == step for p in points):
-            continue
-        result = measure(args.run, step, dataset, args.data_root)
-        record = {"label": args.label, "step": step, "images": step * batch, **result}
-        args.record.parent.mkdir(parents=True, exist_ok=True)
-        with args.record.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        print(json.dumps(record), flush=True)
-    finals = [r for r in read_jsonl(args.record) if r["label"] == args.label]
+    labels = args.label or ["run"]
+    if len(labels) != len(args.runs):
+        parser.error(f"{len(args.runs)} runs need as many --label, got {len(labels)}")
+    at = [int(float(a)) for a in args.at.split(",") if a]
+    drawn = []
+    for run, label in zip(args.runs, labels, strict=True):
+        measure_run(run, label, at, args.record, args.data_root)
+        finals = [r for r in read_jsonl(args.record) if r["label"] == label]
+        drawn.append((label, curve(run), finals))
+        print(f"{label}:\n{table(curve(run), finals, minutes=not args.no_minutes)}")
     if args.plot is not None:
-        plot(points, finals, args.label, args.plot)
-    print(table(points, finals, minutes=not args.no_minutes))
+        plot(drawn, args.plot)
 
 
 if __name__ == "__main__":

@@ -161,3 +161,12 @@ def test_long_run_reads_a_runs_own_curve(tmp_path: Path, weights) -> None:
     assert rows[1][2:5] == ["9.50", "0.500", "0.250"] and rows[0][2] == "–"
     assert len(record.read_text().splitlines()) == 1  # recorded before: not measured again
     assert (tmp_path / "c.png").stat().st_size > 0
+    # Two runs on one plot (a branch beside its trunk), a table each; a label for each run.
+    both = [*cmd[:3], str(run), "--label", "x", "--label", "y", "--record", str(record)]
+    out = subprocess.run([*both, "--plot", str(tmp_path / "two.png")], capture_output=True,
+                         text=True, env=env, timeout=600)  # fmt: skip
+    assert out.returncode == 0 and "x:\n|" in out.stdout and "y:\n|" in out.stdout, out
+    assert (tmp_path / "two.png").stat().st_size > 0
+    out = subprocess.run([*cmd[:3], "--label", "x", "--label", "y", "--record", str(record)],
+                         capture_output=True, text=True, env=env)  # fmt: skip
+    assert out.returncode == 2 and "1 runs need as many --label, got 2" in out.stderr

@@ -418,8 +418,9 @@ def test_a_decay_started_on_resume_is_the_run_planned_with_it(run_cli, isolated:
     said = " ".join((result.out + result.err).split())
     assert (
         "the lr schedule changed from constant lr to lr constant to step 4, then decayed "
-        "linearly to 0: the lr goes on at 100% of its initial value, not 100%" in said
+        "linearly to 0: the lr goes on at 100% of its initial value" in said
     )
+    assert "not 100%" not in said  # the lr is where it was: nothing to contrast
     a = load_file(str(isolated / "planned/checkpoints/latest.safetensors"))
     b = load_file(str(branch / "checkpoints/latest.safetensors"))
     assert [k for k in a if not torch.equal(a[k], b[k])] == []

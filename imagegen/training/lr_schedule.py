@@ -57,8 +57,9 @@ def resumed_note(before: LRSchedule, now: LRSchedule, step: int) -> str:
     """What a resumed run's first line says where its schedule moved ('' where it did not)."""
     if before == now or not (before.decays or now.decays):
         return ""
-    goes_on = f"the lr goes on at {now.scale(step):.0%} of its initial value, not "
-    goes_on += f"{before.scale(step):.0%}"
+    goes_on = f"the lr goes on at {now.scale(step):.0%} of its initial value"
+    if f"{before.scale(step):.0%}" != f"{now.scale(step):.0%}":
+        goes_on += f", not {before.scale(step):.0%}"
     if (before.decay, before.start) == (now.decay, now.start):
         return (
             f"the linear lr decay planned to end at step {before.total} now ends at step "

@@ -37,9 +37,10 @@ def equal_time_budget(
     (`sp`, else the speed_row's), scaled by the machine's drift since CLOCK's budget was set
     (see CLOCK). A candidate at its base's speed (speed_recipe) has its base's budget, where
     the base's equal-time run has one."""
-    base = results.get(f"{ds.key}/{speed_recipe(name)}/train") if sp is None else None
-    if speed_recipe(name) != name and base is not None and "budget" in base:
-        return base["budget"] | {"as": speed_recipe(name)}
+    own = speed_recipe(name)
+    base = results.get(f"{ds.key}/{own}/train") if own != name and sp is None else None
+    if base is not None and "budget" in base:
+        return base["budget"] | {"as": own}
     sp = sp or speed_row(results, ds, name)
     if sp is None:
         raise BenchError(

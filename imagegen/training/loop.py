@@ -7,6 +7,7 @@ on the device, read once per log line), `_Checkpointer` (checkpoints, rotation, 
 """
 
 import contextlib
+import functools
 import math
 import shutil
 import signal
@@ -153,8 +154,8 @@ class _Session:
     def train(self) -> TrainConfig:
         return self.plan.train
 
-    @property
-    def lr_schedule(self) -> LRSchedule:
+    @functools.cached_property
+    def lr_schedule(self) -> LRSchedule:  # read every step: built once
         return LRSchedule(self.train.lr_decay, self.train.lr_decay_start, self.total)
 
     @property
@@ -455,7 +456,8 @@ def _describe_start(s: _Session) -> str:
         parts.append(f"preset {s.train.preset}")
     if described := s.model.describe():
         parts.append(described)
-    if (schedule := s.lr_schedule.describe()) and not _lr_schedule_moved(s):
+    moved = _lr_schedule_moved(s)
+    if (schedule := s.lr_schedule.describe()) and not moved:
         parts.append(schedule)  # (a moved one is said with the resume)
     if plan.resolution_how:
         parts.append(plan.resolution_how)
@@ -479,8 +481,8 @@ def _describe_start(s: _Session) -> str:
                 f"it was trained by {trained_with} process(es), now {context.world_size}: it "
                 "continues with the new global batch, not bit-exactly"
             )
-        if note := _lr_schedule_moved(s):
-            parts.append(note)
+        if moved:
+            parts.append(moved)
     if images.transparent:
         colour = s.fitting.colour
         parts.append(
@@ -497,8 +499,8 @@ def _describe_start(s: _Session) -> str:
         parts.append(fid)
     if few := _few_images_advice(s):
         parts.append(few)
-    if plan.length_advice:
-        parts.append(plan.length_advice)
+    if advice := plan.length_advice:
+        parts.append(advice)
     if classes := _describe_classes(s):
         parts.append(classes)
     return "; ".join(parts)

@@ -79,6 +79,7 @@ class TrainPlan:
         )
 
     def as_dict(self) -> dict[str, Any]:
+        advice = self.length_advice
         return (
             {
                 "model": self.model,
@@ -92,7 +93,7 @@ class TrainPlan:
                 "resume_from": str(self.resume_from) if self.resume_from else None,
             }
             | ({"conditional_ramp": list(self.conditional_ramp)} if self.conditional_ramp else {})
-            | ({"length_advice": self.length_advice} if self.length_advice else {})
+            | ({"length_advice": advice} if advice else {})
         )
 
 
